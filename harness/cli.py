@@ -1,0 +1,158 @@
+"""The `harness` command: parse arguments, make one library call, map errors to exit codes.
+
+Exit codes: 0 success, 1 a failure during a run, 2 bad input (nothing was run or written),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import HarnessError
+
+EPILOG = """examples:
+  harness train                                  train the packaged default (digits, small CNN)
+  harness train configs/tabular.yaml training.epochs=5 model.name=mlp
+  harness train cfg.yaml --resume                continue from the latest checkpoint
+  harness report runs/a runs/b --out compare     compare several runs
+  harness predict runs/digits-cnn new.csv        predictions with the saved preprocessing
+  harness doctor                                 check the installation
+"""
+
+
+def _train(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.train.run import RunRequest, invocation, train
+
+    config_path, overrides = split_config_and_overrides(args.items)
+    config = load_config(config_path, overrides)
+    request = RunRequest(config, config_path, resume=args.resume, overwrite=args.overwrite, command=invocation())
+    train(request)
+    return 0
+
+
+def split_config_and_overrides(items: Sequence[str]) -> tuple[Path | None, list[str]]:
+    """The first item without '=' is the config file; `key=value` items are overrides."""
+    config: Path | None = None
+    overrides: list[str] = []
+    for item in items:
+        if "=" in item and not Path(item).exists():
+            overrides.append(item)
+        elif config is None:
+            config = Path(item)
+        else:
+            from harness.errors import ConfigError
+
+            raise ConfigError(
+                f"only one config file can be given; received {str(config)!r} and {item!r}. "
+                "Overrides look like section.key=value"
+            )
+    return config, overrides
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from harness.share import evaluate_run
+
+    evaluate_run(Path(args.run_dir))
+    print(f"report: {Path(args.run_dir) / 'report.html'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from harness.share import predict_file
+
+    output = predict_file(Path(args.run_dir), Path(args.input), Path(args.output) if args.output else None)
+    print(f"predictions: {output}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.evaluate import gather_reports, load_report, render_report
+
+    run_dirs = [Path(d) for d in args.run_dirs]
+    if len(run_dirs) == 1 and args.out is None:
+        report = load_report(run_dirs[0])
+        render_report(run_dirs[0], report["config"]["report"]["html"], report["config"]["report"]["plots"])
+        print(f"report: {run_dirs[0] / 'report.md'}")
+        return 0
+    out = gather_reports(run_dirs, Path(args.out or "comparison"))
+    print(f"comparison: {out}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import exit_code, format_table, run_checks
+
+    checks = run_checks()
+    if args.json:
+        print(json.dumps([check.__dict__ for check in checks], indent=2))
+    else:
+        print(format_table(checks))
+    return exit_code(checks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Run Keras experiments from one YAML file: locally, on GPUs, or across Slurm nodes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser("train", help="train a model and write a run directory with its report",
+                           description="Train from a YAML config (default: the packaged digits CNN), "
+                           "evaluate on the test split and write the run directory.")
+    train.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]",
+                       help="config file, then dotted overrides such as training.epochs=5")
+    group = train.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="re-run the test-split evaluation of a finished run")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.set_defaults(func=_evaluate)
+
+    predict = sub.add_parser("predict", help="predict a CSV or NPZ file with a trained run")
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("input", metavar="INPUT", help="CSV with the training feature columns, or NPZ")
+    predict.add_argument("-o", "--output", help="output CSV (default: INPUT with .predictions.csv)")
+    predict.set_defaults(func=_predict)
+
+    report = sub.add_parser("report", help="rebuild a run's report, or compare several runs",
+                            description="With one RUN_DIR: rebuild report.md/report.html from report.json. "
+                            "With several (or --out): write a comparison table and plots.")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", help="folder for the comparison (default: ./comparison)")
+    report.set_defaults(func=_report)
+
+    doctor = sub.add_parser("doctor", help="check the installed stack (TensorFlow, Keras, Horovod, MPI, GPUs, Slurm)")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.set_defaults(func=_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; a training run continues with `harness train ... --resume`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

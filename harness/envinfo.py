@@ -1,0 +1,67 @@
+"""Facts about the software and machine a run used, for env.json and the report."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import harness
+
+PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "submitit", "horovod")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "harness": harness.__version__}
+    for name in PACKAGES:
+        version = package_version(name)
+        if version:
+            found[name] = version
+    return found
+
+
+def git_commit(where: Path) -> str | None:
+    """The commit of the git checkout holding `where`, marked `-dirty` if it has changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dirty = "-dirty" if status.stdout.strip() else ""
+    return commit.stdout.strip() + dirty
+
+
+def devices() -> list[str]:
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+def environment(where: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "versions": versions(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "git_commit": git_commit(where),
+        "devices": devices(),
+        **(extra or {}),
+    }

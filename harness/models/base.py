@@ -1,0 +1,171 @@
+"""Pieces every model source shares: the task head, request checks and shape checks.
+
+Every model the harness hands to training ends in the same kind of head, so the loss can be chosen
+from the task alone: softmax class probabilities for classification (also for two classes, so labels
+are always class indices) and a linear layer for regression. The head is float32 even under a mixed
+precision policy, because softmax and losses in float16 lose too much precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, cast
+
+import keras
+
+from harness.config.schema import ModelConfig
+from harness.errors import ModelError
+
+Task = Literal["classification", "regression"]
+TASKS: tuple[Task, ...] = ("classification", "regression")
+
+_LOSSES: dict[Task, str] = {
+    "classification": "sparse_categorical_crossentropy",
+    "regression": "mean_squared_error",
+}
+_OUTPUT_ACTIVATIONS: dict[Task, str] = {"classification": "softmax", "regression": "linear"}
+
+
+class ModelBuilder(Protocol):
+    """What a registered model is: the same call an import path `pkg.module:function` receives."""
+
+    def __call__(
+        self, cfg: ModelConfig, *, input_shape: tuple[int, ...], num_outputs: int, task: Task
+    ) -> keras.Model: ...
+
+
+def check_task(task: str) -> Task:
+    """Return `task` typed, or raise; callers pass strings from data code."""
+    if task not in TASKS:
+        raise ModelError(f"`task` must be one of {', '.join(TASKS)}. Received: task={task!r}")
+    return cast(Task, task)
+
+
+def default_loss(task: str) -> str:
+    """The Keras loss name matching the head that `build_model` puts on every model."""
+    return _LOSSES[check_task(task)]
+
+
+def check_request(input_shape: Sequence[int], num_outputs: int, task: str) -> tuple[tuple[int, ...], Task]:
+    """Validate what the data side asks for before any layer is created."""
+    checked_task = check_task(task)
+    shape = tuple(input_shape)
+    if not shape or not all(_is_positive_int(dim) for dim in shape):
+        raise ModelError(
+            "`input_shape` must be a non-empty tuple of positive integers (without the batch "
+            f"dimension). Received: input_shape={shape!r}"
+        )
+    minimum = 2 if checked_task == "classification" else 1
+    if not _is_positive_int(num_outputs) or int(num_outputs) < minimum:
+        raise ModelError(
+            f"`num_outputs` must be an integer >= {minimum} for {checked_task}. "
+            f"Received: num_outputs={num_outputs!r}"
+        )
+    return tuple(int(dim) for dim in shape), checked_task
+
+
+def _is_positive_int(value: Any) -> bool:
+    """True for ints and NumPy integers above zero, but not for bools."""
+    return hasattr(value, "__index__") and not isinstance(value, bool) and int(value) > 0
+
+
+def check_activation(name: str) -> str:
+    """Fail at build time with the config key, not deep inside a layer constructor."""
+    try:
+        keras.activations.get(name)
+    except (ValueError, TypeError) as err:
+        raise ModelError(
+            "`model.activation` must be a Keras activation name such as relu, gelu, swish or "
+            f"tanh. Received: activation={name!r}"
+        ) from err
+    return name
+
+
+def check_no_kwargs(cfg: ModelConfig, allowed: Sequence[str] = ()) -> None:
+    """Registered builders take only known extra arguments, so a typo is not silently ignored."""
+    unknown = sorted(set(cfg.kwargs) - set(allowed))
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "none"
+        raise ModelError(
+            f"`model.kwargs` has keys the {cfg.name!r} model does not take. Allowed: {takes}. "
+            f"Received: kwargs={cfg.kwargs!r}"
+        )
+
+
+def output_layer(num_outputs: int, task: Task, name: str = "output") -> keras.layers.Dense:
+    """The task's output layer, float32 whatever the global dtype policy."""
+    return keras.layers.Dense(
+        num_outputs, activation=_OUTPUT_ACTIVATIONS[task], dtype="float32", name=name
+    )
+
+
+def dense_block(x: Any, units: int, index: int, cfg: ModelConfig) -> Any:
+    """Dense -> optional BatchNorm -> activation -> optional dropout; bias is redundant before BN."""
+    prefix = f"dense{index}"
+    x = keras.layers.Dense(units, use_bias=not cfg.batch_norm, name=prefix)(x)
+    if cfg.batch_norm:
+        x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+    x = keras.layers.Activation(cfg.activation, name=f"{prefix}_act")(x)
+    if cfg.dropout > 0:
+        x = keras.layers.Dropout(cfg.dropout, name=f"{prefix}_dropout")(x)
+    return x
+
+
+def task_head(features: Any, cfg: ModelConfig, num_outputs: int, task: Task) -> Any:
+    """Hidden dense layers from `cfg.hidden_units`, then the output layer.
+
+    Without hidden layers the dropout (if any) sits directly before the output, so `model.dropout`
+    always has an effect.
+    """
+    x = features
+    for index, units in enumerate(cfg.hidden_units, start=1):
+        x = dense_block(x, units, index, cfg)
+    if not cfg.hidden_units and cfg.dropout > 0:
+        x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
+    return output_layer(num_outputs, task)(x)
+
+
+def single_input_shape(model: keras.Model, source: str) -> tuple[int | None, ...]:
+    """The per-example input shape of a one-input model; other models cannot take our data."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError) as err:
+        raise ModelError(
+            f"{source} must be a built model with known inputs (use keras.Input with the Functional "
+            "API or a Sequential model starting with keras.Input)"
+        ) from err
+    if not inputs or len(inputs) != 1:
+        count = len(inputs) if inputs else 0
+        raise ModelError(f"{source} must have exactly one input. Received: {count} inputs")
+    return tuple(inputs[0].shape[1:])
+
+
+def check_input_fits(model: keras.Model, input_shape: tuple[int, ...], source: str) -> None:
+    """Raise unless the model accepts examples of `input_shape` (None matches any size)."""
+    expected = single_input_shape(model, source)
+    fits = len(expected) == len(input_shape) and all(
+        want is None or want == got for want, got in zip(expected, input_shape, strict=True)
+    )
+    if not fits:
+        raise ModelError(
+            f"{source} expects inputs of shape {expected} but the data has shape {input_shape}"
+        )
+
+
+def output_size(model: keras.Model) -> int | None:
+    """Size of the last output axis, or None when the model has no single output."""
+    outputs = model.outputs
+    if not outputs or len(outputs) != 1:
+        return None
+    size = outputs[0].shape[-1]
+    return int(size) if size is not None else None
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`, ... so a new layer never clashes inside a loaded model."""
+    if base not in taken:
+        return base
+    index = 2
+    while f"{base}_{index}" in taken:
+        index += 1
+    return f"{base}_{index}"

@@ -1,0 +1,72 @@
+"""A path ending in `.keras`: continue from a saved model (fine-tuning).
+
+When the saved model ends in a different number of outputs than the new data needs, its last
+layer is replaced by a fresh task head on the features feeding it, so a model trained on one label
+set can be fine-tuned on another. `build_model` records that, and `describe_model` reports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from harness.errors import ModelError
+from harness.models.base import Task, check_input_fits, output_layer, output_size, unique_name
+
+SUFFIX = ".keras"
+
+
+def is_keras_file(name: str) -> bool:
+    return name.endswith(SUFFIX)
+
+
+def load_saved(
+    name: str, *, input_shape: tuple[int, ...], num_outputs: int, task: Task
+) -> tuple[keras.Model, bool]:
+    """Return the loaded model (with a new head when needed) and whether the head was replaced."""
+    path = Path(name).expanduser()
+    model = _load(path)
+    check_input_fits(model, input_shape, f"model file {name!r}")
+    if len(model.outputs) != 1:
+        raise ModelError(
+            f"model file {name!r} must have exactly one output. Received: {len(model.outputs)} outputs"
+        )
+    if output_size(model) == num_outputs:
+        return model, False
+    return replace_head(model, num_outputs, task, name), True
+
+
+def _load(path: Path) -> keras.Model:
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:
+        raise ModelError(
+            f"model file {str(path)!r} is not a loadable Keras model: {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(model, keras.Model):
+        raise ModelError(
+            f"model file {str(path)!r} must hold a keras.Model. Received: {type(model).__name__}"
+        )
+    return model
+
+
+def replace_head(model: keras.Model, num_outputs: int, task: Task, name: str) -> keras.Model:
+    """Keep everything up to the last layer, put a new float32 task output on its input."""
+    last = model.layers[-1]
+    features = last.input
+    if isinstance(features, (list, tuple)):
+        raise ModelError(
+            f"cannot replace the head of model file {name!r}: its last layer {last.name!r} takes "
+            f"{len(features)} inputs; save a model that ends in a single Dense layer"
+        )
+    if len(features.shape) > 2:
+        features = keras.layers.Flatten(name=unique_name("head_flatten", _layer_names(model)))(features)
+    head = output_layer(num_outputs, task, name=unique_name("output", _layer_names(model)))
+    return keras.Model(model.inputs, head(features), name=model.name)
+
+
+def _layer_names(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.layers}

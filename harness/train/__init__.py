@@ -1,0 +1,1 @@
+"""The training loop, checkpoints, LR schedules, progress display and the run workflow."""

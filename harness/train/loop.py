@@ -1,0 +1,380 @@
+"""The training loop: compiled multi-step chunks over a distributed iterator.
+
+Keras 3 `Model.fit` fails under MultiWorkerMirroredStrategy, so the project owns its loop. It is
+written against `harness.distribute.Strategy` only, so every backend runs the same code. Speed
+comes from running `steps_per_execution` steps per `tf.function` call and reading metrics from
+the device once per chunk, never per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from harness.config import Config, OptimizerConfig
+from harness.data import PreparedData, make_dataset
+from harness.distribute import Strategy
+from harness.errors import ConfigError, TrainingError
+from harness.models import build_model, default_loss
+from harness.train import checkpoint
+from harness.train.checkpoint import LoopState
+from harness.train.progress import Reporter, SilentReporter
+from harness.train.schedules import make_schedule, scaled_learning_rate
+
+ACCUMULATORS = ("loss", "metric", "count")
+
+
+@dataclass
+class TrainResult:
+    """What the report needs to know about how training went."""
+
+    history: list[dict[str, float]]
+    state: LoopState
+    stopped_early: bool
+    stop_reason: str
+    wall_time_s: float
+    samples_per_s: float
+    global_batch_size: int
+    final_lr: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "epochs_run": len(self.history),
+            "best_epoch": self.state.best_epoch,
+            "best_value": self.state.best_value,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "wall_time_s": round(self.wall_time_s, 3),
+            "train_samples_per_s": round(self.samples_per_s, 1),
+            "global_batch_size": self.global_batch_size,
+            "final_lr": self.final_lr,
+            **self.extra,
+        }
+
+
+def make_optimizer(cfg: OptimizerConfig, learning_rate: Any) -> keras.optimizers.Optimizer:
+    """The configured Keras 3 optimizer; weight decay is decoupled for every kind."""
+    common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": cfg.clipnorm}
+    if cfg.weight_decay and cfg.name != "adamw":
+        common["weight_decay"] = cfg.weight_decay
+    if cfg.name == "adamw":
+        return keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **common)
+    if cfg.name == "sgd":
+        return keras.optimizers.SGD(momentum=cfg.momentum, **common)
+    if cfg.name == "rmsprop":
+        return keras.optimizers.RMSprop(**common)
+    return keras.optimizers.Adam(**common)
+
+
+def resolve_loss(name: str, task: str) -> Callable[..., tf.Tensor]:
+    """A per-example Keras loss function; `auto` follows the task."""
+    loss_name = default_loss(task) if name == "auto" else name
+    try:
+        return keras.losses.get(loss_name)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"training.loss must be 'auto' or a Keras loss name such as "
+            f"'sparse_categorical_crossentropy' or 'mean_squared_error'. Received: training.loss={name!r}"
+        ) from None
+
+
+class Trainer:
+    """Builds model and optimizer in the strategy's scope and runs epochs of compiled chunks."""
+
+    def __init__(
+        self,
+        config: Config,
+        data: PreparedData,
+        strategy: Strategy,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.config = config
+        self.cfg = config.training
+        self.data = data
+        self.strategy = strategy
+        self.reporter = reporter or SilentReporter()
+        self.classification = data.task == "classification"
+        self.global_batch = self.cfg.batch_size * strategy.num_replicas
+        self.steps_per_epoch = max(1, math.ceil(len(data.x_train) / self.global_batch))
+        keras.mixed_precision.set_global_policy(self.cfg.precision)
+        self.loss_fn = resolve_loss(self.cfg.loss, data.task)
+        self._target_scale = self._regression_target_scale()
+        with strategy.scope():
+            self.model = build_model(
+                config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task
+            )
+            self.optimizer = self._build_optimizer()
+            self.train_acc = self._accumulators("train")
+            self.val_acc = self._accumulators("val")
+        self.callbacks = keras.callbacks.CallbackList(
+            list(callbacks), model=self.model, add_history=False, add_progbar=False,
+            epochs=self.cfg.epochs, steps=self.steps_per_epoch, verbose=0,
+        )
+        step = tf.function(self._train_step, jit_compile=True) if self.cfg.jit_compile else self._train_step
+        self._replica_train_step = step
+        self._train_chunk = tf.function(self._train_chunk_fn)
+        self._eval_all = tf.function(self._eval_all_fn)
+        self._val_dataset = strategy.distribute(
+            make_dataset(data.x_val, data.y_val, self.global_batch)
+        )
+
+    # ---- construction -------------------------------------------------------------------
+    def _build_optimizer(self) -> keras.optimizers.Optimizer:
+        opt_cfg = self.cfg.optimizer
+        base_lr = scaled_learning_rate(
+            opt_cfg.learning_rate, self.strategy.num_replicas, self.config.distribute.lr_scaling
+        )
+        schedule = make_schedule(self.cfg.schedule, base_lr, self.steps_per_epoch, self.cfg.epochs)
+        optimizer = make_optimizer(opt_cfg, schedule)
+        if self.cfg.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(self.model.trainable_variables)
+        return optimizer
+
+    def _accumulators(self, prefix: str) -> dict[str, tf.Variable]:
+        """Sums kept on each replica and added up across replicas when read."""
+        return {
+            name: tf.Variable(
+                0.0,
+                dtype=tf.float64,
+                trainable=False,
+                name=f"{prefix}_{name}",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
+            for name in ACCUMULATORS
+        }
+
+    def _regression_target_scale(self) -> np.ndarray:
+        """Per-target factor from scaled to original units, so logged MAE is in real units."""
+        if self.classification:
+            return np.ones((1,), np.float32)
+        k = self.data.num_outputs
+        ones = self.data.preprocessor.inverse_targets(np.ones((1, k), np.float32))
+        zeros = self.data.preprocessor.inverse_targets(np.zeros((1, k), np.float32))
+        return np.abs(np.asarray(ones - zeros, np.float32)).reshape(-1)
+
+    # ---- compiled steps -----------------------------------------------------------------
+    def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            pred = self.model(x, training=True)
+            per_example = self.loss_fn(y, pred)
+            loss = tf.nn.compute_average_loss(per_example)
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.model.trainable_variables
+        grads = self.strategy.aggregate_gradients(tape.gradient(scaled, variables))
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self._accumulate(self.train_acc, y, pred, per_example)
+
+    def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> None:
+        pred = self.model(x, training=False)
+        self._accumulate(self.val_acc, y, pred, self.loss_fn(y, pred))
+
+    def _accumulate(self, acc: dict[str, tf.Variable], y: tf.Tensor, pred: tf.Tensor, per_example: tf.Tensor) -> None:
+        pred = tf.cast(pred, tf.float32)
+        if self.classification:
+            hits = tf.equal(tf.argmax(pred, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
+            metric = tf.reduce_sum(tf.cast(hits, tf.float64))
+        else:
+            err = tf.abs(tf.cast(y, tf.float32) - pred) * self._target_scale
+            metric = tf.reduce_sum(tf.cast(tf.reduce_mean(err, axis=-1), tf.float64))
+        acc["loss"].assign_add(tf.reduce_sum(tf.cast(per_example, tf.float64)))
+        acc["metric"].assign_add(metric)
+        acc["count"].assign_add(tf.cast(tf.shape(per_example)[0], tf.float64))
+
+    def _train_chunk_fn(self, iterator: Any, steps: tf.Tensor) -> None:
+        for _ in tf.range(steps):
+            x, y = next(iterator)
+            self.strategy.run(self._replica_train_step, args=(x, y))
+
+    def _eval_all_fn(self, dataset: Any) -> None:
+        for x, y in dataset:
+            self.strategy.run(self._eval_step, args=(x, y))
+
+    # ---- host side ----------------------------------------------------------------------
+    @property
+    def metric_name(self) -> str:
+        return "accuracy" if self.classification else "mae"
+
+    def _read(self, acc: dict[str, tf.Variable], offset: dict[str, float] | None = None) -> dict[str, float]:
+        sums = {name: float(var.numpy()) + (offset or {}).get(name, 0.0) for name, var in acc.items()}
+        count = max(sums["count"], 1.0)
+        return {"loss": sums["loss"] / count, self.metric_name: sums["metric"] / count, "_sums": sums}  # type: ignore[dict-item]
+
+    @staticmethod
+    def _reset(acc: dict[str, tf.Variable]) -> None:
+        for var in acc.values():
+            var.assign(0.0)
+
+    def evaluate_validation(self) -> dict[str, float]:
+        """Loss and metric over the whole validation split."""
+        self._reset(self.val_acc)
+        self._eval_all(self._val_dataset)
+        logs = self._read(self.val_acc)
+        return {"val_loss": logs["loss"], f"val_{self.metric_name}": logs[self.metric_name]}
+
+    def current_lr(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def restore(self, folder: Path) -> LoopState:
+        """Load model and optimizer variables and the loop position from a checkpoint."""
+        return checkpoint.load(folder, self.model.variables, self.optimizer.variables)
+
+    def fit(self, state: LoopState | None = None, run: Any = None) -> TrainResult:
+        """Train from `state` (fresh if None) to the configured number of epochs.
+
+        `run` is the chief's run directory writer (None on other ranks): it receives metrics
+        lines and checkpoints.
+        """
+        state = state or LoopState()
+        history = list(run.history_until(state.epoch)) if run is not None else []
+        stop_reason = "completed all epochs"
+        stopped_early = False
+        self.model.stop_training = False
+        self.callbacks.on_train_begin()
+        self.reporter.message(self._start_line(state))
+        try:
+            for epoch in range(state.epoch, self.cfg.epochs):
+                logs = self._run_epoch(epoch, state, run)
+                history.append(logs)
+                if self.model.stop_training:
+                    stopped_early = True
+                    stop_reason = f"stopped by a callback after epoch {epoch + 1}"
+                    break
+        finally:
+            self.reporter.close()
+        self.callbacks.on_train_end()
+        if stopped_early and run is not None:
+            self._save_final_checkpoint(state, run)
+        return TrainResult(
+            history=history,
+            state=state,
+            stopped_early=stopped_early,
+            stop_reason=stop_reason,
+            wall_time_s=state.train_time_s,
+            samples_per_s=state.samples_seen / max(state.train_time_s, 1e-9),
+            global_batch_size=self.global_batch,
+            final_lr=self.current_lr(),
+            extra=self.strategy.describe(),
+        )
+
+    def _start_line(self, state: LoopState) -> str:
+        where = f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}" if state.global_step else "starting"
+        return (
+            f"{where}: {len(self.data.x_train)} training samples, {self.strategy.num_replicas} replica(s) "
+            f"({self.strategy.name}), global batch {self.global_batch} "
+            f"= {self.cfg.batch_size} per replica x {self.strategy.num_replicas}, "
+            f"{self.steps_per_epoch} steps per epoch"
+        )
+
+    def _train_dataset(self, epoch: int, skip: int) -> Any:
+        seed = self.config.run.seed + epoch
+        dataset = make_dataset(self.data.x_train, self.data.y_train, self.global_batch, shuffle_seed=seed)
+        if skip:
+            dataset = dataset.skip(skip)
+        return self.strategy.distribute(dataset)
+
+    def _run_epoch(self, epoch: int, state: LoopState, run: Any) -> dict[str, float]:
+        self.callbacks.on_epoch_begin(epoch)
+        self._reset(self.train_acc)
+        offset = dict(state.partial) if state.step_in_epoch else {}
+        iterator = iter(self._train_dataset(epoch, state.step_in_epoch))
+        self.reporter.start_epoch(epoch + 1, self.cfg.epochs, self.steps_per_epoch, state.step_in_epoch)
+        epoch_time, counted = 0.0, offset.get("count", 0.0)
+        train_logs: dict[str, Any] = self._read(self.train_acc, offset)
+        while state.step_in_epoch < self.steps_per_epoch:
+            steps = self._chunk_size(state)
+            started = time.perf_counter()
+            self._train_chunk(iterator, tf.constant(steps, tf.int64))
+            train_logs = self._read(self.train_acc, offset)
+            elapsed = time.perf_counter() - started
+            epoch_time += elapsed
+            state.train_time_s += elapsed
+            state.step_in_epoch += steps
+            state.global_step += steps
+            state.samples_seen += int(train_logs["_sums"]["count"] - counted)
+            counted = train_logs["_sums"]["count"]
+            self._check_finite(train_logs, epoch, state, run)
+            self.reporter.update(state.step_in_epoch, self._public(train_logs))
+            if run is not None and self._step_checkpoint_due(state):
+                state.partial = train_logs["_sums"]
+                run.save_checkpoint(self, state, best=False)
+        new_samples = counted - offset.get("count", 0.0)
+        logs = self._epoch_logs(epoch, state, train_logs, epoch_time, new_samples)
+        self.callbacks.on_epoch_end(epoch, logs)
+        state.epoch, state.step_in_epoch, state.partial = epoch + 1, 0, {}
+        is_best = self._update_best(logs, epoch, state)
+        self.reporter.end_epoch(epoch + 1, self.cfg.epochs, logs)
+        if run is not None:
+            run.append_metrics(logs)
+            if self._epoch_checkpoint_due(epoch):
+                run.save_checkpoint(self, state, best=is_best)
+        return logs
+
+    def _epoch_logs(self, epoch: int, state: LoopState, train_logs: dict[str, Any], epoch_time: float, samples: float) -> dict[str, float]:
+        logs: dict[str, Any] = {"epoch": epoch + 1, "step": state.global_step}
+        logs.update(self._public(train_logs))
+        logs.update(self.evaluate_validation())
+        logs["lr"] = self.current_lr()
+        logs["epoch_time_s"] = round(epoch_time, 4)
+        logs["samples_per_s"] = round(samples / max(epoch_time, 1e-9), 1)
+        return logs
+
+    @staticmethod
+    def _public(logs: dict[str, Any]) -> dict[str, float]:
+        return {k: v for k, v in logs.items() if not k.startswith("_")}
+
+    def _chunk_size(self, state: LoopState) -> int:
+        steps = min(self.cfg.steps_per_execution, self.steps_per_epoch - state.step_in_epoch)
+        every = self.cfg.checkpoint.every_steps
+        if every:
+            steps = min(steps, every - state.global_step % every)
+        return steps
+
+    def _step_checkpoint_due(self, state: LoopState) -> bool:
+        every = self.cfg.checkpoint.every_steps
+        return bool(every) and state.global_step % every == 0 and state.step_in_epoch < self.steps_per_epoch
+
+    def _epoch_checkpoint_due(self, epoch: int) -> bool:
+        every = self.cfg.checkpoint.every_epochs
+        last = epoch + 1 == self.cfg.epochs
+        return bool(every) and ((epoch + 1) % every == 0 or last or bool(self.model.stop_training))
+
+    def _save_final_checkpoint(self, state: LoopState, run: Any) -> None:
+        if not self.cfg.checkpoint.every_epochs:
+            run.save_checkpoint(self, state, best=False)
+
+    def _update_best(self, logs: dict[str, float], epoch: int, state: LoopState) -> bool:
+        monitor = self.cfg.checkpoint.monitor
+        if monitor not in logs:
+            monitor = "val_loss"
+        value = float(logs[monitor])
+        higher_is_better = monitor.endswith("accuracy")
+        better = state.best_value is None or (value > state.best_value if higher_is_better else value < state.best_value)
+        if better:
+            state.best_value, state.best_epoch = value, epoch + 1
+        return better
+
+    def _check_finite(self, logs: dict[str, Any], epoch: int, state: LoopState, run: Any) -> None:
+        if math.isfinite(logs["loss"]):
+            return
+        self.reporter.close()
+        last = run.latest_checkpoint() if run is not None else None
+        kept = f"The last good checkpoint is kept at {last}." if last else "No checkpoint had been written yet."
+        raise TrainingError(
+            f"training loss became {logs['loss']} in epoch {epoch + 1} (global step {state.global_step}); "
+            f"training stopped. {kept} Hint: lower training.optimizer.learning_rate, add warmup "
+            f"(training.schedule.warmup_epochs) or set training.optimizer.clipnorm."
+        )

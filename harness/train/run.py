@@ -1,0 +1,194 @@
+"""One training run from a validated config to a finished run directory.
+
+Every input is checked (run directory, data, model, callbacks) before the run directory is
+created, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from harness import io
+from harness.config import Config, to_yaml
+from harness.data import PreparedData, prepare_data
+from harness.distribute import Strategy, make_strategy
+from harness.envinfo import environment
+from harness.errors import ConfigError, RunDirError
+from harness.evaluate import write_report
+from harness.imports import import_object
+from harness.models import describe_model
+from harness.train import rundir
+from harness.train.evaluation import evaluate_test_split
+from harness.train.loop import Trainer, TrainResult
+from harness.train.progress import make_reporter
+
+PREPROCESSING = "preprocessing.json"
+MODEL = "model.keras"
+RESUMABLE_KEYS = {"training.epochs", "training.progress", "training.callbacks", "training.tensorboard"}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A validated config plus how it was asked for."""
+
+    config: Config
+    config_path: Path | None = None
+    resume: bool = False
+    overwrite: bool = False
+    command: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in a config file are relative to the file's folder."""
+        return self.config_path.resolve().parent if self.config_path else Path.cwd()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.run.output_dir) / self.config.run.name
+
+
+def train(request: RunRequest, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path:
+    """Train, evaluate on the test split and write the full run directory; returns its path."""
+    config = absolute_data_path(request.config, request.base_dir)
+    run_dir = request.run_dir
+    rundir.check_target(run_dir, resume=request.resume, overwrite=request.overwrite)
+    if request.resume:
+        check_resumable(run_dir, config)
+    data = prepare_data(config.data, config.run.seed, request.base_dir)
+    strategy = make_strategy(config.distribute)
+    callbacks = [*build_callbacks(config), *extra_callbacks]
+    reporter = make_reporter(config.training.progress, enabled=strategy.is_chief)
+    trainer = Trainer(config, data, strategy, callbacks=callbacks, reporter=reporter)
+    writer = start_run_dir(request, config, data, strategy, trainer) if strategy.is_chief else None
+    state = trainer.restore(_latest(run_dir)) if request.resume else None
+    result = trainer.fit(state, writer)
+    if strategy.is_chief:
+        finish_run_dir(run_dir, config, data, trainer, result)
+        reporter.message(f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}")
+    return run_dir
+
+
+def absolute_data_path(config: Config, base_dir: Path) -> Config:
+    """Make `data.path` absolute so the saved config reproduces the run from anywhere."""
+    if not config.data.path or Path(config.data.path).is_absolute():
+        return config
+    data = config.data.model_copy(update={"path": str((base_dir / config.data.path).resolve())})
+    return config.model_copy(update={"data": data})
+
+
+def check_resumable(run_dir: Path, config: Config) -> None:
+    """A resumed run must use the config it started with (more epochs are allowed)."""
+    from harness.config import load_config
+
+    saved = load_config(run_dir / "config.yaml")
+    changed = sorted(k for k in diff_keys(saved.model_dump(), config.model_dump()) if k not in RESUMABLE_KEYS)
+    if changed:
+        raise ConfigError(
+            f"cannot resume {run_dir}: the config differs from the one the run started with in "
+            f"{', '.join(changed)}. Resume with the saved config ({run_dir / 'config.yaml'}), "
+            "or start a new run with --overwrite or another run.name"
+        )
+
+
+def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys.extend(diff_keys(left, right, f"{prefix}{key}."))
+        elif left != right:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def build_callbacks(config: Config) -> list[keras.callbacks.Callback]:
+    """Early stopping from the config plus user callbacks named by import path."""
+    callbacks: list[keras.callbacks.Callback] = []
+    stop = config.training.early_stopping
+    if stop.enabled:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta,
+                restore_best_weights=stop.restore_best,
+            )
+        )
+    for index, path in enumerate(config.training.callbacks):
+        callbacks.extend(_user_callbacks(path, f"training.callbacks[{index}]"))
+    return callbacks
+
+
+def _user_callbacks(path: str, key: str) -> list[keras.callbacks.Callback]:
+    try:
+        factory = import_object(path)
+        made = factory()
+    except ImportError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    except Exception as err:
+        raise ConfigError(f"{key}: calling {path!r} failed: {type(err).__name__}: {err}") from None
+    items = made if isinstance(made, (list, tuple)) else [made]
+    for item in items:
+        if not isinstance(item, keras.callbacks.Callback):
+            raise ConfigError(
+                f"{key}: {path!r} must return a keras.callbacks.Callback or a list of them. "
+                f"Received: {type(item).__name__}"
+            )
+    return list(items)
+
+
+def start_run_dir(request: RunRequest, config: Config, data: PreparedData, strategy: Strategy, trainer: Trainer) -> rundir.RunWriter:
+    """Create the run directory and write what is known before training starts."""
+    run_dir = request.run_dir
+    rundir.prepare(run_dir, overwrite=request.overwrite)
+    io.write_text(run_dir / "config.yaml", to_yaml(config))
+    data.preprocessor.save(run_dir / PREPROCESSING)
+    io.write_json(run_dir / "env.json", environment(request.base_dir, {"distribute": strategy.describe(), "command": request.command}))
+    return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard)
+
+
+def finish_run_dir(run_dir: Path, config: Config, data: PreparedData, trainer: Trainer, result: TrainResult) -> None:
+    """Save the model, evaluate on the test split and write the report and model card."""
+    save_model(trainer.model, run_dir / MODEL)
+    evaluation = evaluate_test_split(trainer.model, data, run_dir)
+    env = environment(Path.cwd(), {"distribute": trainer.strategy.describe()})
+    write_report(
+        run_dir,
+        task=data.task,
+        evaluation=evaluation,
+        training=result.summary(),
+        data=data.summary(),
+        model=describe_model(trainer.model, config.model),
+        environment=env,
+        config=config.model_dump(mode="json"),
+        command=reproduce_command(run_dir),
+    )
+
+
+def save_model(model: keras.Model, target: Path) -> None:
+    with io.atomic_path(target, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def reproduce_command(run_dir: Path) -> str:
+    """The command that re-runs exactly this experiment from its saved config."""
+    return f"harness train {shlex.quote(str(run_dir / 'config.yaml'))} run.name={shlex.quote(run_dir.name)}-repro"
+
+
+def invocation() -> str:
+    """How this process was started, for env.json."""
+    return " ".join(shlex.quote(arg) for arg in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
+
+
+def _latest(run_dir: Path) -> Path:
+    folder = rundir.checkpoint.resolve(run_dir / rundir.CHECKPOINTS)
+    if folder is None:
+        raise RunDirError(f"run directory {run_dir} has no checkpoint to resume from")
+    return folder

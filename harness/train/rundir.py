@@ -1,0 +1,107 @@
+"""The chief's writer for one run directory: metrics lines, checkpoints, TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from harness import io
+from harness.errors import RunDirError
+from harness.train import checkpoint
+from harness.train.checkpoint import LoopState
+
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def check_target(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an existing run, or to resume one that has nothing to resume from."""
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite exclude each other: resume continues a run, overwrite deletes it")
+    if resume:
+        if not path.is_dir():
+            raise RunDirError(f"cannot resume: run directory {path} does not exist; start without --resume")
+        if checkpoint.resolve(path / CHECKPOINTS) is None:
+            raise RunDirError(
+                f"cannot resume: run directory {path} has no checkpoint (checkpoints/latest); "
+                "start again with --overwrite"
+            )
+        return
+    if path.exists() and not overwrite:
+        raise RunDirError(
+            f"run directory {path} already exists. Use --resume to continue it, --overwrite to "
+            "replace it, or choose another name with run.name=NEW_NAME"
+        )
+
+
+def prepare(path: Path, *, overwrite: bool) -> None:
+    """Create the run directory (after every input was validated)."""
+    if overwrite and path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+class RunWriter:
+    """Everything the training loop writes into the run directory goes through here."""
+
+    def __init__(self, path: Path, tensorboard: bool = False) -> None:
+        self.path = path
+        self._tb_writer: Any = None
+        if tensorboard:
+            import tensorflow as tf
+
+            self._tb_writer = tf.summary.create_file_writer(str(path / "tensorboard"))
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def history_until(self, epoch: int) -> list[dict[str, Any]]:
+        """Metrics of epochs 1..epoch; later lines (from after the checkpoint) are dropped."""
+        lines = read_metrics(self.path / METRICS)
+        kept = [line for line in lines if int(line.get("epoch", 0)) <= epoch]
+        if len(kept) != len(lines):
+            io.write_text(self.path / METRICS, "".join(json.dumps(line) + "\n" for line in kept))
+        return kept
+
+    def append_metrics(self, logs: dict[str, Any]) -> None:
+        with open(self.path / METRICS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(logs) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._tensorboard(logs)
+
+    def save_checkpoint(self, trainer: Any, state: LoopState, best: bool) -> Path:
+        return checkpoint.save(
+            self.checkpoints, trainer.model.variables, trainer.optimizer.variables, state, best
+        )
+
+    def latest_checkpoint(self) -> Path | None:
+        return checkpoint.resolve(self.checkpoints)
+
+    def _tensorboard(self, logs: dict[str, Any]) -> None:
+        if self._tb_writer is None:
+            return
+        import tensorflow as tf
+
+        with self._tb_writer.as_default(step=int(logs["epoch"])):
+            for key, value in logs.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    tf.summary.scalar(key, value)
+        self._tb_writer.flush()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Parse metrics.jsonl, ignoring a last line cut short by a crash."""
+    if not path.is_file():
+        return []
+    lines = []
+    for raw in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue
+    return lines

@@ -1,0 +1,32 @@
+"""Shared fixtures. TensorFlow is quietened and every test runs in its own working folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(autouse=True)
+def no_env_leaks() -> Iterator[None]:
+    """Fail a test that leaves environment variables changed for the tests after it."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    changed.discard("PYTEST_CURRENT_TEST")
+    assert not changed, f"test leaked environment variables: {sorted(changed)}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test from an empty folder so relative run directories land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
