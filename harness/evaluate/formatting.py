@@ -54,26 +54,31 @@ def fmt_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return fmt_float(value) if abs(value) < 1e6 else f"{value:.4g}"
+        return fmt_float(value) if value == 0 or 1e-3 <= abs(value) < 1e6 else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        return fmt_shape(value) if _is_shape(value) else json.dumps(value)
+        return json.dumps(value, default=str)
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True, default=str)
+        return fmt_mapping(value)
     return str(value)
+
+
+def fmt_mapping(value: dict[str, Any]) -> str:
+    """`seed=42, stratified=yes`: nested facts (split sizes, strategy) read as a sentence, not JSON."""
+    if not value:
+        return MISSING
+    return ", ".join(f"{key}={_nested(item)}" for key, item in value.items())
+
+
+def _nested(value: Any) -> str:
+    return f"({fmt_mapping(value)})" if isinstance(value, dict) and value else fmt_value(value)
 
 
 def fmt_shape(value: Any) -> str:
     """Write a tensor shape the way Keras prints it, `(None, 28, 28, 1)`."""
     if not isinstance(value, (list, tuple)):
         return fmt_value(value)
-    return "(" + ", ".join("None" if item is None else str(item) for item in value) + ")"
-
-
-def _is_shape(value: list[Any] | tuple[Any, ...]) -> bool:
-    """Lists of ints (and None) are shapes, which read better as tuples than as JSON."""
-    return bool(value) and all(
-        item is None or (isinstance(item, int) and not isinstance(item, bool)) for item in value
-    )
+    items = ["None" if item is None else str(item) for item in value]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def humanize_key(key: str) -> str:

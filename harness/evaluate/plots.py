@@ -41,8 +41,12 @@ def render_png(draw: Callable[[Figure], bool], size: tuple[float, float]) -> byt
 
 
 def short(label: str, limit: int = 24) -> str:
-    """Truncate long class or run names so tick labels and legends stay legible."""
-    return label if len(label) <= limit else label[: limit - 1] + "…"
+    """Truncate long class or run names so tick labels and legends stay legible.
+
+    `$` is escaped because matplotlib would otherwise read `$...$` in a name as mathtext.
+    """
+    label = label if len(label) <= limit else label[: limit - 1] + "…"
+    return label.replace("$", r"\$")
 
 
 History = Sequence[Mapping[str, float]]

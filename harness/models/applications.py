@@ -21,7 +21,14 @@ from harness.models.base import Task, task_head
 
 PREFIX = "applications."
 
-RESERVED_KWARGS = ("include_top", "weights", "input_shape", "input_tensor", "classes", "classifier_activation")
+RESERVED_KWARGS = (
+    "include_top",
+    "weights",
+    "input_shape",
+    "input_tensor",
+    "classes",
+    "classifier_activation",
+)
 POOLING = ("avg", "max")
 
 
@@ -41,9 +48,7 @@ def application_constructor(name: str) -> Callable[..., keras.Model]:
         return getattr(keras.applications, name)  # type: ignore[no-any-return]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
-    raise ModelError(
-        f"unknown Keras application {PREFIX + name!r}.{hint} Known: {', '.join(known)}."
-    )
+    raise ModelError(f"unknown Keras application {PREFIX + name!r}.{hint} Known: {', '.join(known)}.")
 
 
 def build_application(

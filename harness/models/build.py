@@ -61,7 +61,9 @@ def _dispatch(
         return model, "file", replaced
     if name.startswith(applications.PREFIX):
         app = name.removeprefix(applications.PREFIX)
-        model = applications.build_application(cfg, app, input_shape=shape, num_outputs=num_outputs, task=task)
+        model = applications.build_application(
+            cfg, app, input_shape=shape, num_outputs=num_outputs, task=task
+        )
         return model, "applications", False
     if imported.is_import_path(name):
         model = imported.build_imported(cfg, name, input_shape=shape, num_outputs=num_outputs, task=task)

@@ -12,7 +12,14 @@ import keras
 
 from harness.config.schema import ModelConfig
 from harness.errors import ModelError
-from harness.models.base import ModelBuilder, Task, check_activation, check_no_kwargs, task_head
+from harness.models.base import (
+    ModelBuilder,
+    Task,
+    batch_norm,
+    check_activation,
+    check_no_kwargs,
+    task_head,
+)
 from harness.registry import Registry
 
 MODELS: Registry[ModelBuilder] = Registry("model")
@@ -60,8 +67,7 @@ def _cnn_pooling(cfg: ModelConfig) -> str:
     pooling = cfg.kwargs.get("pooling", "avg")
     if pooling not in CNN_POOLING:
         raise ModelError(
-            f"`model.kwargs.pooling` must be one of {', '.join(CNN_POOLING)}. "
-            f"Received: pooling={pooling!r}"
+            f"`model.kwargs.pooling` must be one of {', '.join(CNN_POOLING)}. Received: pooling={pooling!r}"
         )
     return str(pooling)
 
@@ -105,7 +111,7 @@ def conv_bn(x: Any, filters: int, stride: int, kernel: int, prefix: str, cfg: Mo
         filters, kernel, strides=stride, padding="same", use_bias=not cfg.batch_norm, name=f"{prefix}_conv"
     )(x)
     if cfg.batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+        x = batch_norm(f"{prefix}_bn")(x)
     return x
 
 

@@ -7,7 +7,6 @@ config-driven import rarely says which config entry caused it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import keras
 
 from harness.config.schema import ModelConfig
 from harness.errors import ModelError
+from harness.imports import import_object
 from harness.models.base import Task, check_input_fits, output_size
 
 
@@ -25,17 +25,10 @@ def is_import_path(name: str) -> bool:
 
 def resolve(path: str) -> Callable[..., Any]:
     """Import `pkg.module` and return its `function`; errors name the path and the cause."""
-    module_name, _, attr = path.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except Exception as err:
-        raise ModelError(
-            f"cannot import module {module_name!r} of model {path!r}: {type(err).__name__}: {err}"
-        ) from err
-    try:
-        function = getattr(module, attr)
-    except AttributeError as err:
-        raise ModelError(f"module {module_name!r} has no attribute {attr!r} (model {path!r})") from err
+        function = import_object(path)
+    except ImportError as err:
+        raise ModelError(f"cannot build the model: {err}") from err
     if not callable(function):
         raise ModelError(f"model {path!r} must name a function. Received: {type(function).__name__}")
     return function  # type: ignore[no-any-return]

@@ -18,7 +18,7 @@ PREDICTIONS = "test_predictions.npz"
 
 def predict_array(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Model outputs for `x`, in batches through one compiled function."""
-    forward = tf.function(lambda batch: model(batch, training=False))
+    forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
     dataset = tf.data.Dataset.from_tensor_slices(x.astype(np.float32)).batch(batch_size).prefetch(2)
     outputs = [np.asarray(forward(batch), dtype=np.float32) for batch in dataset]
     if not outputs:

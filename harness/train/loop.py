@@ -61,6 +61,13 @@ class TrainResult:
         }
 
 
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras; optionally make TF ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def make_optimizer(cfg: OptimizerConfig, learning_rate: Any) -> keras.optimizers.Optimizer:
     """The configured Keras 3 optimizer; weight decay is decoupled for every kind."""
     common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": cfg.clipnorm}
@@ -106,6 +113,7 @@ class Trainer:
         self.classification = data.task == "classification"
         self.global_batch = self.cfg.batch_size * strategy.num_replicas
         self.steps_per_epoch = max(1, math.ceil(len(data.x_train) / self.global_batch))
+        seed_everything(config.run.seed, config.run.deterministic)
         keras.mixed_precision.set_global_policy(self.cfg.precision)
         self.loss_fn = resolve_loss(self.cfg.loss, data.task)
         self._target_scale = self._regression_target_scale()

@@ -1,0 +1,106 @@
+"""The `image_folder` dataset (one sub-folder per class) and reading image files into arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from harness.config.schema import DataConfig
+from harness.data.raw import RawData, resolve_data_path
+from harness.data.registry import DATASETS
+from harness.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How image files become arrays; saved with the model so predict reads files the same way."""
+
+    size: tuple[int, int]
+    color_mode: Literal["rgb", "grayscale"]
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color_mode == "rgb" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": list(self.size), "color_mode": self.color_mode}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageSpec:
+        height, width = (int(v) for v in data["size"])
+        if data["color_mode"] not in ("rgb", "grayscale"):
+            raise ValueError(f"color_mode must be rgb or grayscale. Received: {data['color_mode']!r}")
+        return cls((height, width), data["color_mode"])
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively, hidden entries skipped), in a stable sorted order."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def read_images(paths: list[Path], spec: ImageSpec) -> np.ndarray:
+    """Decode and resize `paths` into one float32 array of pixel values 0-255, (n, h, w, channels).
+
+    Keras is imported here rather than at module level so that config checks and job submission,
+    which import this package, do not pay TensorFlow's start-up time.
+    """
+    from keras.utils import img_to_array, load_img
+
+    out = np.empty((len(paths), *spec.size, spec.channels), dtype=np.float32)
+    for i, path in enumerate(paths):
+        try:
+            image = load_img(
+                path, color_mode=spec.color_mode, target_size=spec.size, interpolation="bilinear"
+            )
+        except (OSError, ValueError) as err:
+            raise DataError(f"image file {path} cannot be read as an image: {err}") from None
+        out[i] = img_to_array(image, dtype="float32")
+    return out
+
+
+@DATASETS.register("image_folder")
+def load_image_folder(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
+    """Every image under data.path/<class_name>/, resized to data.image_size; classes sorted by name."""
+    root = resolve_data_path(cfg, base_dir, "image folder", folder=True)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(
+            f"data.path must be a folder with one sub-folder of images per class, at least 2 classes. "
+            f"Received: {root} with {len(classes)} class folder(s): {', '.join(classes) or 'none'}"
+        )
+    files = {name: list_images(root / name) for name in classes}
+    empty = [name for name, paths in files.items() if not paths]
+    if empty:
+        raise DataError(
+            f"every class folder of {root} must hold images ({', '.join(IMAGE_SUFFIXES)}). "
+            f"Received: no images in {', '.join(repr(name) for name in empty)}"
+        )
+    spec = ImageSpec(cfg.image_size, cfg.color_mode)
+    paths = [path for name in classes for path in files[name]]
+    counts = [len(files[name]) for name in classes]
+    return RawData(
+        source=f"image folder {root}",
+        x=read_images(paths, spec),
+        y=np.repeat(np.arange(len(classes)), counts),
+        target_name="class",
+        task="classification",
+        class_names=classes,
+        input_scale=1 / 255,
+        image=spec,
+        notes={
+            "images_per_class": dict(zip(classes, counts, strict=True)),
+            "image_size": list(spec.size),
+            "color_mode": spec.color_mode,
+        },
+    )

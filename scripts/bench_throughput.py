@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Training throughput: the harness loop against `keras.Model.fit`, same model, data and batch.
+
+Both run in one process, interleaved (the order alternates every repeat) because this kind of
+machine is noisy; each run's figure is the median samples/s of its epochs after the first
+(which includes tracing and compilation). The result is the median of the pairwise ratios.
+
+    python scripts/bench_throughput.py [--repeats 5] [--epochs 4] [--samples 8192] [--write docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from harness.config import load_config  # noqa: E402
+from harness.data import make_dataset, prepare_data  # noqa: E402
+from harness.distribute import make_strategy  # noqa: E402
+from harness.models import build_model  # noqa: E402
+from harness.train.loop import Trainer, make_optimizer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK_BEGIN = "<!-- bench_throughput:begin -->"
+MARK_END = "<!-- bench_throughput:end -->"
+
+
+def bench_config(args: argparse.Namespace) -> Any:
+    return load_config(
+        ROOT / "configs" / "synthetic_images.yaml",
+        [
+            f"data.synthetic.samples={args.samples}",
+            f"training.epochs={args.epochs}",
+            f"training.batch_size={args.batch_size}",
+            f"training.steps_per_execution={args.steps_per_execution}",
+            "training.progress=none",
+            "training.schedule.name=constant",
+            "run.deterministic=false",
+        ],
+    )
+
+
+def run_harness(config: Any, data: Any) -> float:
+    """Steady-state samples/s of the harness loop (median over epochs after the first)."""
+    keras.backend.clear_session()
+    trainer = Trainer(config, data, make_strategy(config.distribute))
+    history = trainer.fit().history
+    return statistics.median(line["samples_per_s"] for line in history[1:])
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def run_fit(config: Any, data: Any, steps_per_execution: int) -> float:
+    """Steady-state samples/s of `Model.fit` on the same pipeline, model and optimizer."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.run.seed)
+    model = build_model(config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task)
+    model.compile(
+        optimizer=make_optimizer(config.training.optimizer, config.training.optimizer.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+    batch = config.training.batch_size
+    dataset = make_dataset(data.x_train, data.y_train, batch, shuffle_seed=config.run.seed)
+    timer = EpochTimer()
+    model.fit(dataset, epochs=config.training.epochs, verbose=0, callbacks=[timer])
+    return statistics.median(len(data.x_train) / t for t in timer.times[1:])
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    config = bench_config(args)
+    data = prepare_data(config.data, config.run.seed)
+    contenders = {
+        "harness": lambda: run_harness(config, data),
+        "fit": lambda: run_fit(config, data, 1),
+        "fit_spe": lambda: run_fit(config, data, args.steps_per_execution),
+    }
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for repeat in range(args.repeats):
+        order = list(contenders) if repeat % 2 == 0 else list(reversed(contenders))
+        for name in order:
+            results[name].append(contenders[name]())
+        print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{n}={results[n][-1]:.0f}/s" for n in contenders),
+              flush=True)
+    ratio_fit = [h / f for h, f in zip(results["harness"], results["fit"], strict=True)]
+    ratio_spe = [h / f for h, f in zip(results["harness"], results["fit_spe"], strict=True)]
+    return {
+        "config": config,
+        "n_train": len(data.x_train),
+        "results": results,
+        "ratio_fit": statistics.median(ratio_fit),
+        "ratio_fit_spe": statistics.median(ratio_spe),
+        "ratios_fit": ratio_fit,
+        "ratios_fit_spe": ratio_spe,
+    }
+
+
+def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
+    config = summary["config"]
+    res = summary["results"]
+    med = {name: statistics.median(values) for name, values in res.items()}
+    lines = [
+        MARK_BEGIN,
+        "## Training loop vs `keras.Model.fit` (scripts/bench_throughput.py)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}. Workload: `configs/synthetic_images.yaml` "
+        f"(small CNN, {summary['n_train']} training images 32x32x3, batch {config.training.batch_size}), "
+        f"{args.epochs} epochs per run, the first epoch (tracing) excluded, {args.repeats} interleaved repeats.",
+        "",
+        "| contender | median samples/s | all runs |",
+        "|---|---|---|",
+        f"| harness loop (steps_per_execution={args.steps_per_execution}) | {med['harness']:.0f} | "
+        + ", ".join(f"{v:.0f}" for v in res["harness"]) + " |",
+        f"| `Model.fit` (default steps_per_execution=1) | {med['fit']:.0f} | "
+        + ", ".join(f"{v:.0f}" for v in res["fit"]) + " |",
+        f"| `Model.fit` (steps_per_execution={args.steps_per_execution}) | {med['fit_spe']:.0f} | "
+        + ", ".join(f"{v:.0f}" for v in res["fit_spe"]) + " |",
+        "",
+        f"**harness / fit = {summary['ratio_fit']:.2f}** (median of pairwise ratios: "
+        + ", ".join(f"{r:.2f}" for r in summary["ratios_fit"]) + ")  ",
+        f"harness / fit with the same steps_per_execution = {summary['ratio_fit_spe']:.2f} ("
+        + ", ".join(f"{r:.2f}" for r in summary["ratios_fit_spe"]) + ")",
+        "",
+        "The harness loop also validates every epoch and reads its metrics once per compiled chunk; "
+        "`fit` here runs without validation data.",
+        MARK_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md, keeping other benchmarks' sections."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    from harness import io
+
+    io.write_text(path, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps-per-execution", type=int, default=32)
+    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    summary = measure(args)
+    section = markdown(summary, args)
+    print(section)
+    if not args.no_write:
+        write_section(args.write, section)
+        print(f"written to {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
