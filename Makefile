@@ -29,6 +29,8 @@ demo: install
 	$(VENV)/bin/harness train --overwrite
 
 test: install-test
+	$(PY) -m ruff check harness tests scripts
+	$(PY) -m mypy harness
 	$(PY) -m pytest -q
 
 lint: install-test

@@ -32,7 +32,9 @@ def _train(args: argparse.Namespace) -> int:
 
     config_path, overrides = split_config_and_overrides(args.items)
     config = load_config(config_path, overrides)
-    request = RunRequest(config, config_path, resume=args.resume, overwrite=args.overwrite, command=invocation())
+    request = RunRequest(
+        config, config_path, resume=args.resume, overwrite=args.overwrite, command=invocation()
+    )
     train(request)
     return 0
 
@@ -107,11 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    train = sub.add_parser("train", help="train a model and write a run directory with its report",
-                           description="Train from a YAML config (default: the packaged digits CNN), "
-                           "evaluate on the test split and write the run directory.")
-    train.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]",
-                       help="config file, then dotted overrides such as training.epochs=5")
+    train = sub.add_parser(
+        "train",
+        help="train a model and write a run directory with its report",
+        description="Train from a YAML config (default: the packaged digits CNN), "
+        "evaluate on the test split and write the run directory.",
+    )
+    train.add_argument(
+        "items",
+        nargs="*",
+        metavar="[CONFIG] [KEY=VALUE ...]",
+        help="config file, then dotted overrides such as training.epochs=5",
+    )
     group = train.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     group.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -127,14 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-o", "--output", help="output CSV (default: INPUT with .predictions.csv)")
     predict.set_defaults(func=_predict)
 
-    report = sub.add_parser("report", help="rebuild a run's report, or compare several runs",
-                            description="With one RUN_DIR: rebuild report.md/report.html from report.json. "
-                            "With several (or --out): write a comparison table and plots.")
+    report = sub.add_parser(
+        "report",
+        help="rebuild a run's report, or compare several runs",
+        description="With one RUN_DIR: rebuild report.md/report.html from report.json. "
+        "With several (or --out): write a comparison table and plots.",
+    )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", help="folder for the comparison (default: ./comparison)")
     report.set_defaults(func=_report)
 
-    doctor = sub.add_parser("doctor", help="check the installed stack (TensorFlow, Keras, Horovod, MPI, GPUs, Slurm)")
+    doctor = sub.add_parser(
+        "doctor", help="check the installed stack (TensorFlow, Keras, Horovod, MPI, GPUs, Slurm)"
+    )
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(func=_doctor)
     return parser

@@ -14,7 +14,9 @@ def import_object(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # any error while importing user code is reported the same way
-        raise ImportError(f"module {module_name!r} of {path!r} does not import: {type(err).__name__}: {err}") from err
+        raise ImportError(
+            f"module {module_name!r} of {path!r} does not import: {type(err).__name__}: {err}"
+        ) from err
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -30,7 +30,7 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def atomic_write(target: Path, writer: Callable[[IO[Any]], None], binary: bool = False) -> None:
+def atomic_write(target: Path, writer: Callable[[IO[Any]], object], binary: bool = False) -> None:
     """Call `writer` with an open temporary file, then rename it onto `target`."""
     with atomic_path(target) as tmp:
         with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:

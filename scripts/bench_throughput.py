@@ -5,7 +5,7 @@ Both run in one process, interleaved (the order alternates every repeat) because
 machine is noisy; each run's figure is the median samples/s of its epochs after the first
 (which includes tracing and compilation). The result is the median of the pairwise ratios.
 
-    python scripts/bench_throughput.py [--repeats 5] [--epochs 4] [--samples 8192] [--write docs/benchmarks.md]
+    python scripts/bench_throughput.py [--repeats 5] [--epochs 4] [--samples 8192]
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def run_fit(config: Any, data: Any, steps_per_execution: int) -> float:
     """Steady-state samples/s of `Model.fit` on the same pipeline, model and optimizer."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.run.seed)
-    model = build_model(config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task)
+    model = build_model(
+        config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task
+    )
     model.compile(
         optimizer=make_optimizer(config.training.optimizer, config.training.optimizer.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -102,8 +104,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         order = list(contenders) if repeat % 2 == 0 else list(reversed(contenders))
         for name in order:
             results[name].append(contenders[name]())
-        print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{n}={results[n][-1]:.0f}/s" for n in contenders),
-              flush=True)
+        print(
+            f"repeat {repeat + 1}/{args.repeats}: "
+            + ", ".join(f"{n}={results[n][-1]:.0f}/s" for n in contenders),
+            flush=True,
+        )
     ratio_fit = [h / f for h, f in zip(results["harness"], results["fit"], strict=True)]
     ratio_spe = [h / f for h, f in zip(results["harness"], results["fit_spe"], strict=True)]
     return {
@@ -128,21 +133,27 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}. Workload: `configs/synthetic_images.yaml` "
         f"(small CNN, {summary['n_train']} training images 32x32x3, batch {config.training.batch_size}), "
-        f"{args.epochs} epochs per run, the first epoch (tracing) excluded, {args.repeats} interleaved repeats.",
+        f"{args.epochs} epochs per run, the first epoch (tracing) excluded, "
+        f"{args.repeats} interleaved repeats.",
         "",
         "| contender | median samples/s | all runs |",
         "|---|---|---|",
         f"| harness loop (steps_per_execution={args.steps_per_execution}) | {med['harness']:.0f} | "
-        + ", ".join(f"{v:.0f}" for v in res["harness"]) + " |",
+        + ", ".join(f"{v:.0f}" for v in res["harness"])
+        + " |",
         f"| `Model.fit` (default steps_per_execution=1) | {med['fit']:.0f} | "
-        + ", ".join(f"{v:.0f}" for v in res["fit"]) + " |",
+        + ", ".join(f"{v:.0f}" for v in res["fit"])
+        + " |",
         f"| `Model.fit` (steps_per_execution={args.steps_per_execution}) | {med['fit_spe']:.0f} | "
-        + ", ".join(f"{v:.0f}" for v in res["fit_spe"]) + " |",
+        + ", ".join(f"{v:.0f}" for v in res["fit_spe"])
+        + " |",
         "",
         f"**harness / fit = {summary['ratio_fit']:.2f}** (median of pairwise ratios: "
-        + ", ".join(f"{r:.2f}" for r in summary["ratios_fit"]) + ")  ",
+        + ", ".join(f"{r:.2f}" for r in summary["ratios_fit"])
+        + ")  ",
         f"harness / fit with the same steps_per_execution = {summary['ratio_fit_spe']:.2f} ("
-        + ", ".join(f"{r:.2f}" for r in summary["ratios_fit_spe"]) + ")",
+        + ", ".join(f"{r:.2f}" for r in summary["ratios_fit_spe"])
+        + ")",
         "",
         "The harness loop also validates every epoch and reads its metrics once per compiled chunk; "
         "`fit` here runs without validation data.",
@@ -153,7 +164,11 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace this benchmark's section of docs/benchmarks.md, keeping other benchmarks' sections."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
+    )
     if MARK_BEGIN in text and MARK_END in text:
         head, rest = text.split(MARK_BEGIN, 1)
         tail = rest.split(MARK_END, 1)[1].lstrip("\n")
@@ -166,7 +181,9 @@ def write_section(path: Path, section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8192)

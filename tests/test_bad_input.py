@@ -38,7 +38,9 @@ def test_wrong_type(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("override", ["training.epochs=0", "training.batch_size=0", "training.epochs=-2"])
-def test_non_positive_epochs_or_batch(workdir: Path, capsys: pytest.CaptureFixture[str], override: str) -> None:
+def test_non_positive_epochs_or_batch(
+    workdir: Path, capsys: pytest.CaptureFixture[str], override: str
+) -> None:
     err = run_bad(workdir, capsys, override)
     assert override.split("=")[0] in err and "greater than 0" in err
 
@@ -51,22 +53,32 @@ def test_malformed_yaml(workdir: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_missing_data_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = run_bad(workdir, capsys, "data.dataset=csv", f"data.path={workdir / 'nope.csv'}", "data.target=y",
-                  "model.name=mlp")
+    err = run_bad(
+        workdir,
+        capsys,
+        "data.dataset=csv",
+        f"data.path={workdir / 'nope.csv'}",
+        "data.target=y",
+        "model.name=mlp",
+    )
     assert "nope.csv" in err
 
 
 def test_csv_without_target_column(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = "\n".join(f"{i},{i * 2},{'ab'[i % 2]}" for i in range(40))
     path = csv_file(workdir, "a,b,label\n" + rows + "\n")
-    err = run_bad(workdir, capsys, "data.dataset=csv", f"data.path={path}", "data.target=lable", "model.name=mlp")
+    err = run_bad(
+        workdir, capsys, "data.dataset=csv", f"data.path={path}", "data.target=lable", "model.name=mlp"
+    )
     assert "lable" in err and "table.csv" in err and "label" in err
 
 
 def test_label_column_with_one_class(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = "\n".join(f"{i},{i * 2},same" for i in range(40))
     path = csv_file(workdir, "a,b,label\n" + rows + "\n")
-    err = run_bad(workdir, capsys, "data.dataset=csv", f"data.path={path}", "data.target=label", "model.name=mlp")
+    err = run_bad(
+        workdir, capsys, "data.dataset=csv", f"data.path={path}", "data.target=label", "model.name=mlp"
+    )
     assert "label" in err and "class" in err
 
 

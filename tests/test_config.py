@@ -31,8 +31,16 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 
 def test_overrides_are_typed_and_nested() -> None:
-    config = load_config(None, ["training.epochs=5", "model.name=mlp", "model.hidden_units=[8, 4]",
-                                "training.optimizer.clipnorm=null", "run.name=x"])
+    config = load_config(
+        None,
+        [
+            "training.epochs=5",
+            "model.name=mlp",
+            "model.hidden_units=[8, 4]",
+            "training.optimizer.clipnorm=null",
+            "run.name=x",
+        ],
+    )
     assert config.training.epochs == 5
     assert config.model.name == "mlp"
     assert config.model.hidden_units == [8, 4]
@@ -138,4 +146,6 @@ def test_override_value_parsed_as_yaml() -> None:
     assert parse_override("a.b=null") == ("a.b", None)
     assert parse_override("a.b=x: y: z") == ("a.b", "x: y: z")
     assert yaml.safe_load("1e-3") == "1e-3"  # YAML 1.1 quirk the loader must not trip over
-    assert load_config(None, ["training.optimizer.learning_rate=1e-3"]).training.optimizer.learning_rate == 0.001
+    assert (
+        load_config(None, ["training.optimizer.learning_rate=1e-3"]).training.optimizer.learning_rate == 0.001
+    )

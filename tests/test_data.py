@@ -114,8 +114,8 @@ def test_stratified_split_keeps_class_proportions() -> None:
 
 def test_stratification_falls_back_with_a_note_when_a_class_is_too_small() -> None:
     labels = np.array([0] * 30 + [1] * 30 + [2])
-    split = split_indices(61, labels, 0.15, 0.15, seed=0, source="test data")
-    assert not split.stratified and split.fallback and "unstratified" in split.fallback
+    split = split_indices(61, labels, 0.15, 0.15, seed=0, source="test data", class_names=["a", "b", "rare"])
+    assert not split.stratified and split.fallback and "class 'rare' has 1 sample" in split.fallback
     assert len(split.train) + len(split.val) + len(split.test) == 61
 
 

@@ -51,7 +51,9 @@ def test_classification_accuracy_and_confusion_matrix_match_hand_counts() -> Non
     assert (dog["precision"], dog["recall"], dog["support"]) == (pytest.approx(2 / 3), 1.0, 2)
     assert result["macro_avg"]["recall"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
     assert result["headline"] == {
-        "metric": "accuracy", "value": pytest.approx(4 / 6), "higher_is_better": True
+        "metric": "accuracy",
+        "value": pytest.approx(4 / 6),
+        "higher_is_better": True,
     }
 
 
@@ -150,8 +152,17 @@ def _epoch_lines(task: str, epochs: int = 3) -> list[str]:
     metric = "accuracy" if task == "classification" else "mae"
     return [
         json.dumps(
-            {"epoch": e, "step": 10 * e, "loss": 1.0 / e, metric: 1 - 1 / (e + 1), "val_loss": 1.2 / e,
-             f"val_{metric}": 0.9 - 1 / (e + 2), "lr": 0.001, "epoch_time_s": 1.5, "samples_per_s": 2000.0}
+            {
+                "epoch": e,
+                "step": 10 * e,
+                "loss": 1.0 / e,
+                metric: 1 - 1 / (e + 1),
+                "val_loss": 1.2 / e,
+                f"val_{metric}": 0.9 - 1 / (e + 2),
+                "lr": 0.001,
+                "epoch_time_s": 1.5,
+                "samples_per_s": 2000.0,
+            }
         )
         for e in range(1, epochs + 1)
     ]
@@ -192,18 +203,42 @@ def make_run(
         run_dir,
         task=task,
         evaluation=evaluate_predictions(task, y_true, y_pred, names),
-        training={"epochs_run": 3, "best_epoch": 3, "stopped_early": False, "stop_reason": "epochs done",
-                  "wall_time_s": 12.5, "train_samples_per_s": 2000.0, "global_batch_size": 64,
-                  "replicas": 2, "strategy": "mirrored", "final_lr": 0.0005},
-        data={"dataset": "digits" if task == "classification" else "housing", "task": task,
-              "n_train": 400, "n_val": 60, "n_test": 60,
-              "class_names": names if task == "classification" else None,
-              "target_names": names if task == "regression" else None,
-              "feature_names": ["pixel_0", "pixel_1"], "notes": {"rows_dropped_missing": 12}},
-        model={"name": "mlp", "parameters": 12345, "trainable_parameters": 12000,
-               "input_shape": [None, 2], "output_shape": [None, len(names)]},
-        environment={"versions": {"python": "3.11.2", "numpy": np.__version__, "harness": "0.1.0"},
-                     "host": "node1", "git_commit": "abc1234", "devices": ["/CPU:0"]},
+        training={
+            "epochs_run": 3,
+            "best_epoch": 3,
+            "stopped_early": False,
+            "stop_reason": "epochs done",
+            "wall_time_s": 12.5,
+            "train_samples_per_s": 2000.0,
+            "global_batch_size": 64,
+            "replicas": 2,
+            "strategy": "mirrored",
+            "final_lr": 0.0005,
+        },
+        data={
+            "dataset": "digits" if task == "classification" else "housing",
+            "task": task,
+            "n_train": 400,
+            "n_val": 60,
+            "n_test": 60,
+            "class_names": names if task == "classification" else None,
+            "target_names": names if task == "regression" else None,
+            "feature_names": ["pixel_0", "pixel_1"],
+            "notes": {"rows_dropped_missing": 12},
+        },
+        model={
+            "name": "mlp",
+            "parameters": 12345,
+            "trainable_parameters": 12000,
+            "input_shape": [None, 2],
+            "output_shape": [None, len(names)],
+        },
+        environment={
+            "versions": {"python": "3.11.2", "numpy": np.__version__, "harness": "0.1.0"},
+            "host": "node1",
+            "git_commit": "abc1234",
+            "devices": ["/CPU:0"],
+        },
         config=_config(name, learning_rate, plots),
         command=f"harness train {run_dir}/config.yaml run.name=repro",
     )
@@ -266,7 +301,7 @@ def test_report_html_embeds_plots_and_escapes_user_strings(tmp_path: Path) -> No
     assert html.count("data:image/png;base64,") == 3  # learning curves, confusion matrix, ROC
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "<link" not in html and "src=\"http" not in html  # self-contained
+    assert "<link" not in html and 'src="http' not in html  # self-contained
 
 
 def test_regression_report_has_residual_and_predicted_vs_true_plots(tmp_path: Path) -> None:
@@ -403,8 +438,17 @@ def test_load_report_names_both_schema_versions_on_mismatch(tmp_path: Path) -> N
 
 def test_write_report_rejects_a_missing_run_directory(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="does not exist"):
-        write_report(tmp_path / "nope", task="regression", evaluation={}, training={}, data={}, model={},
-                     environment={}, config={}, command="")
+        write_report(
+            tmp_path / "nope",
+            task="regression",
+            evaluation={},
+            training={},
+            data={},
+            model={},
+            environment={},
+            config={},
+            command="",
+        )
 
 
 # --- gather_reports ----------------------------------------------------------------------------

@@ -17,10 +17,26 @@ from harness.train.loop import Trainer
 from .conftest import CONFIGS
 
 FAST = ["training.progress=lines", "training.steps_per_execution=4"]
-IRIS = ["data.dataset=iris", "model.name=mlp", "model.hidden_units=[16]", "model.batch_norm=false",
-        "training.batch_size=16", *FAST]
-RUN_FILES = ["config.yaml", "env.json", "metrics.jsonl", "model.keras", "preprocessing.json",
-             "report.json", "report.md", "report.html", "model_card.md", "test_predictions.npz"]
+IRIS = [
+    "data.dataset=iris",
+    "model.name=mlp",
+    "model.hidden_units=[16]",
+    "model.batch_norm=false",
+    "training.batch_size=16",
+    *FAST,
+]
+RUN_FILES = [
+    "config.yaml",
+    "env.json",
+    "metrics.jsonl",
+    "model.keras",
+    "preprocessing.json",
+    "report.json",
+    "report.md",
+    "report.html",
+    "model_card.md",
+    "test_predictions.npz",
+]
 
 
 def train(*args: str) -> int:
@@ -104,11 +120,23 @@ def test_resume_from_mid_epoch_step_checkpoint(workdir: Path, monkeypatch: pytes
         np.testing.assert_array_equal(a, b)
 
 
-def test_nan_loss_stops_with_message_and_keeps_checkpoint(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["data.dataset=diabetes", "model.name=mlp", "model.batch_norm=false", "training.epochs=30",
-            "training.optimizer.name=sgd", "training.optimizer.learning_rate=1e6",
-            "training.schedule.name=step", "training.schedule.step_epochs=1", "training.schedule.gamma=1.0",
-            "training.schedule.warmup_epochs=1", "run.name=nan", *FAST]
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "data.dataset=diabetes",
+        "model.name=mlp",
+        "model.batch_norm=false",
+        "training.epochs=30",
+        "training.optimizer.name=sgd",
+        "training.optimizer.learning_rate=1e6",
+        "training.schedule.name=step",
+        "training.schedule.step_epochs=1",
+        "training.schedule.gamma=1.0",
+        "training.schedule.warmup_epochs=1",
+        "run.name=nan",
+        *FAST,
+    ]
     assert train(*args) == 1
     err = capsys.readouterr().err
     assert "loss became" in err and "learning_rate" in err
@@ -121,8 +149,14 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(workdir: Path, capsys:
 
 
 def test_early_stopping_stops_and_reports_it(workdir: Path) -> None:
-    args = [*IRIS, "training.epochs=50", "training.early_stopping.enabled=true",
-            "training.early_stopping.patience=1", "training.early_stopping.min_delta=10", "run.name=es"]
+    args = [
+        *IRIS,
+        "training.epochs=50",
+        "training.early_stopping.enabled=true",
+        "training.early_stopping.patience=1",
+        "training.early_stopping.min_delta=10",
+        "run.name=es",
+    ]
     assert train(*args) == 0
     report = load_report(workdir / "runs" / "es")
     assert report["training"]["stopped_early"] is True

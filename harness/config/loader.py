@@ -31,7 +31,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return validate_config(raw, source, lines)
 
 
-def validate_config(raw: Mapping[str, Any], source: str, lines: Mapping[str, int | str] | None = None) -> Config:
+def validate_config(
+    raw: Mapping[str, Any], source: str, lines: Mapping[str, int | str] | None = None
+) -> Config:
     """Validate a raw mapping; every problem is reported in one ConfigError."""
     try:
         return Config.model_validate(raw)
@@ -44,9 +46,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     """Split `a.b=value`; the value is parsed as YAML so numbers, lists and null work."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ConfigError(
-            f"override {item!r} must look like section.key=value, e.g. training.epochs=5"
-        )
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. training.epochs=5")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 SCHEMA_VERSION = 1
 
 
-
 class Section(BaseModel):
     """Base of every config section: frozen, and unknown keys are rejected."""
 
@@ -54,8 +53,6 @@ class DataConfig(Section):
     x_key: str = Field("x", description="npz: array name of the inputs")
     y_key: str = Field("y", description="npz: array name of the targets")
     synthetic: SyntheticConfig = SyntheticConfig()
-    cache: bool = True
-    shuffle_buffer: PositiveInt = 10_000
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataConfig:

@@ -31,7 +31,9 @@ def prepare_data(cfg: DataConfig, seed: int, base_dir: Path | None = None) -> Pr
     raw = get_loader(cfg.dataset)(cfg, seed, Path.cwd() if base_dir is None else Path(base_dir))
     targets = resolve_targets(raw, cfg.task)
     strata = targets.y if targets.task == "classification" and cfg.stratify else None
-    split = split_indices(len(raw), strata, cfg.validation_split, cfg.test_split, seed, raw.source)
+    split = split_indices(
+        len(raw), strata, cfg.validation_split, cfg.test_split, seed, raw.source, targets.class_names
+    )
     x, encoder, filled = _numeric_inputs(raw, split.train, cfg.missing)
     preprocessor = _fit(raw, targets, encoder, x, split.train, cfg)
     parts = {name: _part(preprocessor, x, targets, rows) for name, rows in split.parts().items()}

@@ -62,6 +62,7 @@ def split_indices(
     test_split: float,
     seed: int,
     source: str,
+    class_names: list[str] | None = None,
 ) -> Split:
     """Split `n` samples; stratify by `labels` when given, else (or when impossible) shuffle freely.
 
@@ -74,8 +75,8 @@ def split_indices(
     if labels is not None:
         try:
             return _split(n, labels, n_val, n_test, seed, stratified=True)
-        except ValueError as err:
-            reason = f"stratified split impossible ({err}); used an unstratified split"
+        except ValueError:
+            reason = _fallback_reason(labels, n_val, n_test, class_names)
             log.warning("%s: %s", source, reason)
             return _split(n, None, n_val, n_test, seed, stratified=False, fallback=reason)
     return _split(n, None, n_val, n_test, seed, stratified=False)
@@ -95,3 +96,16 @@ def _split(
     rest_labels = None if labels is None else labels[rest]
     train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=rest_labels)
     return Split(np.sort(train), np.sort(val), np.sort(test), stratified, fallback)
+
+
+def _fallback_reason(labels: np.ndarray, n_val: int, n_test: int, class_names: list[str] | None) -> str:
+    """Say which class made stratification impossible, by name, for the report."""
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    smallest = int(present[np.argmin(counts[present])])
+    name = class_names[smallest] if class_names and smallest < len(class_names) else str(smallest)
+    return (
+        f"stratified split impossible: class {name!r} has {int(counts[smallest])} sample(s) among "
+        f"{len(present)} classes, and stratifying needs at least 2 per class and validation and test "
+        f"parts ({n_val} and {n_test} samples) with room for every class; used an unstratified split"
+    )

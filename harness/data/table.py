@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,18 +23,41 @@ Kind = Literal["numeric", "categorical"]
 Missing = Literal["drop", "mean", "median", "most_frequent"]
 
 MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "?")
-"""Cell texts (compared in lower case) that count as a missing value."""
+"""Cell texts that count as a missing value, in any mix of upper and lower case."""
 
 DELIMITERS = (",", ";", "\t", "|")
 
 
+def _case_variants(token: str) -> list[str]:
+    variants = [""]
+    for char in token:
+        variants = [v + c for v in variants for c in {char.lower(), char.upper()}]
+    return variants
+
+
+MISSING_VARIANTS = np.array(sorted({v for token in MISSING_TOKENS for v in _case_variants(token)}), dtype=str)
+"""Every spelling of the missing tokens: matching these is much faster than lower-casing each cell."""
+
+
 @dataclass(frozen=True, eq=False)
 class Table:
-    """A CSV file's cells as stripped text columns; `lines` keeps file line numbers for messages."""
+    """A CSV file's cells as stripped text columns, with missing-cell masks and parsed numbers.
+
+    Masks and numbers are computed once when the file is read; `lines` keeps file line numbers
+    so messages can point at a row even after rows were dropped or split.
+    """
 
     path: Path
     columns: dict[str, np.ndarray]
     lines: np.ndarray
+    blanks: dict[str, np.ndarray]
+    parsed: dict[str, np.ndarray | None]
+
+    @classmethod
+    def from_columns(cls, path: Path, columns: dict[str, np.ndarray], lines: np.ndarray) -> Table:
+        blanks = {name: np.isin(values, MISSING_VARIANTS) for name, values in columns.items()}
+        parsed = {name: _parse_numbers(values, blanks[name]) for name, values in columns.items()}
+        return cls(path, columns, lines, blanks, parsed)
 
     @property
     def names(self) -> list[str]:
@@ -44,29 +68,38 @@ class Table:
 
     def take(self, rows: np.ndarray) -> Table:
         """The table restricted to `rows` (indices or a boolean mask), line numbers kept."""
-        return Table(self.path, {k: v[rows] for k, v in self.columns.items()}, self.lines[rows])
+        return Table(
+            self.path,
+            {k: v[rows] for k, v in self.columns.items()},
+            self.lines[rows],
+            {k: v[rows] for k, v in self.blanks.items()},
+            {k: None if v is None else v[rows] for k, v in self.parsed.items()},
+        )
 
     def missing(self, name: str) -> np.ndarray:
         """Boolean mask of the cells of column `name` that count as missing."""
-        return np.isin(np.char.lower(self.columns[name]), MISSING_TOKENS)
+        return self.blanks[name]
 
     def numbers(self, name: str) -> np.ndarray | None:
         """Column `name` as float64 with NaN for missing cells, or None if a cell is not a number."""
-        try:
-            return np.where(self.missing(name), "nan", self.columns[name]).astype(np.float64)
-        except ValueError:
-            return None
+        return self.parsed[name]
 
     def first_non_number(self, name: str) -> tuple[int, str]:
-        """Line number and text of the first present cell of `name` that is not a number."""
-        missing = self.missing(name)
-        for line, text, absent in zip(self.lines, self.columns[name], missing, strict=True):
-            if not absent and not _is_number(text):
+        """Line number and text of the first present cell of `name` that is not a finite number."""
+        for line, text, absent in zip(self.lines, self.columns[name], self.blanks[name], strict=True):
+            if not absent and not _is_finite_number(text):
                 return int(line), str(text)
-        raise ValueError(f"column {name!r} holds only numbers")
+        raise ValueError(f"column {name!r} holds only finite numbers")
 
     def column_list(self) -> str:
         return ", ".join(repr(name) for name in self.names)
+
+
+def _parse_numbers(values: np.ndarray, blank: np.ndarray) -> np.ndarray | None:
+    try:
+        return np.where(blank, "nan", values).astype(np.float64)
+    except ValueError:
+        return None
 
 
 def read_csv(path: Path) -> Table:
@@ -85,7 +118,7 @@ def read_csv(path: Path) -> Table:
         )
     cells = np.array(rows, dtype=str)
     columns = {name: np.char.strip(cells[:, i]) for i, name in enumerate(names)}
-    return Table(path, columns, np.array(lines, dtype=np.int64))
+    return Table.from_columns(path, columns, np.array(lines, dtype=np.int64))
 
 
 def _read_text(path: Path) -> str:
@@ -144,12 +177,11 @@ def _column_names(path: Path, header: list[str]) -> list[str]:
     return names
 
 
-def _is_number(text: str) -> bool:
+def _is_finite_number(text: str) -> bool:
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 def column_kind(table: Table, name: str) -> Kind:
@@ -260,10 +292,11 @@ def _fit_column(table: Table, name: str, kind: Kind, missing: Missing) -> Column
         fill = None if missing == "drop" else _most_frequent(values)
         return Column(name, kind, fill, categories)
     numbers = table.numbers(name)
-    if numbers is None:
+    if numbers is None or not np.isfinite(numbers[present]).all():
         line, text = table.first_non_number(name)
         raise DataError(
-            f"CSV file {table.path}, line {line}: column {name!r} must hold numbers. Received: {text!r}"
+            f"CSV file {table.path}, line {line}: column {name!r} must hold finite numbers. "
+            f"Received: {text!r}"
         )
     return Column(name, kind, _numeric_fill(numbers[present], missing))
 
@@ -304,14 +337,14 @@ def _encode_column(table: Table, column: Column, out: np.ndarray) -> int:
 
 def _encode_numeric(table: Table, column: Column, missing: np.ndarray, out: np.ndarray) -> None:
     numbers = table.numbers(column.name)
-    if numbers is None:
+    if numbers is None or not np.isfinite(numbers[~missing]).all():
         line, text = table.first_non_number(column.name)
         raise DataError(
-            f"CSV file {table.path}, line {line}: column {column.name!r} must hold numbers, as it did in "
-            f"training. Received: {text!r}"
+            f"CSV file {table.path}, line {line}: column {column.name!r} must hold finite numbers, as it "
+            f"did in training. Received: {text!r}"
         )
     if missing.any() and isinstance(column.fill, float | int):
-        numbers[missing] = column.fill
+        numbers = np.where(missing, column.fill, numbers)
     out[:, 0] = numbers
 
 

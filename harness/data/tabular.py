@@ -28,7 +28,7 @@ def load_csv(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     features = feature_columns(cfg, table, target)
     categorical = categorical_columns(cfg, table, features)
     table, notes = drop_rows(table, target, features, cfg)
-    detail = f" ({notes['rows_dropped']} of {notes['rows_read']} rows dropped for missing values)"
+    detail = _drop_detail(notes)
     check_enough_rows(len(table), cfg.validation_split, cfg.test_split, f"CSV file {path}", detail)
     kinds: dict[str, Kind] = {
         name: "categorical" if name in categorical else column_kind(table, name) for name in features
@@ -117,3 +117,17 @@ def drop_rows(
     if cfg.missing == "drop":
         notes["rows_dropped_missing_features"] = int((has_target & incomplete).sum())
     return table.take(keep), notes
+
+
+def _drop_detail(notes: dict[str, Any]) -> str:
+    """Which columns emptied the table, for the not-enough-rows message."""
+    if not notes["rows_dropped"]:
+        return ""
+    worst = sorted(notes["missing_values"].items(), key=lambda item: -item[1])[:3]
+    columns = ", ".join(f"{name!r}: {count}" for name, count in worst)
+    where = f"; empty cells per column: {columns}" if columns else ""
+    hint = ". Fill them, leave such columns out of data.features, or set data.missing=mean" if columns else ""
+    return (
+        f" ({notes['rows_dropped']} of {notes['rows_read']} rows dropped: "
+        f"{notes['rows_dropped_missing_target']} without a target{where}){hint}"
+    )

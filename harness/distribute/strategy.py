@@ -112,4 +112,3 @@ def make_strategy(cfg: DistributeConfig) -> Strategy:
     except KeyError as err:
         raise ConfigError(f"distribute.strategy: {err.args[0]}") from None
     return factory(cfg)
-

@@ -219,14 +219,23 @@ def runs_table(rows: Sequence[Mapping[str, Any]], differing: Sequence[str]) -> T
     metric_columns = [(key, title) for key, title in TEST_COLUMNS if _any_value(rows, "test", key)]
     val_columns = [key for key in VALIDATION_KEYS if _any_value(rows, "best_val", key)]
     header = [
-        "run", "task", "dataset", "model",
+        "run",
+        "task",
+        "dataset",
+        "model",
         *(title for _, title in metric_columns),
         *(f"best {key}" for key in val_columns),
-        "epochs", "wall time", "samples/s", "config differences",
+        "epochs",
+        "wall time",
+        "samples/s",
+        "config differences",
     ]
     body = [
         [
-            str(row["run"]), _blank(row["task"]), _blank(row["dataset"]), _blank(row["model"]),
+            str(row["run"]),
+            _blank(row["task"]),
+            _blank(row["dataset"]),
+            _blank(row["model"]),
             *(_metric(row["test"].get(key)) for key, _ in metric_columns),
             *(_metric(row["best_val"].get(key)) for key in val_columns),
             _blank(row["epochs_run"]),

@@ -106,8 +106,15 @@ def confusion_matrix_png(normalized: Sequence[Sequence[float]], names: Sequence[
 
 def _annotate_cells(ax: Axes, matrix: np.ndarray) -> None:
     for (row, col), value in np.ndenumerate(matrix):
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                color="white" if value > 0.5 else "black")
+        ax.text(
+            col,
+            row,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value > 0.5 else "black",
+        )
 
 
 def roc_curves_png(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> bytes | None:
@@ -125,8 +132,13 @@ def roc_curves_png(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str])
             fpr, tpr, _ = roc_curve(positives, scores)
             ax.plot(fpr, tpr, label=f"{short(label)} (AUC {auc(fpr, tpr):.3f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (one-vs-rest)",
-               xlim=(0, 1), ylim=(0, 1.01))
+        ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            title="ROC (one-vs-rest)",
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+        )
         ax.legend(loc="lower right", fontsize=8)
         return True
 

@@ -42,7 +42,7 @@ def document_to_html(document: Document, images: Mapping[str, bytes]) -> str:
         body.append(f'<p class="subtitle">{html.escape(document.subtitle)}</p>')
     body.extend(section_to_html(section, images) for section in document.sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n<style>\n{CSS}\n</style>\n</head>\n<body>\n<main>\n"
         + "\n".join(body)

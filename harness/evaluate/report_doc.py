@@ -32,7 +32,15 @@ NAMES_SHOWN = 20
 NAME_LISTS = {"class_names": "classes", "target_names": "targets", "feature_names": "features"}
 MODEL_KEYS = ("name", "parameters", "trainable_parameters", "input_shape", "output_shape")
 EPOCH_COLUMNS = (
-    "loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae", "lr", "epoch_time_s", "samples_per_s",
+    "loss",
+    "val_loss",
+    "accuracy",
+    "val_accuracy",
+    "mae",
+    "val_mae",
+    "lr",
+    "epoch_time_s",
+    "samples_per_s",
 )
 TRAINING_LABELS = {
     "epochs_run": "epochs run",

@@ -38,7 +38,9 @@ class LoopState:
     train_time_s: float = 0.0
 
 
-def save(directory: Path, variables: list[Any], opt_variables: list[Any], state: LoopState, best: bool) -> Path:
+def save(
+    directory: Path, variables: list[Any], opt_variables: list[Any], state: LoopState, best: bool
+) -> Path:
     """Write a checkpoint folder, then point `latest` (and `best` if asked) at it."""
     directory.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.global_step:08d}"
@@ -82,7 +84,7 @@ def load(folder: Path, variables: list[Any], opt_variables: list[Any]) -> LoopSt
 
 def _write_arrays(path: Path, variables: list[Any]) -> None:
     arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
-    io.atomic_write(path, lambda handle: np.savez(handle, **arrays), binary=True)
+    io.atomic_write(path, lambda handle: np.savez(handle, **arrays), binary=True)  # type: ignore[arg-type]
 
 
 def _assign(path: Path, variables: list[Any], what: str) -> None:

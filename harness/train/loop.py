@@ -125,16 +125,19 @@ class Trainer:
             self.train_acc = self._accumulators("train")
             self.val_acc = self._accumulators("val")
         self.callbacks = keras.callbacks.CallbackList(
-            list(callbacks), model=self.model, add_history=False, add_progbar=False,
-            epochs=self.cfg.epochs, steps=self.steps_per_epoch, verbose=0,
+            list(callbacks),
+            model=self.model,
+            add_history=False,
+            add_progbar=False,
+            epochs=self.cfg.epochs,
+            steps=self.steps_per_epoch,
+            verbose=0,
         )
         step = tf.function(self._train_step, jit_compile=True) if self.cfg.jit_compile else self._train_step
         self._replica_train_step = step
         self._train_chunk = tf.function(self._train_chunk_fn)
         self._eval_all = tf.function(self._eval_all_fn)
-        self._val_dataset = strategy.distribute(
-            make_dataset(data.x_val, data.y_val, self.global_batch)
-        )
+        self._val_dataset = strategy.distribute(make_dataset(data.x_val, data.y_val, self.global_batch))
 
     # ---- construction -------------------------------------------------------------------
     def _build_optimizer(self) -> keras.optimizers.Optimizer:
@@ -183,14 +186,16 @@ class Trainer:
             scaled = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
         grads = self.strategy.aggregate_gradients(tape.gradient(scaled, variables))
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         self._accumulate(self.train_acc, y, pred, per_example)
 
     def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> None:
         pred = self.model(x, training=False)
         self._accumulate(self.val_acc, y, pred, self.loss_fn(y, pred))
 
-    def _accumulate(self, acc: dict[str, tf.Variable], y: tf.Tensor, pred: tf.Tensor, per_example: tf.Tensor) -> None:
+    def _accumulate(
+        self, acc: dict[str, tf.Variable], y: tf.Tensor, pred: tf.Tensor, per_example: tf.Tensor
+    ) -> None:
         pred = tf.cast(pred, tf.float32)
         if self.classification:
             hits = tf.equal(tf.argmax(pred, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
@@ -216,10 +221,13 @@ class Trainer:
     def metric_name(self) -> str:
         return "accuracy" if self.classification else "mae"
 
-    def _read(self, acc: dict[str, tf.Variable], offset: dict[str, float] | None = None) -> dict[str, float]:
-        sums = {name: float(var.numpy()) + (offset or {}).get(name, 0.0) for name, var in acc.items()}
+    def _sums(self, acc: dict[str, tf.Variable], offset: dict[str, float] | None = None) -> dict[str, float]:
+        """Accumulator values summed over replicas, plus those of a resumed partial epoch."""
+        return {name: float(var.numpy()) + (offset or {}).get(name, 0.0) for name, var in acc.items()}
+
+    def _logs(self, sums: dict[str, float], prefix: str = "") -> dict[str, float]:
         count = max(sums["count"], 1.0)
-        return {"loss": sums["loss"] / count, self.metric_name: sums["metric"] / count, "_sums": sums}  # type: ignore[dict-item]
+        return {f"{prefix}loss": sums["loss"] / count, f"{prefix}{self.metric_name}": sums["metric"] / count}
 
     @staticmethod
     def _reset(acc: dict[str, tf.Variable]) -> None:
@@ -230,8 +238,7 @@ class Trainer:
         """Loss and metric over the whole validation split."""
         self._reset(self.val_acc)
         self._eval_all(self._val_dataset)
-        logs = self._read(self.val_acc)
-        return {"val_loss": logs["loss"], f"val_{self.metric_name}": logs[self.metric_name]}
+        return self._logs(self._sums(self.val_acc), prefix="val_")
 
     def current_lr(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
@@ -279,7 +286,11 @@ class Trainer:
         )
 
     def _start_line(self, state: LoopState) -> str:
-        where = f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}" if state.global_step else "starting"
+        where = (
+            f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}"
+            if state.global_step
+            else "starting"
+        )
         return (
             f"{where}: {len(self.data.x_train)} training samples, {self.strategy.num_replicas} replica(s) "
             f"({self.strategy.name}), global batch {self.global_batch} "
@@ -301,26 +312,26 @@ class Trainer:
         iterator = iter(self._train_dataset(epoch, state.step_in_epoch))
         self.reporter.start_epoch(epoch + 1, self.cfg.epochs, self.steps_per_epoch, state.step_in_epoch)
         epoch_time, counted = 0.0, offset.get("count", 0.0)
-        train_logs: dict[str, Any] = self._read(self.train_acc, offset)
+        sums = self._sums(self.train_acc, offset)
         while state.step_in_epoch < self.steps_per_epoch:
             steps = self._chunk_size(state)
             started = time.perf_counter()
             self._train_chunk(iterator, tf.constant(steps, tf.int64))
-            train_logs = self._read(self.train_acc, offset)
+            sums = self._sums(self.train_acc, offset)
             elapsed = time.perf_counter() - started
             epoch_time += elapsed
             state.train_time_s += elapsed
             state.step_in_epoch += steps
             state.global_step += steps
-            state.samples_seen += int(train_logs["_sums"]["count"] - counted)
-            counted = train_logs["_sums"]["count"]
-            self._check_finite(train_logs, epoch, state, run)
-            self.reporter.update(state.step_in_epoch, self._public(train_logs))
+            state.samples_seen += int(sums["count"] - counted)
+            counted = sums["count"]
+            self._check_finite(self._logs(sums), epoch, state, run)
+            self.reporter.update(state.step_in_epoch, self._logs(sums))
             if run is not None and self._step_checkpoint_due(state):
-                state.partial = train_logs["_sums"]
+                state.partial = sums
                 run.save_checkpoint(self, state, best=False)
         new_samples = counted - offset.get("count", 0.0)
-        logs = self._epoch_logs(epoch, state, train_logs, epoch_time, new_samples)
+        logs = self._epoch_logs(epoch, state, self._logs(sums), epoch_time, new_samples)
         self.callbacks.on_epoch_end(epoch, logs)
         state.epoch, state.step_in_epoch, state.partial = epoch + 1, 0, {}
         is_best = self._update_best(logs, epoch, state)
@@ -331,18 +342,16 @@ class Trainer:
                 run.save_checkpoint(self, state, best=is_best)
         return logs
 
-    def _epoch_logs(self, epoch: int, state: LoopState, train_logs: dict[str, Any], epoch_time: float, samples: float) -> dict[str, float]:
+    def _epoch_logs(
+        self, epoch: int, state: LoopState, train_logs: dict[str, Any], epoch_time: float, samples: float
+    ) -> dict[str, float]:
         logs: dict[str, Any] = {"epoch": epoch + 1, "step": state.global_step}
-        logs.update(self._public(train_logs))
+        logs.update(train_logs)
         logs.update(self.evaluate_validation())
         logs["lr"] = self.current_lr()
         logs["epoch_time_s"] = round(epoch_time, 4)
         logs["samples_per_s"] = round(samples / max(epoch_time, 1e-9), 1)
         return logs
-
-    @staticmethod
-    def _public(logs: dict[str, Any]) -> dict[str, float]:
-        return {k: v for k, v in logs.items() if not k.startswith("_")}
 
     def _chunk_size(self, state: LoopState) -> int:
         steps = min(self.cfg.steps_per_execution, self.steps_per_epoch - state.step_in_epoch)
@@ -353,7 +362,8 @@ class Trainer:
 
     def _step_checkpoint_due(self, state: LoopState) -> bool:
         every = self.cfg.checkpoint.every_steps
-        return bool(every) and state.global_step % every == 0 and state.step_in_epoch < self.steps_per_epoch
+        mid_epoch = state.step_in_epoch < self.steps_per_epoch
+        return every is not None and state.global_step % every == 0 and mid_epoch
 
     def _epoch_checkpoint_due(self, epoch: int) -> bool:
         every = self.cfg.checkpoint.every_epochs
@@ -370,7 +380,9 @@ class Trainer:
             monitor = "val_loss"
         value = float(logs[monitor])
         higher_is_better = monitor.endswith("accuracy")
-        better = state.best_value is None or (value > state.best_value if higher_is_better else value < state.best_value)
+        better = state.best_value is None or (
+            value > state.best_value if higher_is_better else value < state.best_value
+        )
         if better:
             state.best_value, state.best_epoch = value, epoch + 1
         return better
@@ -380,7 +392,9 @@ class Trainer:
             return
         self.reporter.close()
         last = run.latest_checkpoint() if run is not None else None
-        kept = f"The last good checkpoint is kept at {last}." if last else "No checkpoint had been written yet."
+        kept = (
+            f"The last good checkpoint is kept at {last}." if last else "No checkpoint had been written yet."
+        )
         raise TrainingError(
             f"training loss became {logs['loss']} in epoch {epoch + 1} (global step {state.global_step}); "
             f"training stopped. {kept} Hint: lower training.optimizer.learning_rate, add warmup "

@@ -19,10 +19,11 @@ class Reporter(Protocol):
 
 def format_logs(logs: dict[str, Any]) -> str:
     """`loss=0.1234 accuracy=0.9500 ...` with the keys people look at first."""
+    formats = {"lr": "{:.3g}", "samples_per_s": "{:.0f}", "epoch_time_s": "{:.2f}"}
     parts = []
     for key, value in logs.items():
         if isinstance(value, float):
-            parts.append(f"{key}={value:.4g}" if key in ("lr", "samples_per_s") else f"{key}={value:.4f}")
+            parts.append(f"{key}=" + formats.get(key, "{:.4f}").format(value))
     return " ".join(parts)
 
 
@@ -69,7 +70,9 @@ class BarReporter(LineReporter):
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task("train", total=steps, completed=done, epoch=f"{epoch}/{epochs}", logs="")
+        self.task = self.progress.add_task(
+            "train", total=steps, completed=done, epoch=f"{epoch}/{epochs}", logs=""
+        )
 
     def update(self, steps_done: int, logs: dict[str, float]) -> None:
         self.progress.update(self.task, completed=steps_done, logs=format_logs(logs))

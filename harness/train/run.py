@@ -71,8 +71,8 @@ def train(request: RunRequest, extra_callbacks: Sequence[keras.callbacks.Callbac
     state = trainer.restore(_latest(run_dir)) if request.resume else None
     result = trainer.fit(state, writer)
     if strategy.is_chief:
-        finish_run_dir(run_dir, config, data, trainer, result)
-        reporter.message(f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}")
+        evaluation = finish_run_dir(run_dir, config, data, trainer, result)
+        reporter.message(result_lines(run_dir, evaluation, result))
     return run_dir
 
 
@@ -117,7 +117,9 @@ def build_callbacks(config: Config) -> list[keras.callbacks.Callback]:
     if stop.enabled:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta,
+                monitor=stop.monitor,
+                patience=stop.patience,
+                min_delta=stop.min_delta,
                 restore_best_weights=stop.restore_best,
             )
         )
@@ -144,17 +146,36 @@ def _user_callbacks(path: str, key: str) -> list[keras.callbacks.Callback]:
     return list(items)
 
 
-def start_run_dir(request: RunRequest, config: Config, data: PreparedData, strategy: Strategy, trainer: Trainer) -> rundir.RunWriter:
+def start_run_dir(
+    request: RunRequest, config: Config, data: PreparedData, strategy: Strategy, trainer: Trainer
+) -> rundir.RunWriter:
     """Create the run directory and write what is known before training starts."""
     run_dir = request.run_dir
     rundir.prepare(run_dir, overwrite=request.overwrite)
     io.write_text(run_dir / "config.yaml", to_yaml(config))
     data.preprocessor.save(run_dir / PREPROCESSING)
-    io.write_json(run_dir / "env.json", environment(request.base_dir, {"distribute": strategy.describe(), "command": request.command}))
+    io.write_json(
+        run_dir / "env.json",
+        environment(request.base_dir, {"distribute": strategy.describe(), "command": request.command}),
+    )
     return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard)
 
 
-def finish_run_dir(run_dir: Path, config: Config, data: PreparedData, trainer: Trainer, result: TrainResult) -> None:
+def result_lines(run_dir: Path, evaluation: dict[str, Any], result: TrainResult) -> str:
+    """What a person wants to read when the run ends: the test result and where the files are."""
+    headline = evaluation.get("headline", {})
+    value = headline.get("value", float("nan"))
+    metric = f"test {headline.get('metric')} {value:.4f} on {evaluation.get('n')} samples"
+    stopped = f" ({result.stop_reason})" if result.stopped_early else ""
+    return (
+        f"done: {metric}, {len(result.history)} epochs{stopped}, {result.wall_time_s:.1f}s training\n"
+        f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}"
+    )
+
+
+def finish_run_dir(
+    run_dir: Path, config: Config, data: PreparedData, trainer: Trainer, result: TrainResult
+) -> dict[str, Any]:
     """Save the model, evaluate on the test split and write the report and model card."""
     save_model(trainer.model, run_dir / MODEL)
     evaluation = evaluate_test_split(trainer.model, data, run_dir)
@@ -170,6 +191,7 @@ def finish_run_dir(run_dir: Path, config: Config, data: PreparedData, trainer: T
         config=config.model_dump(mode="json"),
         command=reproduce_command(run_dir),
     )
+    return evaluation
 
 
 def save_model(model: keras.Model, target: Path) -> None:
@@ -179,7 +201,8 @@ def save_model(model: keras.Model, target: Path) -> None:
 
 def reproduce_command(run_dir: Path) -> str:
     """The command that re-runs exactly this experiment from its saved config."""
-    return f"harness train {shlex.quote(str(run_dir / 'config.yaml'))} run.name={shlex.quote(run_dir.name)}-repro"
+    config = shlex.quote(str(run_dir / "config.yaml"))
+    return f"harness train {config} run.name={shlex.quote(run_dir.name)}-repro"
 
 
 def invocation() -> str:

@@ -20,7 +20,9 @@ CHECKPOINTS = "checkpoints"
 def check_target(path: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber an existing run, or to resume one that has nothing to resume from."""
     if resume and overwrite:
-        raise RunDirError("--resume and --overwrite exclude each other: resume continues a run, overwrite deletes it")
+        raise RunDirError(
+            "--resume and --overwrite exclude each other: resume continues a run, overwrite deletes it"
+        )
     if resume:
         if not path.is_dir():
             raise RunDirError(f"cannot resume: run directory {path} does not exist; start without --resume")
