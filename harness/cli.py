@@ -12,9 +12,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.config import DistributeConfig
+from harness.errors import ConfigError, HarnessError
+
+if TYPE_CHECKING:
+    from harness.train.run import RunRequest
 
 EPILOG = """examples:
   harness train                                  train the packaged default (digits, small CNN)
@@ -35,8 +40,48 @@ def _train(args: argparse.Namespace) -> int:
     request = RunRequest(
         config, config_path, resume=args.resume, overwrite=args.overwrite, command=invocation()
     )
+    if args.workers > 1:
+        return _launch_training(request, args)
     train(request)
     return 0
+
+
+def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:
+    """Check everything once here, then start the worker processes."""
+    from harness.train.run import absolute_data_path, check_request
+
+    check_request(request, absolute_data_path(request.config, request.base_dir))
+    flags = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
+    return launch_workers(["train", *args.items, *flags], args.workers, request.config.distribute)
+
+
+def launch_workers(child_args: list[str], workers: int, cfg: DistributeConfig) -> int:
+    from harness.distribute.launcher import launch
+
+    if cfg.strategy in ("single", "mirrored"):
+        raise ConfigError(
+            f"--workers {workers} starts several processes, which distribute.strategy={cfg.strategy!r} "
+            "cannot use; choose multiworker, horovod or auto"
+        )
+    strategy = "multiworker" if cfg.strategy == "auto" else cfg.strategy
+    return launch(child_args, workers, strategy, cfg.horovod_controller)
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.smoke import format_results, run_smoke
+
+    config_path, overrides = split_config_and_overrides(args.items)
+    distribute = load_config(config_path, overrides).distribute
+
+    def run(child_args: list[str], workers: int) -> int:
+        if workers == 1:
+            return main(child_args)
+        return launch_workers(child_args, workers, distribute)
+
+    passed, results = run_smoke(config_path, overrides, args.workers, run, args.max_samples)
+    print(format_results(passed, results))
+    return 0 if passed else 1
 
 
 def split_config_and_overrides(items: Sequence[str]) -> tuple[Path | None, list[str]]:
@@ -49,8 +94,6 @@ def split_config_and_overrides(items: Sequence[str]) -> tuple[Path | None, list[
         elif config is None:
             config = Path(item)
         else:
-            from harness.errors import ConfigError
-
             raise ConfigError(
                 f"only one config file can be given; received {str(config)!r} and {item!r}. "
                 "Overrides look like section.key=value"
@@ -99,6 +142,16 @@ def _doctor(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number. Received: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -124,7 +177,29 @@ def build_parser() -> argparse.ArgumentParser:
     group = train.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     group.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="start N local worker processes (multiworker or horovod strategy)",
+    )
     train.set_defaults(func=_train)
+
+    smoke = sub.add_parser(
+        "smoke",
+        help="run a few steps of the real path locally and print PASS/FAIL",
+        description="Train the config shrunk to a small subset for one epoch, with N local "
+        "workers, in a temporary run directory; check metrics, checkpoint, report and model.",
+    )
+    smoke.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]")
+    smoke.add_argument(
+        "--workers", type=positive_int, default=2, metavar="N", help="local workers (default 2)"
+    )
+    smoke.add_argument(
+        "--max-samples", type=positive_int, default=512, metavar="N", help="data subset size (default 512)"
+    )
+    smoke.set_defaults(func=_smoke)
 
     evaluate = sub.add_parser("evaluate", help="re-run the test-split evaluation of a finished run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")

@@ -51,7 +51,9 @@ def test_constant_schedule_and_lr_scaling() -> None:
 def test_checkpoint_round_trip_and_pruning(tmp_path: Path) -> None:
     variables = [tf.Variable(np.arange(6.0).reshape(2, 3)), tf.Variable(np.ones(4))]
     opt = [tf.Variable(3)]
-    first = checkpoint.save(tmp_path, variables, opt, LoopState(epoch=1, global_step=5, best_value=0.5), best=True)
+    first = checkpoint.save(
+        tmp_path, variables, opt, LoopState(epoch=1, global_step=5, best_value=0.5), best=True
+    )
     variables[0].assign(np.zeros((2, 3)))
     second = checkpoint.save(tmp_path, variables, opt, LoopState(epoch=2, global_step=10), best=False)
     third = checkpoint.save(tmp_path, variables, opt, LoopState(epoch=3, global_step=15), best=False)
@@ -94,12 +96,23 @@ def test_bar_reporter_renders_on_a_terminal() -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [["training.jit_compile=true"], ["training.precision=mixed_bfloat16"], ["training.precision=mixed_float16"]],
+    [
+        ["training.jit_compile=true"],
+        ["training.precision=mixed_bfloat16"],
+        ["training.precision=mixed_float16"],
+    ],
     ids=["xla", "bfloat16", "float16"],
 )
 def test_xla_and_mixed_precision_train(workdir: Path, extra: list[str]) -> None:
-    args = ["train", "data.dataset=iris", "model.name=mlp", "training.epochs=3", "training.progress=none",
-            "training.optimizer.learning_rate=0.01", *extra]
+    args = [
+        "train",
+        "data.dataset=iris",
+        "model.name=mlp",
+        "training.epochs=3",
+        "training.progress=none",
+        "training.optimizer.learning_rate=0.01",
+        *extra,
+    ]
     try:
         assert cli.main(args) == 0
     finally:

@@ -53,6 +53,9 @@ class DataConfig(Section):
     x_key: str = Field("x", description="npz: array name of the inputs")
     y_key: str = Field("y", description="npz: array name of the targets")
     synthetic: SyntheticConfig = SyntheticConfig()
+    max_samples: PositiveInt | None = Field(
+        None, description="use a seeded subset of about this many samples (smoke tests, quick trials)"
+    )
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataConfig:
@@ -142,8 +145,19 @@ class TrainingConfig(Section):
 
 
 class DistributeConfig(Section):
-    strategy: Literal["auto", "single"] = "auto"
+    strategy: Literal["auto", "single", "mirrored", "multiworker", "horovod"] = Field(
+        "auto", description="auto picks from the environment and says what it picked"
+    )
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    cpu_replicas: PositiveInt = Field(
+        2, description="mirrored on a machine without GPUs: logical CPU devices to mirror over"
+    )
+    horovod_controller: Literal["gloo", "mpi"] = Field(
+        "gloo", description="local launcher: Horovod transport"
+    )
+    timeout_s: float = Field(
+        300.0, gt=0.0, description="preflight and watchdog: seconds a collective or step may stall"
+    )
 
 
 class SlurmConfig(Section):

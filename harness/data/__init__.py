@@ -7,7 +7,7 @@ custom dataset with `@DATASETS.register("name")` on a function `(DataConfig, see
 
 # Importing these modules registers the built-in datasets in DATASETS.
 from harness.data import arrays, builtin, images, synthetic, tabular  # noqa: F401
-from harness.data.pipeline import make_dataset, sample_order
+from harness.data.pipeline import make_dataset, make_step_dataset, sample_order, step_layout
 from harness.data.prepare import prepare_data
 from harness.data.prepared import PreparedData
 from harness.data.preprocess import Preprocessor
@@ -22,6 +22,8 @@ __all__ = [
     "RawData",
     "Task",
     "make_dataset",
+    "make_step_dataset",
     "prepare_data",
     "sample_order",
+    "step_layout",
 ]

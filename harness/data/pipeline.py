@@ -68,3 +68,54 @@ def make_dataset(
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dataset = dataset.with_options(options)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def step_layout(
+    n: int, local_batch: int, world: int, rank: int, shuffle_seed: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's sample indices and loss weights for every step of one epoch.
+
+    All ranks walk one seeded permutation in global batches of `local_batch * world` samples;
+    rank r takes every world-th sample of each global batch, so a step's global batch is the
+    same set of samples whatever the number of ranks. The last, shorter global batch is padded
+    with index 0 and weight 0, so every rank runs the same number of steps (no collective waits
+    for a rank that ran out) and no sample counts twice. A real sample's weight is one over the
+    number of real samples in its global batch: summing weighted losses over all replicas gives
+    the global mean, exactly as one process with the whole global batch would.
+    Returns int64 indices and float32 weights, both of shape (steps, local_batch).
+    """
+    global_batch = local_batch * world
+    steps = max(1, -(-n // global_batch))
+    order = np.full(steps * global_batch, -1, dtype=np.int64)
+    order[:n] = sample_order(n, shuffle_seed)
+    rows = order.reshape(steps, global_batch)
+    real = (rows >= 0).sum(axis=1, keepdims=True).astype(np.float32)
+    mine = rows[:, rank::world]
+    weights = np.where(mine >= 0, 1.0 / np.maximum(real, 1.0), 0.0).astype(np.float32)
+    return np.maximum(mine, 0), weights
+
+
+def make_step_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    local_batch: int,
+    *,
+    world: int = 1,
+    rank: int = 0,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of (x, y, weight) following `step_layout`, for the training loop.
+
+    Auto-sharding is off: the batches are already this rank's share.
+    """
+    import tensorflow as tf
+
+    indices, weights = step_layout(len(x), local_batch, world, rank, shuffle_seed)
+    with tf.device("/CPU:0"):
+        features = tf.convert_to_tensor(x)
+        targets = tf.convert_to_tensor(y)
+    dataset = tf.data.Dataset.from_tensor_slices((indices, weights))
+    dataset = dataset.map(lambda idx, w: (tf.gather(features, idx), tf.gather(targets, idx), w))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

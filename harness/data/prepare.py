@@ -34,6 +34,8 @@ def prepare_data(cfg: DataConfig, seed: int, base_dir: Path | None = None) -> Pr
     split = split_indices(
         len(raw), strata, cfg.validation_split, cfg.test_split, seed, raw.source, targets.class_names
     )
+    if cfg.max_samples is not None:
+        split = limit_split(split, cfg.max_samples, seed)
     x, encoder, filled = _numeric_inputs(raw, split.train, cfg.missing)
     preprocessor = _fit(raw, targets, encoder, x, split.train, cfg)
     parts = {name: _part(preprocessor, x, targets, rows) for name, rows in split.parts().items()}
@@ -54,6 +56,23 @@ def prepare_data(cfg: DataConfig, seed: int, base_dir: Path | None = None) -> Pr
         preprocessor=preprocessor,
         notes=_notes(cfg, raw, targets, split, preprocessor, filled, seed),
     )
+
+
+def limit_split(split: Split, max_samples: int, seed: int) -> Split:
+    """Keep a seeded random share of each part, so the subset has about `max_samples` rows.
+
+    Every part keeps at least one row; sampling within parts keeps the split's proportions.
+    """
+    total = len(split.train) + len(split.val) + len(split.test)
+    if max_samples >= total:
+        return split
+    rng = np.random.default_rng(seed)
+
+    def take(rows: np.ndarray) -> np.ndarray:
+        keep = max(1, round(len(rows) * max_samples / total))
+        return np.sort(rng.choice(rows, size=keep, replace=False))
+
+    return replace(split, train=take(split.train), val=take(split.val), test=take(split.test))
 
 
 def _numeric_inputs(

@@ -1,16 +1,24 @@
-"""Strategies: where replicas run, how gradients are combined, which rank is the chief."""
+"""Strategies: where replicas run, how gradients are combined, which rank is the chief.
+
+The training loop talks only to `Strategy`. tf.distribute strategies combine gradients inside
+the Keras optimizer (a SUM all-reduce), Horovod through its core ops, since its Keras
+integration does not work with Keras 3 (facts.md).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from harness.config import DistributeConfig
-from harness.errors import ConfigError
+from harness.distribute.cluster import ClusterEnv, detect, visible_gpu_index
+from harness.errors import ConfigError, LaunchError
 from harness.registry import Registry
 
 
@@ -18,21 +26,26 @@ class Strategy(ABC):
     """What the training loop needs from a parallel backend, and nothing more."""
 
     name: str
+    cluster: ClusterEnv
+    picked_by_auto: bool = False
 
     @property
     @abstractmethod
     def num_replicas(self) -> int:
-        """Replicas taking part in one optimizer step (devices x processes)."""
+        """Replicas taking part in one optimizer step, over all processes."""
+
+    @property
+    def local_replicas(self) -> int:
+        """Replicas driven by this process (devices it mirrors over)."""
+        return self.num_replicas // self.world_size
 
     @property
     def rank(self) -> int:
-        """This process's index among the worker processes."""
-        return 0
+        return self.cluster.rank
 
     @property
     def world_size(self) -> int:
-        """Number of worker processes."""
-        return 1
+        return self.cluster.world_size
 
     @property
     def is_chief(self) -> bool:
@@ -45,35 +58,53 @@ class Strategy(ABC):
 
     @abstractmethod
     def distribute(self, dataset: tf.data.Dataset) -> Any:
-        """Turn a per-process dataset into what `run` consumes."""
+        """Turn this process's dataset into what `run` consumes."""
 
     @abstractmethod
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """Run `fn` on every local replica."""
 
     @abstractmethod
-    def sum(self, value: Any) -> tf.Tensor:
-        """Sum a per-replica value over all replicas of all processes."""
+    def sum_variables(self, variables: list[tf.Variable]) -> np.ndarray:
+        """Host-side sums of per-replica accumulators over all replicas of all processes.
+
+        A collective: every rank must call it at the same point.
+        """
+
+    @abstractmethod
+    def gather_bytes(self, data: bytes) -> list[bytes]:
+        """Every replica's `data` (at most BLOB_SIZE bytes), on every rank. A collective."""
 
     def aggregate_gradients(self, grads: list[tf.Tensor]) -> list[tf.Tensor]:
         """Combine gradients across processes; tf.distribute does it inside the optimizer."""
         return grads
 
+    def synchronize(self, variables: list[tf.Variable]) -> None:  # noqa: B027 - most backends need nothing
+        """Make every rank hold rank 0's values (after building or restoring)."""
+
+    def weight_digests(self, variables: list[Any]) -> list[str]:
+        """A short hash of the weights per local replica, to show that all replicas agree."""
+        return [_digest([np.asarray(v) for v in variables])]
+
     def describe(self) -> dict[str, Any]:
         return {
             "strategy": self.name,
             "replicas": self.num_replicas,
+            "local_replicas": self.local_replicas,
             "rank": self.rank,
             "world_size": self.world_size,
+            "cluster_source": self.cluster.source,
         }
 
 
 class TFStrategy(Strategy):
     """Any tf.distribute strategy; the default one runs on a single device."""
 
-    def __init__(self, name: str, strategy: tf.distribute.Strategy) -> None:
+    def __init__(self, name: str, strategy: tf.distribute.Strategy, cluster: ClusterEnv) -> None:
         self.name = name
+        self.cluster = cluster
         self._strategy = strategy
+        self._sum_fns: dict[tuple[int, ...], Any] = {}
 
     @property
     def num_replicas(self) -> int:
@@ -83,32 +114,228 @@ class TFStrategy(Strategy):
         return self._strategy.scope()
 
     def distribute(self, dataset: tf.data.Dataset) -> Any:
+        """Batches from our pipeline are this process's share already.
+
+        Across processes, `experimental_distribute_dataset` would treat each batch as the
+        global one and split it again, so each worker's dataset is handed over as it is;
+        within a process, the local batch is split over the local devices.
+        """
+        if self.world_size > 1:
+            options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+            return self._strategy.distribute_datasets_from_function(lambda _: dataset, options)
         return self._strategy.experimental_distribute_dataset(dataset)
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return self._strategy.run(fn, args=args)
 
-    def sum(self, value: Any) -> tf.Tensor:
-        return self._strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+    def sum_variables(self, variables: list[tf.Variable]) -> np.ndarray:
+        # One compiled function per variable set: distributed variables are captured by the
+        # trace, so a function traced for one set would silently read it for another.
+        key = tuple(id(v) for v in variables)
+        if key not in self._sum_fns:
+            self._sum_fns[key] = tf.function(lambda: self._sum_graph(variables))
+        return np.asarray(self._sum_fns[key]())
+
+    def _sum_graph(self, variables: list[tf.Variable]) -> tf.Tensor:
+        local = self._strategy.run(lambda: tf.stack([v.read_value() for v in variables]))
+        return self._strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None)
+
+    def weight_digests(self, variables: list[Any]) -> list[str]:
+        per_replica = [self._strategy.experimental_local_results(v.value) for v in variables]
+        return [
+            _digest([np.asarray(copies[i]) for copies in per_replica]) for i in range(self.local_replicas)
+        ]
+
+    def gather_bytes(self, data: bytes) -> list[bytes]:
+        blob = tf.constant(_pad(data)[None])
+        gathered = self._strategy.gather(self._strategy.run(lambda: tf.identity(blob)), axis=0)
+        return [_unpad(row) for row in np.asarray(gathered)]
 
 
-STRATEGIES: Registry[Callable[[DistributeConfig], Strategy]] = Registry("strategy")
+class HorovodStrategy(Strategy):
+    """One process per device; Horovod's core ops average gradients and sync variables."""
+
+    name = "horovod"
+
+    def __init__(self, cluster: ClusterEnv) -> None:
+        import horovod.tensorflow as hvd
+
+        self._hvd = hvd
+        hvd.init()
+        self.cluster = _with_horovod_ranks(cluster, hvd)
+
+    @property
+    def num_replicas(self) -> int:
+        return int(self._hvd.size())
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def distribute(self, dataset: tf.data.Dataset) -> Any:
+        return dataset
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        return fn(*args)
+
+    def aggregate_gradients(self, grads: list[tf.Tensor]) -> list[tf.Tensor]:
+        # Weighted per-replica losses already divide by the global batch: sum, not average.
+        return list(self._hvd.grouped_allreduce(grads, op=self._hvd.Sum))
+
+    def sum_variables(self, variables: list[tf.Variable]) -> np.ndarray:
+        local = tf.stack([v.read_value() for v in variables])
+        return np.asarray(self._hvd.allreduce(local, op=self._hvd.Sum, name="harness_sums"))
+
+    def synchronize(self, variables: list[tf.Variable]) -> None:
+        self._hvd.broadcast_variables(variables, root_rank=0)
+
+    def gather_bytes(self, data: bytes) -> list[bytes]:
+        gathered = self._hvd.allgather(tf.constant(_pad(data)[None]), name="harness_preflight")
+        return [_unpad(row) for row in np.asarray(gathered)]
+
+
+BLOB_SIZE = 2048
+
+
+def _digest(arrays: list[np.ndarray]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _pad(data: bytes) -> np.ndarray:
+    if len(data) > BLOB_SIZE:
+        raise ValueError(f"gather_bytes takes at most {BLOB_SIZE} bytes. Received: {len(data)} bytes")
+    blob = np.zeros(BLOB_SIZE, np.int32)  # collectives do not all-gather uint8
+    blob[: len(data)] = np.frombuffer(data, np.uint8)
+    return blob
+
+
+def _unpad(row: np.ndarray) -> bytes:
+    return bytes(row.astype(np.uint8)).rstrip(b"\0")
+
+
+def _with_horovod_ranks(cluster: ClusterEnv, hvd: Any) -> ClusterEnv:
+    """Horovod's own view of ranks is the truth once it is initialised."""
+    import dataclasses
+
+    return dataclasses.replace(
+        cluster,
+        source=cluster.source if cluster.is_distributed else "horovod",
+        rank=int(hvd.rank()),
+        world_size=int(hvd.size()),
+        local_rank=int(hvd.local_rank()),
+        local_world_size=int(hvd.local_size()),
+    )
+
+
+STRATEGIES: Registry[Callable[[DistributeConfig, ClusterEnv], Strategy]] = Registry("strategy")
 
 
 @STRATEGIES.register("single")
-def _single(cfg: DistributeConfig) -> Strategy:
-    return TFStrategy("single", tf.distribute.get_strategy())
+def _single(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
+    if cluster.is_distributed:
+        raise LaunchError(
+            f"distribute.strategy 'single' cannot run in a {cluster.world_size}-process job "
+            f"(environment: {cluster.source}); use multiworker or horovod"
+        )
+    return TFStrategy("single", tf.distribute.get_strategy(), cluster)
+
+
+@STRATEGIES.register("mirrored")
+def _mirrored(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        devices = [f"/gpu:{i}" for i in range(len(gpus))]
+    else:
+        devices = [f"/cpu:{i}" for i in range(_logical_cpus(cfg.cpu_replicas))]
+    strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=_cross_device_ops(bool(gpus)))
+    return TFStrategy("mirrored", strategy, cluster)
+
+
+@STRATEGIES.register("multiworker")
+def _multiworker(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster.tf_config()["cluster"]),
+        task_type="worker",
+        task_id=cluster.rank,
+        rpc_layer="grpc",
+    )
+    # Twice the watchdog timeout: the watchdog fires first and names the rank that went quiet.
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=2 * cfg.timeout_s)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver, communication_options=options
+    )
+    return TFStrategy("multiworker", strategy, cluster)
+
+
+@STRATEGIES.register("horovod")
+def _horovod(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
+    try:
+        return HorovodStrategy(cluster)
+    except ImportError as err:
+        raise LaunchError(
+            f"distribute.strategy 'horovod' needs Horovod, which does not import here ({err}). "
+            "Install it with scripts/install_horovod.sh; `harness doctor` shows what is built"
+        ) from None
 
 
 @STRATEGIES.register("auto")
-def _auto(cfg: DistributeConfig) -> Strategy:
-    return _single(cfg)
+def _auto(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
+    """Several processes: Horovod under horovodrun/mpirun, else multiworker; one process:
+    mirrored over several GPUs, else single."""
+    if cluster.is_distributed:
+        return _horovod(cfg, cluster) if cluster.source == "horovod" else _multiworker(cfg, cluster)
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return _mirrored(cfg, cluster)
+    return _single(cfg, cluster)
 
 
-def make_strategy(cfg: DistributeConfig) -> Strategy:
-    """Build the configured strategy; an unknown name lists the known ones."""
+def _cross_device_ops(gpus: bool) -> Any:
+    # NCCL needs GPUs; on CPU devices a plain reduction is the one that works everywhere.
+    return None if gpus else tf.distribute.ReductionToOneDevice()
+
+
+def _logical_cpus(count: int) -> int:
+    """Split the CPU into `count` logical devices (only possible before TF starts its runtime)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        pass  # the runtime already started; use the logical devices it has
+    found = len(tf.config.list_logical_devices("CPU"))
+    if found < count:
+        raise LaunchError(
+            f"mirrored on CPU needs {count} logical devices (distribute.cpu_replicas) but TensorFlow "
+            f"was already initialised with {found}; start a fresh process"
+        )
+    return count
+
+
+def bind_gpu(cluster: ClusterEnv, environ: Mapping[str, str]) -> None:
+    """One GPU per local rank with memory growth, so processes on a node do not collide."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return
+    index = visible_gpu_index(cluster.local_rank, environ, len(gpus)) if cluster.is_distributed else None
+    chosen = [gpus[index]] if index is not None else gpus
+    tf.config.set_visible_devices(chosen, "GPU")
+    for gpu in chosen:
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def make_strategy(cfg: DistributeConfig, environ: Mapping[str, str] | None = None) -> Strategy:
+    """Build the configured strategy for this process's cluster environment."""
+    environ = os.environ if environ is None else environ
+    cluster = detect(environ)
     try:
         factory = STRATEGIES.get(cfg.strategy)
     except KeyError as err:
         raise ConfigError(f"distribute.strategy: {err.args[0]}") from None
-    return factory(cfg)
+    if cfg.strategy in ("multiworker", "horovod", "auto") or cluster.is_distributed:
+        bind_gpu(cluster, environ)
+    strategy = factory(cfg, cluster)
+    strategy.picked_by_auto = cfg.strategy == "auto"
+    return strategy

@@ -36,6 +36,7 @@ class LoopState:
     partial: dict[str, float] = field(default_factory=dict)  # accumulators of a partial epoch
     samples_seen: int = 0
     train_time_s: float = 0.0
+    global_batch: int = 0  # the layout `step_in_epoch` refers to
 
 
 def save(

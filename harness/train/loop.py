@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness.config import Config, OptimizerConfig
-from harness.data import PreparedData, make_dataset
+from harness.data import PreparedData, make_step_dataset
 from harness.distribute import Strategy
 from harness.errors import ConfigError, TrainingError
 from harness.models import build_model, default_loss
@@ -30,6 +30,7 @@ from harness.train.progress import Reporter, SilentReporter
 from harness.train.schedules import make_schedule, scaled_learning_rate
 
 ACCUMULATORS = ("loss", "metric", "count")
+PICKED_BY_AUTO = ", picked by distribute.strategy=auto"
 
 
 @dataclass
@@ -104,14 +105,17 @@ class Trainer:
         strategy: Strategy,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         reporter: Reporter | None = None,
+        heartbeat: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.cfg = config.training
         self.data = data
         self.strategy = strategy
         self.reporter = reporter or SilentReporter()
+        self.heartbeat = heartbeat or (lambda what: None)
         self.classification = data.task == "classification"
         self.global_batch = self.cfg.batch_size * strategy.num_replicas
+        self.local_batch = self.cfg.batch_size * strategy.local_replicas
         self.steps_per_epoch = max(1, math.ceil(len(data.x_train) / self.global_batch))
         seed_everything(config.run.seed, config.run.deterministic)
         keras.mixed_precision.set_global_policy(self.cfg.precision)
@@ -124,6 +128,7 @@ class Trainer:
             self.optimizer = self._build_optimizer()
             self.train_acc = self._accumulators("train")
             self.val_acc = self._accumulators("val")
+        strategy.synchronize(self._state_variables())
         self.callbacks = keras.callbacks.CallbackList(
             list(callbacks),
             model=self.model,
@@ -137,7 +142,7 @@ class Trainer:
         self._replica_train_step = step
         self._train_chunk = tf.function(self._train_chunk_fn)
         self._eval_all = tf.function(self._eval_all_fn)
-        self._val_dataset = strategy.distribute(make_dataset(data.x_val, data.y_val, self.global_batch))
+        self._val_dataset = strategy.distribute(self._dataset(data.x_val, data.y_val, None))
 
     # ---- construction -------------------------------------------------------------------
     def _build_optimizer(self) -> keras.optimizers.Optimizer:
@@ -176,45 +181,53 @@ class Trainer:
         return np.abs(np.asarray(ones - zeros, np.float32)).reshape(-1)
 
     # ---- compiled steps -----------------------------------------------------------------
-    def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> None:
+    def _train_step(self, x: tf.Tensor, y: tf.Tensor, weight: tf.Tensor) -> None:
+        """One replica's step; weights make the sum over all replicas the global-batch mean."""
         with tf.GradientTape() as tape:
             pred = self.model(x, training=True)
             per_example = self.loss_fn(y, pred)
-            loss = tf.nn.compute_average_loss(per_example)
+            loss = tf.reduce_sum(tf.cast(per_example, tf.float32) * weight)
             if self.model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+                loss += tf.add_n(self.model.losses) / float(self.strategy.num_replicas)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
         grads = self.strategy.aggregate_gradients(tape.gradient(scaled, variables))
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        self._accumulate(self.train_acc, y, pred, per_example)
+        self._accumulate(self.train_acc, y, pred, per_example, weight)
 
-    def _eval_step(self, x: tf.Tensor, y: tf.Tensor) -> None:
+    def _eval_step(self, x: tf.Tensor, y: tf.Tensor, weight: tf.Tensor) -> None:
         pred = self.model(x, training=False)
-        self._accumulate(self.val_acc, y, pred, self.loss_fn(y, pred))
+        self._accumulate(self.val_acc, y, pred, self.loss_fn(y, pred), weight)
 
     def _accumulate(
-        self, acc: dict[str, tf.Variable], y: tf.Tensor, pred: tf.Tensor, per_example: tf.Tensor
+        self,
+        acc: dict[str, tf.Variable],
+        y: tf.Tensor,
+        pred: tf.Tensor,
+        per_example: tf.Tensor,
+        weight: tf.Tensor,
     ) -> None:
+        """Add this replica's sums; padding samples (weight 0) count for nothing."""
+        mask = tf.cast(weight > 0, tf.float64)
         pred = tf.cast(pred, tf.float32)
         if self.classification:
             hits = tf.equal(tf.argmax(pred, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
-            metric = tf.reduce_sum(tf.cast(hits, tf.float64))
+            metric = tf.reduce_sum(tf.cast(hits, tf.float64) * mask)
         else:
             err = tf.abs(tf.cast(y, tf.float32) - pred) * self._target_scale
-            metric = tf.reduce_sum(tf.cast(tf.reduce_mean(err, axis=-1), tf.float64))
-        acc["loss"].assign_add(tf.reduce_sum(tf.cast(per_example, tf.float64)))
+            metric = tf.reduce_sum(tf.cast(tf.reduce_mean(err, axis=-1), tf.float64) * mask)
+        acc["loss"].assign_add(tf.reduce_sum(tf.cast(per_example, tf.float64) * mask))
         acc["metric"].assign_add(metric)
-        acc["count"].assign_add(tf.cast(tf.shape(per_example)[0], tf.float64))
+        acc["count"].assign_add(tf.reduce_sum(mask))
 
     def _train_chunk_fn(self, iterator: Any, steps: tf.Tensor) -> None:
         for _ in tf.range(steps):
-            x, y = next(iterator)
-            self.strategy.run(self._replica_train_step, args=(x, y))
+            x, y, weight = next(iterator)
+            self.strategy.run(self._replica_train_step, args=(x, y, weight))
 
     def _eval_all_fn(self, dataset: Any) -> None:
-        for x, y in dataset:
-            self.strategy.run(self._eval_step, args=(x, y))
+        for x, y, weight in dataset:
+            self.strategy.run(self._eval_step, args=(x, y, weight))
 
     # ---- host side ----------------------------------------------------------------------
     @property
@@ -223,7 +236,11 @@ class Trainer:
 
     def _sums(self, acc: dict[str, tf.Variable], offset: dict[str, float] | None = None) -> dict[str, float]:
         """Accumulator values summed over replicas, plus those of a resumed partial epoch."""
-        return {name: float(var.numpy()) + (offset or {}).get(name, 0.0) for name, var in acc.items()}
+        totals = self.strategy.sum_variables(list(acc.values()))
+        return {
+            name: float(total) + (offset or {}).get(name, 0.0)
+            for name, total in zip(acc, totals, strict=True)
+        }
 
     def _logs(self, sums: dict[str, float], prefix: str = "") -> dict[str, float]:
         count = max(sums["count"], 1.0)
@@ -243,9 +260,15 @@ class Trainer:
     def current_lr(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
+    def _state_variables(self) -> list[Any]:
+        """The TensorFlow variables behind the model's and the optimizer's state."""
+        return [v.value for v in [*self.model.variables, *self.optimizer.variables]]
+
     def restore(self, folder: Path) -> LoopState:
         """Load model and optimizer variables and the loop position from a checkpoint."""
-        return checkpoint.load(folder, self.model.variables, self.optimizer.variables)
+        state = checkpoint.load(folder, self.model.variables, self.optimizer.variables)
+        self.strategy.synchronize(self._state_variables())
+        return state
 
     def fit(self, state: LoopState | None = None, run: Any = None) -> TrainResult:
         """Train from `state` (fresh if None) to the configured number of epochs.
@@ -253,7 +276,7 @@ class Trainer:
         `run` is the chief's run directory writer (None on other ranks): it receives metrics
         lines and checkpoints.
         """
-        state = state or LoopState()
+        state = self._adapt(state or LoopState())
         history = list(run.history_until(state.epoch)) if run is not None else []
         stop_reason = "completed all epochs"
         stopped_early = False
@@ -285,6 +308,17 @@ class Trainer:
             extra=self.strategy.describe(),
         )
 
+    def _adapt(self, state: LoopState) -> LoopState:
+        """A partial epoch saved with another global batch cannot continue mid-way: redo it."""
+        if state.step_in_epoch and state.global_batch not in (0, self.global_batch):
+            self.reporter.message(
+                f"the checkpoint was saved mid-epoch with global batch {state.global_batch}; this run uses "
+                f"{self.global_batch}, so epoch {state.epoch + 1} restarts from its beginning"
+            )
+            state.step_in_epoch, state.partial = 0, {}
+        state.global_batch = self.global_batch
+        return state
+
     def _start_line(self, state: LoopState) -> str:
         where = (
             f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch}"
@@ -293,14 +327,19 @@ class Trainer:
         )
         return (
             f"{where}: {len(self.data.x_train)} training samples, {self.strategy.num_replicas} replica(s) "
-            f"({self.strategy.name}), global batch {self.global_batch} "
+            f"({self.strategy.name}{PICKED_BY_AUTO if self.strategy.picked_by_auto else ''}), "
+            f"global batch {self.global_batch} "
             f"= {self.cfg.batch_size} per replica x {self.strategy.num_replicas}, "
             f"{self.steps_per_epoch} steps per epoch"
         )
 
+    def _dataset(self, x: np.ndarray, y: np.ndarray, seed: int | None) -> tf.data.Dataset:
+        """This rank's share of every global batch, as (x, y, weight)."""
+        world, rank = self.strategy.world_size, self.strategy.rank
+        return make_step_dataset(x, y, self.local_batch, world=world, rank=rank, shuffle_seed=seed)
+
     def _train_dataset(self, epoch: int, skip: int) -> Any:
-        seed = self.config.run.seed + epoch
-        dataset = make_dataset(self.data.x_train, self.data.y_train, self.global_batch, shuffle_seed=seed)
+        dataset = self._dataset(self.data.x_train, self.data.y_train, self.config.run.seed + epoch)
         if skip:
             dataset = dataset.skip(skip)
         return self.strategy.distribute(dataset)
@@ -326,6 +365,7 @@ class Trainer:
             state.samples_seen += int(sums["count"] - counted)
             counted = sums["count"]
             self._check_finite(self._logs(sums), epoch, state, run)
+            self.heartbeat(f"training epoch {epoch + 1}, after global step {state.global_step}")
             self.reporter.update(state.step_in_epoch, self._logs(sums))
             if run is not None and self._step_checkpoint_due(state):
                 state.partial = sums

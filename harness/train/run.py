@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,19 +21,35 @@ from harness import io
 from harness.config import Config, to_yaml
 from harness.data import PreparedData, prepare_data
 from harness.distribute import Strategy, make_strategy
+from harness.distribute.cluster import ClusterEnv, detect
+from harness.distribute.preflight import preflight
+from harness.distribute.watchdog import Heartbeats, Watchdog
 from harness.envinfo import environment
-from harness.errors import ConfigError, RunDirError
+from harness.errors import ConfigError, LaunchError, RunDirError
 from harness.evaluate import write_report
 from harness.imports import import_object
 from harness.models import describe_model
 from harness.train import rundir
+from harness.train.checkpoint import LoopState
 from harness.train.evaluation import evaluate_test_split
 from harness.train.loop import Trainer, TrainResult
 from harness.train.progress import make_reporter
 
 PREPROCESSING = "preprocessing.json"
 MODEL = "model.keras"
-RESUMABLE_KEYS = {"training.epochs", "training.progress", "training.callbacks", "training.tensorboard"}
+# Settings a resumed run may change: more epochs, display, and how the work is spread (the
+# worker count and per-replica batch; the loop restarts a partial epoch if the global batch changed).
+RESUMABLE_KEYS = {
+    "training.epochs",
+    "training.progress",
+    "training.callbacks",
+    "training.tensorboard",
+    "training.batch_size",
+    "distribute.strategy",
+    "distribute.cpu_replicas",
+    "distribute.horovod_controller",
+    "distribute.timeout_s",
+}
 
 
 @dataclass(frozen=True)
@@ -56,24 +73,83 @@ class RunRequest:
 
 
 def train(request: RunRequest, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path:
-    """Train, evaluate on the test split and write the full run directory; returns its path."""
+    """Train, evaluate on the test split and write the full run directory; returns its path.
+
+    In a multi-process job every rank calls this; only the chief checks and writes the run
+    directory, the others train their shard and return.
+    """
     config = absolute_data_path(request.config, request.base_dir)
     run_dir = request.run_dir
-    rundir.check_target(run_dir, resume=request.resume, overwrite=request.overwrite)
-    if request.resume:
-        check_resumable(run_dir, config)
-    data = prepare_data(config.data, config.run.seed, request.base_dir)
-    strategy = make_strategy(config.distribute)
-    callbacks = [*build_callbacks(config), *extra_callbacks]
-    reporter = make_reporter(config.training.progress, enabled=strategy.is_chief)
-    trainer = Trainer(config, data, strategy, callbacks=callbacks, reporter=reporter)
-    writer = start_run_dir(request, config, data, strategy, trainer) if strategy.is_chief else None
-    state = trainer.restore(_latest(run_dir)) if request.resume else None
-    result = trainer.fit(state, writer)
+    cluster = detect(os.environ)
+    if cluster.is_chief:
+        check_request(request, config)
+    watchdog = make_watchdog(config, cluster)
+    try:
+        data = prepare_data(config.data, config.run.seed, request.base_dir)
+        watchdog.beat("connecting to the other ranks")
+        strategy = make_strategy(config.distribute)
+        ranks = preflight(strategy) if cluster.is_distributed else []
+        callbacks = [*build_callbacks(config), *extra_callbacks]
+        reporter = make_reporter(config.training.progress, enabled=strategy.is_chief)
+        trainer = Trainer(
+            config, data, strategy, callbacks=callbacks, reporter=reporter, heartbeat=watchdog.beat
+        )
+        writer = start_run_dir(request, config, data, strategy, ranks) if strategy.is_chief else None
+        state = trainer.restore(_latest(run_dir)) if request.resume else None
+        result = fit_or_explain(trainer, state, writer, watchdog, cluster)
+        watchdog.pause()
+        if strategy.num_replicas > 1:
+            digests = strategy.weight_digests(trainer.model.trainable_variables)
+            print(f"rank {strategy.rank}: weights digest per local replica: {' '.join(digests)}", flush=True)
+    finally:
+        watchdog.stop()
+    if strategy.is_chief and watchdog.heartbeats is not None:
+        watchdog.heartbeats.remove()
     if strategy.is_chief:
         evaluation = finish_run_dir(run_dir, config, data, trainer, result)
         reporter.message(result_lines(run_dir, evaluation, result))
     return run_dir
+
+
+def fit_or_explain(
+    trainer: Trainer,
+    state: LoopState | None,
+    writer: rundir.RunWriter | None,
+    watchdog: Watchdog,
+    cluster: ClusterEnv,
+) -> TrainResult:
+    """Train; if a collective fails because a peer is gone, say which rank instead of a traceback."""
+    import tensorflow as tf
+
+    try:
+        return trainer.fit(state, writer)
+    except tf.errors.OpError as err:
+        if not cluster.is_distributed:
+            raise
+        first_line = (err.message or type(err).__name__).strip().splitlines()[0][:300]
+        raise LaunchError(watchdog.explain_failure(first_line)) from None
+
+
+def check_request(request: RunRequest, config: Config) -> None:
+    """Refuse to clobber or wrongly resume a run directory, before anything is started."""
+    rundir.check_target(request.run_dir, resume=request.resume, overwrite=request.overwrite)
+    if request.resume:
+        check_resumable(request.run_dir, config)
+
+
+def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
+    """Armed only when several processes take part: a single process cannot wait for a peer."""
+    output = Path(config.run.output_dir)
+    heartbeats = Heartbeats(
+        output / f".{config.run.name}.heartbeats", cluster.rank, cluster.world_size, socket.gethostname()
+    )
+    watchdog = Watchdog(config.distribute.timeout_s, lambda: describe_ranks(cluster), heartbeats)
+    return watchdog.start() if cluster.is_distributed else watchdog
+
+
+def describe_ranks(cluster: ClusterEnv) -> str:
+    hosts = ", ".join(f"rank {rank} on {host}" for rank, host in enumerate(cluster.hosts))
+    return f"This is rank {cluster.rank} of {cluster.world_size} ({hosts})."
 
 
 def absolute_data_path(config: Config, base_dir: Path) -> Config:
@@ -147,17 +223,15 @@ def _user_callbacks(path: str, key: str) -> list[keras.callbacks.Callback]:
 
 
 def start_run_dir(
-    request: RunRequest, config: Config, data: PreparedData, strategy: Strategy, trainer: Trainer
+    request: RunRequest, config: Config, data: PreparedData, strategy: Strategy, ranks: list[dict[str, Any]]
 ) -> rundir.RunWriter:
     """Create the run directory and write what is known before training starts."""
     run_dir = request.run_dir
     rundir.prepare(run_dir, overwrite=request.overwrite)
     io.write_text(run_dir / "config.yaml", to_yaml(config))
     data.preprocessor.save(run_dir / PREPROCESSING)
-    io.write_json(
-        run_dir / "env.json",
-        environment(request.base_dir, {"distribute": strategy.describe(), "command": request.command}),
-    )
+    extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
+    io.write_json(run_dir / "env.json", environment(request.base_dir, extra))
     return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard)
 
 
