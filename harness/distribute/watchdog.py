@@ -57,23 +57,24 @@ class Heartbeats:
                 continue
         return found
 
-    def culprits(self, dead_after_s: float) -> list[str]:
-        """Ranks that stopped beating (dead), else ranks alive but behind the most advanced."""
+    def culprits(self, dead_after_s: float, include_behind: bool = True) -> list[str]:
+        """Other ranks that stopped beating (dead); else, optionally, those alive but behind."""
         now = time.time()
-        records = self.read()
-        dead = [f"rank {r} (never reported)" for r in range(self.world_size) if r not in records]
+        records = {r: rec for r, rec in self.read().items() if r != self.rank}
+        others = [r for r in range(self.world_size) if r != self.rank]
+        dead = [f"rank {r} (never reported)" for r in others if r not in records]
         dead += [
             f"rank {r} on {rec['host']} (silent for {now - rec['time']:.0f}s; last {rec['what']})"
             for r, rec in sorted(records.items())
             if now - rec["time"] > dead_after_s
         ]
-        if dead or not records:
+        if dead or not include_behind or not records:
             return dead
-        ahead = max(rec["progress"] for rec in records.values())
+        mine = self.read().get(self.rank, {}).get("progress", 0)
         return [
             f"rank {r} on {rec['host']} (alive but behind: {rec['what']})"
             for r, rec in sorted(records.items())
-            if rec["progress"] < ahead
+            if rec["progress"] < mine
         ]
 
     def remove(self) -> None:
@@ -140,10 +141,12 @@ class Watchdog:
         """Message for a collective that failed outright: wait for heartbeats to show who died."""
         culprits: list[str] = []
         if self.heartbeats is not None:
-            deadline = time.monotonic() + settle_s
+            dead_after = max(3.0, 3 * self._interval)
+            deadline = time.monotonic() + dead_after + settle_s
+            time.sleep(dead_after)  # a rank that just died still has a fresh heartbeat file
             while not culprits and time.monotonic() < deadline:
+                culprits = self.heartbeats.culprits(dead_after, include_behind=False)
                 time.sleep(0.5)
-                culprits = self.heartbeats.culprits(dead_after_s=max(3.0, 3 * self._interval))
         named = f" Lost: {'; '.join(culprits)}." if culprits else ""
         return (
             f"a collective operation failed after {self._what}: {error}.{named} {self._describe()} "

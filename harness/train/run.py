@@ -7,6 +7,7 @@ created, so bad input leaves nothing behind.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import sys
@@ -126,8 +127,15 @@ def fit_or_explain(
     except tf.errors.OpError as err:
         if not cluster.is_distributed:
             raise
-        first_line = (err.message or type(err).__name__).strip().splitlines()[0][:300]
-        raise LaunchError(watchdog.explain_failure(first_line)) from None
+        raise LaunchError(watchdog.explain_failure(summarize_op_error(err))) from None
+
+
+def summarize_op_error(err: Exception) -> str:
+    """The line of a TensorFlow error that says what happened, without graph-node noise."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(err, "message", "") or str(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
+    return (useful or lines or [type(err).__name__])[0][:300]
 
 
 def check_request(request: RunRequest, config: Config) -> None:
