@@ -15,7 +15,7 @@ from harness.evaluate import load_report
 
 from .conftest import CONFIGS
 
-SUBCOMMANDS = ["train", "evaluate", "predict", "report", "doctor"]
+SUBCOMMANDS = ["train", "evaluate", "predict", "report", "doctor", "smoke"]
 
 
 def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
