@@ -284,16 +284,25 @@ def four_ranks_on_two_hosts(rank: int = 0) -> ClusterEnv:
     return ClusterEnv("slurm", rank, 4, rank % 2, 2, rank // 2, hosts, "a", 23000, "1")
 
 
-def test_worker_addresses_are_distinct_per_host() -> None:
+def test_worker_addresses_are_distinct_even_when_hosts_alias_one_machine() -> None:
     addresses = four_ranks_on_two_hosts().worker_addresses()
-    assert addresses == ["a:23000", "a:23001", "b:23000", "b:23001"]
-    assert len(set(addresses)) == 4
+    assert addresses == ["a:23000", "a:23001", "b:23002", "b:23003"]
+    assert len({a.split(":")[1] for a in addresses}) == 4
+
+
+def test_large_jobs_offset_ports_per_host() -> None:
+    from harness.distribute.cluster import PORT_SLOT, _derive_addresses
+
+    hosts = [f"n{i // 4}" for i in range(PORT_SLOT + 4)]
+    addresses = _derive_addresses(hosts, 23000)
+    assert addresses[:5] == ["n0:23000", "n0:23001", "n0:23002", "n0:23003", "n1:23000"]
+    assert len(set(addresses)) == len(hosts)
 
 
 def test_tf_config_shape() -> None:
     config = four_ranks_on_two_hosts(rank=2).tf_config()
     assert config == {
-        "cluster": {"worker": ["a:23000", "a:23001", "b:23000", "b:23001"]},
+        "cluster": {"worker": ["a:23000", "a:23001", "b:23002", "b:23003"]},
         "task": {"type": "worker", "index": 2},
     }
     assert json.loads(json.dumps(config)) == config

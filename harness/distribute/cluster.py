@@ -73,10 +73,10 @@ class ClusterEnv:
         return self.rank == 0
 
     def worker_addresses(self) -> list[str]:
-        """Every rank's "host:port", in rank order; ranks sharing a host get port, port+1, ...
+        """Every rank's "host:port", in rank order; no two ranks of a job share a port on a host.
 
-        The offset is the rank's index among the ranks on the same host, so several processes
-        per node never collide and one job needs at most `local_world_size` ports per node.
+        Small jobs (up to PORT_SLOT ranks) use port + rank, so even node names that alias one
+        machine never collide; larger ones use the rank's index among the ranks on its host.
         """
         if self.addresses:
             return list(self.addresses)
@@ -109,6 +109,13 @@ def _check_invariants(env: ClusterEnv) -> None:
 
 
 def _derive_addresses(hosts: Sequence[str], port: int) -> list[str]:
+    """Ports per rank: port + rank for jobs of up to PORT_SLOT ranks, else port + index on host.
+
+    Node names that are aliases of one machine (several slurmd on one host, as in a test
+    cluster) would collide with per-host offsets alone, and a job that small fits its slot.
+    """
+    if len(hosts) <= PORT_SLOT:
+        return [f"{host}:{port + rank}" for rank, host in enumerate(hosts)]
     seen: dict[str, int] = {}
     addresses = []
     for host in hosts:

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -148,8 +150,12 @@ class TFStrategy(Strategy):
 
     def gather_bytes(self, data: bytes) -> list[bytes]:
         blob = tf.constant(_pad(data)[None])
-        gathered = self._strategy.gather(self._strategy.run(lambda: tf.identity(blob)), axis=0)
-        return [_unpad(row) for row in np.asarray(gathered)]
+
+        @tf.function
+        def gather() -> tf.Tensor:
+            return self._strategy.gather(self._strategy.run(lambda: tf.identity(blob)), axis=0)
+
+        return [_unpad(row) for row in np.asarray(gather())]
 
 
 class HorovodStrategy(Strategy):
@@ -230,6 +236,10 @@ def _with_horovod_ranks(cluster: ClusterEnv, hvd: Any) -> ClusterEnv:
         local_world_size=int(hvd.local_size()),
     )
 
+
+# tf.data warns about options across serialization whenever a dataset is distributed per
+# worker; it concerns reading options back in graph mode, which nothing here does.
+warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
 
 STRATEGIES: Registry[Callable[[DistributeConfig, ClusterEnv], Strategy]] = Registry("strategy")
 
