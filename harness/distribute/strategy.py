@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import warnings
 
 import numpy as np
 import tensorflow as tf
