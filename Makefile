@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo test install install-test lint bench clean slurm-start slurm-stop
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# Tests run against the real components: Horovod (built from source, cached after the first
+# build) and a two-node Slurm cluster on this machine (Debian packages, installed as root).
+$(VENV)/.installed-test: $(VENV)/.installed scripts/install_horovod.sh
 	$(PIP) install --quiet -e '.[test]'
+	PYTHON=$(PY) scripts/install_horovod.sh
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,16 +32,27 @@ demo: install
 	$(VENV)/bin/harness train --overwrite
 
 test: install-test
+	slurm/cluster.sh install
 	$(PY) -m ruff check harness tests scripts
 	$(PY) -m mypy harness
-	$(PY) -m pytest -q
+	HARNESS_REQUIRE_HOROVOD=1 $(PY) -m pytest -q; status=$$?; slurm/cluster.sh stop; exit $$status
 
 lint: install-test
 	$(PY) -m ruff check harness tests scripts
 	$(PY) -m mypy harness
 
-bench: install
+bench: install-test
 	$(PY) scripts/bench_throughput.py
+	$(PY) scripts/bench_scaling.py
+	$(PY) scripts/bench_allreduce.py
+
+# A real two-node Slurm cluster on this machine, for trying submission without a cluster.
+slurm-start:
+	slurm/cluster.sh install
+	slurm/cluster.sh start
+
+slurm-stop:
+	slurm/cluster.sh stop
 
 clean:
 	rm -rf runs comparison .pytest_cache

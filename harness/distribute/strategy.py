@@ -167,6 +167,12 @@ class HorovodStrategy(Strategy):
 
         self._hvd = hvd
         hvd.init()
+        if cluster.is_distributed and int(hvd.size()) != cluster.world_size:
+            raise LaunchError(
+                f"Horovod sees {hvd.size()} process(es) but the {cluster.source} environment says "
+                f"{cluster.world_size}: start Horovod workers with horovodrun or mpirun (or "
+                "`harness train --workers N distribute.strategy=horovod`), or use distribute.strategy=multiworker"
+            )
         self.cluster = _with_horovod_ranks(cluster, hvd)
 
     @property
