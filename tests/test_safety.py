@@ -1,0 +1,80 @@
+"""Preflight version checks, the watchdog and heartbeat files (pure parts, no peers needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.distribute.preflight import check_versions
+from harness.distribute.watchdog import EXIT_STALLED, Heartbeats, Watchdog
+from harness.errors import LaunchError
+
+
+def info(rank: int, host: str, **versions: str) -> dict:
+    return {"rank": rank, "host": host, "versions": {"python": "3.11.7", "tensorflow": "2.21.0", **versions}}
+
+
+def test_matching_versions_pass() -> None:
+    check_versions([info(0, "n1", keras="3.15.1"), info(1, "n2", keras="3.15.1")])
+
+
+def test_version_mismatch_names_rank_host_and_versions() -> None:
+    with pytest.raises(LaunchError) as err:
+        check_versions([info(0, "n1", keras="3.15.1"), info(1, "n2", keras="3.15.1"), info(2, "gpu-b7", keras="3.9.0")])
+    text = str(err.value)
+    assert "rank 2 on gpu-b7" in text and "keras 3.9.0 (rank 0 has 3.15.1)" in text
+    assert "rank 1" not in text
+
+
+def test_a_package_missing_on_one_rank_is_a_mismatch() -> None:
+    with pytest.raises(LaunchError, match="horovod missing"):
+        check_versions([info(0, "n1", horovod="0.28.1"), info(1, "n2")])
+
+
+def test_watchdog_exits_when_no_beat_arrives(tmp_path: Path) -> None:
+    exits: list[int] = []
+    beats = Heartbeats(tmp_path, rank=0, world_size=2, host="n1")
+    dog = Watchdog(0.8, lambda: "ranks: 0 on n1, 1 on n2.", beats, exit_fn=exits.append).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not exits and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        dog.stop()
+    assert exits == [EXIT_STALLED]
+
+
+def test_watchdog_stays_quiet_while_beating(tmp_path: Path) -> None:
+    exits: list[int] = []
+    dog = Watchdog(0.8, lambda: "", None, exit_fn=exits.append).start()
+    try:
+        for step in range(12):
+            dog.beat(f"step {step}")
+            time.sleep(0.1)
+        dog.pause()
+        time.sleep(1.2)  # a paused watchdog does not fire (evaluation on the chief alone)
+    finally:
+        dog.stop()
+    assert exits == []
+
+
+def test_heartbeats_name_the_silent_rank(tmp_path: Path) -> None:
+    me = Heartbeats(tmp_path, rank=0, world_size=3, host="n1")
+    me.write(10, "epoch 2")
+    Heartbeats(tmp_path, rank=1, world_size=3, host="n2").write(10, "epoch 2")
+    old = {"rank": 2, "host": "n3", "time": time.time() - 60, "progress": 4, "what": "epoch 1"}
+    (tmp_path / "rank-2").write_text(json.dumps(old))
+    culprits = me.culprits(dead_after_s=5)
+    assert len(culprits) == 1 and culprits[0].startswith("rank 2 on n3 (silent for 60s")
+
+
+def test_heartbeats_name_a_rank_that_is_alive_but_behind(tmp_path: Path) -> None:
+    me = Heartbeats(tmp_path, rank=0, world_size=2, host="n1")
+    me.write(10, "epoch 2")
+    Heartbeats(tmp_path, rank=1, world_size=2, host="n2").write(3, "epoch 1, loading data")
+    assert me.culprits(dead_after_s=5) == ["rank 1 on n2 (alive but behind: epoch 1, loading data)"]
+    assert me.culprits(dead_after_s=5, include_behind=False) == []
+    assert Heartbeats(tmp_path / "none", 0, 2, "n1").culprits(5) == ["rank 1 (never reported)"]
