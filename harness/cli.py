@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,8 +44,26 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.workers > 1:
         return _launch_training(request, args)
-    train(request)
+    train(request, stop_requested=stop_on_signals())
     return 0
+
+
+def stop_on_signals() -> Callable[[], bool]:
+    """SIGUSR2 (Slurm's warning before a time limit) or SIGTERM: checkpoint and stop cleanly.
+
+    In an sbatch script, `#SBATCH --signal=USR2@120` gives training two minutes to save;
+    the run then continues with `--resume` (exit code 75).
+    """
+    requested = threading.Event()
+
+    def request(signum: int, frame: object) -> None:
+        print(f"received {signal.Signals(signum).name}: saving a checkpoint at the next step", flush=True)
+        requested.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            signal.signal(sig, request)
+    return requested.is_set
 
 
 def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:

@@ -41,3 +41,12 @@ class TrainingError(HarnessError):
 
 class LaunchError(HarnessError):
     """Worker processes could not be started or one of them failed."""
+
+
+class Preempted(HarnessError):
+    """Training stopped on request (preemption or time limit) after saving a checkpoint.
+
+    Exit code 75 (EX_TEMPFAIL): try again later, and the run continues where it stopped.
+    """
+
+    exit_code = 75

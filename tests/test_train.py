@@ -201,3 +201,50 @@ def test_evaluate_and_report_rebuild(workdir: Path) -> None:
     assert train(*IRIS, "training.epochs=1", "run.name=ev2") == 0
     assert cli.main(["report", str(run_dir), str(workdir / "runs/ev2"), "--out", "cmp"]) == 0
     assert (workdir / "cmp" / "comparison.md").is_file()
+
+
+def test_stop_request_checkpoints_then_resume_matches(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preemption request stops at a step boundary with a checkpoint; resuming loses nothing."""
+    from harness.config import load_config
+    from harness.errors import Preempted
+    from harness.train.run import RunRequest
+    from harness.train.run import train as train_run
+
+    common = [*IRIS, "training.epochs=3"]
+    assert train(*common, "run.name=full") == 0
+    calls = iter(range(1000))
+    config = load_config(None, [*common, "run.name=cut"])
+    with pytest.raises(Preempted, match="checkpoint was saved"):
+        train_run(RunRequest(config), stop_requested=lambda: next(calls) >= 2)
+    cut = workdir / "runs" / "cut"
+    state = json.loads((cut / "state.json").read_text())
+    assert state["state"] == "preempted"
+    saved = json.loads((checkpoint.resolve(cut / "checkpoints") / "state.json").read_text())
+    # 7 steps an epoch in chunks of at most 4: the third chunk ends mid-way through epoch 2
+    assert (saved["global_step"], saved["epoch"], saved["step_in_epoch"]) == (11, 1, 4)
+    train_run(RunRequest(config, resume="auto"))
+    assert json.loads((cut / "state.json").read_text())["state"] == "completed"
+    assert metrics(cut) == metrics(workdir / "runs" / "full")
+    for a, b in zip(weights(cut), weights(workdir / "runs" / "full"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigusr2_stops_training_with_exit_code_75(workdir: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "harness", "train", *IRIS, "training.epochs=100000", "run.name=sig"]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    metrics_file = workdir / "runs" / "sig" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics_file.exists() and metrics_file.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR2)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    assert "saving a checkpoint" in out and "continues from it" in err
+    assert json.loads((workdir / "runs" / "sig" / "state.json").read_text())["state"] == "preempted"

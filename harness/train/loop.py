@@ -22,14 +22,16 @@ import tensorflow as tf
 from harness.config import Config, OptimizerConfig
 from harness.data import PreparedData, make_step_dataset
 from harness.distribute import Strategy
-from harness.errors import ConfigError, TrainingError
+from harness.errors import ConfigError, Preempted, TrainingError
 from harness.models import build_model, default_loss
 from harness.train import checkpoint
 from harness.train.checkpoint import LoopState
 from harness.train.progress import Reporter, SilentReporter
 from harness.train.schedules import make_schedule, scaled_learning_rate
 
-ACCUMULATORS = ("loss", "metric", "count")
+# `stop` counts the ranks that asked to stop (preemption); it is read with the sums after
+# every chunk, so all ranks see the same count and stop at the same step.
+ACCUMULATORS = ("loss", "metric", "count", "stop")
 PICKED_BY_AUTO = ", picked by distribute.strategy=auto"
 
 
@@ -106,6 +108,7 @@ class Trainer:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         reporter: Reporter | None = None,
         heartbeat: Callable[[str], None] | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.cfg = config.training
@@ -113,6 +116,7 @@ class Trainer:
         self.strategy = strategy
         self.reporter = reporter or SilentReporter()
         self.heartbeat = heartbeat or (lambda what: None)
+        self.stop_requested = stop_requested or (lambda: False)
         self.classification = data.task == "classification"
         self.global_batch = self.cfg.batch_size * strategy.num_replicas
         self.local_batch = self.cfg.batch_size * strategy.local_replicas
@@ -242,6 +246,11 @@ class Trainer:
             for name, total in zip(acc, totals, strict=True)
         }
 
+    def _vote_stop(self) -> None:
+        """This rank's stop request, counted once per process whatever its replica count."""
+        if self.stop_requested():
+            self.train_acc["stop"].assign(1.0)
+
     def _logs(self, sums: dict[str, float], prefix: str = "") -> dict[str, float]:
         count = max(sums["count"], 1.0)
         return {f"{prefix}loss": sums["loss"] / count, f"{prefix}{self.metric_name}": sums["metric"] / count}
@@ -356,6 +365,7 @@ class Trainer:
             steps = self._chunk_size(state)
             started = time.perf_counter()
             self._train_chunk(iterator, tf.constant(steps, tf.int64))
+            self._vote_stop()
             sums = self._sums(self.train_acc, offset)
             elapsed = time.perf_counter() - started
             epoch_time += elapsed
@@ -367,20 +377,34 @@ class Trainer:
             self._check_finite(self._logs(sums), epoch, state, run)
             self.heartbeat(f"training epoch {epoch + 1}, after global step {state.global_step}")
             self.reporter.update(state.step_in_epoch, self._logs(sums))
-            if run is not None and self._step_checkpoint_due(state):
-                state.partial = sums
+            stopping = sums["stop"] > 0 and state.step_in_epoch < self.steps_per_epoch
+            if run is not None and (self._step_checkpoint_due(state) or stopping):
+                state.partial = {k: v for k, v in sums.items() if k != "stop"}
                 run.save_checkpoint(self, state, best=False)
+            if stopping:
+                raise Preempted(self._stop_message(state))
         new_samples = counted - offset.get("count", 0.0)
         logs = self._epoch_logs(epoch, state, self._logs(sums), epoch_time, new_samples)
         self.callbacks.on_epoch_end(epoch, logs)
         state.epoch, state.step_in_epoch, state.partial = epoch + 1, 0, {}
         is_best = self._update_best(logs, epoch, state)
         self.reporter.end_epoch(epoch + 1, self.cfg.epochs, logs)
+        stopping = sums["stop"] > 0
         if run is not None:
             run.append_metrics(logs)
-            if self._epoch_checkpoint_due(epoch):
+            if self._epoch_checkpoint_due(epoch) or stopping:
                 run.save_checkpoint(self, state, best=is_best)
+        if stopping and epoch + 1 < self.cfg.epochs:
+            raise Preempted(self._stop_message(state))
         return logs
+
+    @staticmethod
+    def _stop_message(state: LoopState) -> str:
+        return (
+            f"training stopped on request at epoch {state.epoch + 1}, step {state.step_in_epoch} "
+            f"(global step {state.global_step}); a checkpoint was saved and the run continues from it "
+            "when resumed (--resume, or automatically when a Slurm job is requeued)"
+        )
 
     def _epoch_logs(
         self, epoch: int, state: LoopState, train_logs: dict[str, Any], epoch_time: float, samples: float

@@ -11,10 +11,10 @@ import re
 import shlex
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import keras
 
@@ -26,7 +26,7 @@ from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
 from harness.distribute.watchdog import Heartbeats, Watchdog
 from harness.envinfo import environment
-from harness.errors import ConfigError, LaunchError, RunDirError
+from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
 from harness.imports import import_object
 from harness.models import describe_model
@@ -59,7 +59,7 @@ class RunRequest:
 
     config: Config
     config_path: Path | None = None
-    resume: bool = False
+    resume: bool | Literal["auto"] = False  # "auto": continue from a checkpoint if there is one
     overwrite: bool = False
     command: str = ""
 
@@ -73,17 +73,46 @@ class RunRequest:
         return Path(self.config.run.output_dir) / self.config.run.name
 
 
-def train(request: RunRequest, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path:
+def train(
+    request: RunRequest,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    stop_requested: Callable[[], bool] | None = None,
+) -> Path:
     """Train, evaluate on the test split and write the full run directory; returns its path.
 
     In a multi-process job every rank calls this; only the chief checks and writes the run
-    directory, the others train their shard and return.
+    directory, the others train their shard and return. When `stop_requested()` turns true on
+    any rank, all ranks stop at the same step, the chief saves a checkpoint, and `Preempted`
+    is raised. The chief records the run's state in state.json throughout.
     """
+    cluster = detect(os.environ)
+    try:
+        return _train(request, cluster, extra_callbacks, stop_requested)
+    except Preempted:
+        _record(cluster, request.run_dir, "preempted")
+        raise
+    except BaseException as err:
+        _record(cluster, request.run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+        raise
+
+
+def _record(cluster: ClusterEnv, run_dir: Path, state: str, **fields: Any) -> None:
+    """The chief notes a final state, if the run directory was ever created."""
+    if cluster.is_chief and (run_dir / "config.yaml").is_file():
+        rundir.write_state(run_dir, state, **fields)
+
+
+def _train(
+    request: RunRequest,
+    cluster: ClusterEnv,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+    stop_requested: Callable[[], bool] | None,
+) -> Path:
     config = absolute_data_path(request.config, request.base_dir)
     run_dir = request.run_dir
-    cluster = detect(os.environ)
     if cluster.is_chief:
         check_request(request, config)
+    resume = wants_resume(request)
     watchdog = make_watchdog(config, cluster)
     try:
         data = prepare_data(config.data, config.run.seed, request.base_dir)
@@ -93,10 +122,16 @@ def train(request: RunRequest, extra_callbacks: Sequence[keras.callbacks.Callbac
         callbacks = [*build_callbacks(config), *extra_callbacks]
         reporter = make_reporter(config.training.progress, enabled=strategy.is_chief)
         trainer = Trainer(
-            config, data, strategy, callbacks=callbacks, reporter=reporter, heartbeat=watchdog.beat
+            config,
+            data,
+            strategy,
+            callbacks=callbacks,
+            reporter=reporter,
+            heartbeat=watchdog.beat,
+            stop_requested=stop_requested,
         )
         writer = start_run_dir(request, config, data, strategy, ranks) if strategy.is_chief else None
-        state = trainer.restore(_latest(run_dir)) if request.resume else None
+        state = trainer.restore(_latest(run_dir)) if resume else None
         result = fit_or_explain(trainer, state, writer, watchdog, cluster)
         watchdog.pause()
         if strategy.num_replicas > 1:
@@ -138,10 +173,17 @@ def summarize_op_error(err: Exception) -> str:
     return (useful or lines or [type(err).__name__])[0][:300]
 
 
+def wants_resume(request: RunRequest) -> bool:
+    """`resume="auto"` continues when the run directory has a checkpoint (a requeued job)."""
+    if request.resume == "auto":
+        return rundir.checkpoint.resolve(request.run_dir / rundir.CHECKPOINTS) is not None
+    return bool(request.resume)
+
+
 def check_request(request: RunRequest, config: Config) -> None:
     """Refuse to clobber or wrongly resume a run directory, before anything is started."""
     rundir.check_target(request.run_dir, resume=request.resume, overwrite=request.overwrite)
-    if request.resume:
+    if wants_resume(request):
         check_resumable(request.run_dir, config)
 
 
@@ -240,6 +282,7 @@ def start_run_dir(
     data.preprocessor.save(run_dir / PREPROCESSING)
     extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
     io.write_json(run_dir / "env.json", environment(request.base_dir, extra))
+    rundir.write_state(run_dir, "running", epochs=config.training.epochs, requeues=requeues(), error=None)
     return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard)
 
 
@@ -260,6 +303,7 @@ def finish_run_dir(
 ) -> dict[str, Any]:
     """Save the model, evaluate on the test split and write the report and model card."""
     save_model(trainer.model, run_dir / MODEL)
+    result.extra["requeues"] = requeues()
     evaluation = evaluate_test_split(trainer.model, data, run_dir)
     env = environment(Path.cwd(), {"distribute": trainer.strategy.describe()})
     write_report(
@@ -273,7 +317,16 @@ def finish_run_dir(
         config=config.model_dump(mode="json"),
         command=reproduce_command(run_dir),
     )
+    rundir.write_state(run_dir, "completed", epoch=len(result.history), error=None)
     return evaluation
+
+
+def requeues() -> int:
+    """How many times Slurm requeued this job (preemption or time limit)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
 
 
 def save_model(model: keras.Model, target: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,18 @@ from harness.train.checkpoint import LoopState
 
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+STATE = "state.json"
+STATE_SCHEMA_VERSION = 1
 
 
-def check_target(path: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an existing run, or to resume one that has nothing to resume from."""
+def check_target(path: Path, *, resume: bool | str, overwrite: bool) -> None:
+    """Refuse to clobber an existing run, or to resume one that has nothing to resume from.
+
+    `resume="auto"` (jobs that may be requeued) continues from a checkpoint when there is one
+    and otherwise starts in the existing folder, which may hold submission files.
+    """
+    if resume == "auto":
+        return
     if resume and overwrite:
         raise RunDirError(
             "--resume and --overwrite exclude each other: resume continues a run, overwrite deletes it"
@@ -44,6 +54,24 @@ def prepare(path: Path, *, overwrite: bool) -> None:
     if overwrite and path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+
+
+def write_state(run_dir: Path, state: str, **fields: Any) -> None:
+    """Update state.json, the run's own record of where it stands (sacct is often off or slow)."""
+    previous = read_state(run_dir)
+    record = {**previous, **fields, "schema_version": STATE_SCHEMA_VERSION, "state": state}
+    record["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    record.setdefault("host", socket.gethostname())
+    record.setdefault("job_id", os.environ.get("SLURM_JOB_ID"))
+    io.write_json(run_dir / STATE, record)
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    try:
+        found = json.loads((run_dir / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 class RunWriter:
@@ -75,6 +103,7 @@ class RunWriter:
             handle.flush()
             os.fsync(handle.fileno())
         self._tensorboard(logs)
+        write_state(self.path, "running", epoch=int(logs["epoch"]), global_step=int(logs["step"]))
 
     def save_checkpoint(self, trainer: Any, state: LoopState, best: bool) -> Path:
         return checkpoint.save(
