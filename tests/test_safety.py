@@ -78,3 +78,35 @@ def test_heartbeats_name_a_rank_that_is_alive_but_behind(tmp_path: Path) -> None
     assert me.culprits(dead_after_s=5) == ["rank 1 on n2 (alive but behind: epoch 1, loading data)"]
     assert me.culprits(dead_after_s=5, include_behind=False) == []
     assert Heartbeats(tmp_path / "none", 0, 2, "n1").culprits(5) == ["rank 1 (never reported)"]
+
+
+def test_horovod_layout_for_srun_started_ranks() -> None:
+    from harness.distribute.gloo import layout
+
+    slots = layout(("n1", "n1", "n2", "n2", "n3"))
+    assert [(s.local_rank, s.local_size) for s in slots] == [(0, 2), (1, 2), (0, 2), (1, 2), (0, 1)]
+    # cross ranks group the processes with the same local rank across hosts
+    assert [(s.cross_rank, s.cross_size) for s in slots] == [(0, 3), (0, 2), (1, 3), (1, 2), (2, 3)]
+
+
+def test_gloo_environment_points_every_rank_at_rank_zero() -> None:
+    from harness.distribute.cluster import ClusterEnv
+    from harness.distribute.gloo import gloo_environment, needs_own_rendezvous
+
+    cluster = ClusterEnv(
+        source="slurm",
+        rank=1,
+        world_size=2,
+        local_rank=0,
+        local_world_size=1,
+        node_rank=1,
+        hosts=("n1", "n2"),
+        master_addr="n1",
+        port=21000,
+        job_id="7",
+    )
+    env = gloo_environment(cluster, timeout_s=60)
+    assert env["HOROVOD_GLOO_RENDEZVOUS_ADDR"] == "n1" and env["HOROVOD_GLOO_RENDEZVOUS_PORT"] == "21002"
+    assert (env["HOROVOD_RANK"], env["HOROVOD_SIZE"], env["HOROVOD_HOSTNAME"]) == ("1", "2", "n2")
+    assert needs_own_rendezvous(cluster, {})
+    assert not needs_own_rendezvous(cluster, {"HOROVOD_RANK": "1"})

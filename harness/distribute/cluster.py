@@ -376,9 +376,7 @@ def _slurm_nodes(env: Mapping[str, str]) -> list[str]:
     """The step's nodes in Slurm's order; the job's list only if srun did not export the step's."""
     name = _first_var(env, [list_var for list_var, _ in _NODELIST_VARS])
     if name is None:
-        raise LaunchError(
-            "SLURM_PROCID is set but none of SLURM_STEP_NODELIST, SLURM_JOB_NODELIST, SLURM_NODELIST"
-        )
+        raise LaunchError("SLURM_PROCID is set but none of SLURM_STEP_NODELIST, SLURM_JOB_NODELIST, SLURM_NODELIST")
     try:
         nodes = expand_hostlist(env[name])
     except LaunchError as err:
@@ -464,11 +462,7 @@ def _check_against_slurm(env: Mapping[str, str], rank: int, node: int, on_node: 
         "SLURM_LOCALID": str(on_node.index(rank)),
         "SLURM_GTIDS": ",".join(map(str, on_node)),
     }
-    wrong = {
-        name: env[name]
-        for name, value in expected.items()
-        if name in env and env[name].replace(" ", "") != value
-    }
+    wrong = {name: env[name] for name, value in expected.items() if name in env and env[name].replace(" ", "") != value}
     if wrong:
         told = ", ".join(f"{name}={value!r}" for name, value in wrong.items())
         wanted = ", ".join(f"{name}={expected[name]!r}" for name in wrong)
@@ -537,8 +531,7 @@ def _tf_addresses(cluster: Any, raw: str) -> list[str]:
     chief, workers = cluster.get("chief", []), cluster.get("worker", [])
     if not _is_str_list(chief) or not _is_str_list(workers) or len(chief) > 1:
         raise LaunchError(
-            f"TF_CONFIG cluster needs lists of 'host:port' strings and at most one chief. "
-            f"Received: TF_CONFIG={raw!r}"
+            f"TF_CONFIG cluster needs lists of 'host:port' strings and at most one chief. Received: TF_CONFIG={raw!r}"
         )
     addresses = [*chief, *workers]
     if not addresses or len(set(addresses)) != len(addresses):
@@ -568,9 +561,7 @@ def _tf_rank(task: Any, cluster: dict[str, list[str]], raw: str) -> int:
 def _split_address(address: str, raw: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise LaunchError(
-            f"TF_CONFIG addresses must be 'host:port'. Received: {address!r} in TF_CONFIG={raw!r}"
-        )
+        raise LaunchError(f"TF_CONFIG addresses must be 'host:port'. Received: {address!r} in TF_CONFIG={raw!r}")
     return host, int(port)
 
 

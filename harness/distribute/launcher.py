@@ -1,7 +1,8 @@
 """Start N worker processes on this machine, stream their output by rank, fail if one fails.
 
-tf.distribute workers get the launcher's environment (`HARNESS_RANK`, ...) and a free port
-range; Horovod workers are started through `horovodrun` over Gloo or MPI. When one worker
+Workers get the launcher's environment (`HARNESS_RANK`, ...) and a free port range; over Gloo,
+Horovod workers meet at a rendezvous served by rank 0 (as inside a Slurm step), over MPI they
+are started through `horovodrun`. When one worker
 fails, the others are stopped at once and the message names the rank that failed first.
 """
 
@@ -49,9 +50,10 @@ def worker_commands(
 ) -> list[tuple[list[str], dict[str, str]]]:
     """The command and extra environment of each process to start (one entry for horovodrun)."""
     child = [python, "-m", "harness", *args]
-    if strategy == "horovod":
+    if strategy == "horovod" and controller == "mpi":
         return [(horovodrun_command(child, workers, controller), {})]
-    port = free_port_range(workers)
+    # tf.distribute workers listen on port..port+N-1; Horovod's Gloo rendezvous uses port+N.
+    port = free_port_range(workers + 1)
     return [(child, launcher_env(rank, workers, port)) for rank in range(workers)]
 
 

@@ -65,8 +65,6 @@ def preflight(strategy: Strategy) -> list[dict[str, Any]]:
     if len(infos) != strategy.world_size:
         seen = {info["rank"] for info in infos}
         missing = [r for r in range(strategy.world_size) if r not in seen]
-        raise LaunchError(
-            f"preflight heard from {len(infos)} of {strategy.world_size} ranks; missing {missing}"
-        )
+        raise LaunchError(f"preflight heard from {len(infos)} of {strategy.world_size} ranks; missing {missing}")
     check_versions(infos)
     return infos

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from harness.config import DistributeConfig
 from harness.distribute.cluster import ClusterEnv, detect, visible_gpu_index
+from harness.distribute.gloo import gloo_environment, needs_own_rendezvous, start_rendezvous
 from harness.errors import ConfigError, LaunchError
 from harness.registry import Registry
 
@@ -143,9 +144,7 @@ class TFStrategy(Strategy):
 
     def weight_digests(self, variables: list[Any]) -> list[str]:
         per_replica = [self._strategy.experimental_local_results(v.value) for v in variables]
-        return [
-            _digest([np.asarray(copies[i]) for copies in per_replica]) for i in range(self.local_replicas)
-        ]
+        return [_digest([np.asarray(copies[i]) for copies in per_replica]) for i in range(self.local_replicas)]
 
     def gather_bytes(self, data: bytes) -> list[bytes]:
         blob = tf.constant(_pad(data)[None])
@@ -162,10 +161,15 @@ class HorovodStrategy(Strategy):
 
     name = "horovod"
 
-    def __init__(self, cluster: ClusterEnv) -> None:
+    def __init__(self, cluster: ClusterEnv, timeout_s: float = 300.0) -> None:
         import horovod.tensorflow as hvd
 
         self._hvd = hvd
+        self._rendezvous: Any = None
+        if needs_own_rendezvous(cluster, os.environ):
+            if cluster.is_chief:
+                self._rendezvous = start_rendezvous(cluster)
+            os.environ.update(gloo_environment(cluster, timeout_s))
         hvd.init()
         if cluster.is_distributed and int(hvd.size()) != cluster.world_size:
             raise LaunchError(
@@ -280,16 +284,14 @@ def _multiworker(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
     )
     # Twice the watchdog timeout: the watchdog fires first and names the rank that went quiet.
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=2 * cfg.timeout_s)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=resolver, communication_options=options
-    )
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
     return TFStrategy("multiworker", strategy, cluster)
 
 
 @STRATEGIES.register("horovod")
 def _horovod(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
     try:
-        return HorovodStrategy(cluster)
+        return HorovodStrategy(cluster, cfg.timeout_s)
     except ImportError as err:
         raise LaunchError(
             f"distribute.strategy 'horovod' needs Horovod, which does not import here ({err}). "

@@ -154,9 +154,7 @@ class Watchdog:
         )
 
     def _fail(self, stalled: float) -> None:
-        culprits = (
-            self.heartbeats.culprits(dead_after_s=max(5.0, 5 * self._interval)) if self.heartbeats else []
-        )
+        culprits = self.heartbeats.culprits(dead_after_s=max(5.0, 5 * self._interval)) if self.heartbeats else []
         named = f" Waiting for: {'; '.join(culprits)}." if culprits else ""
         print(
             f"error: no progress for {stalled:.0f}s (distribute.timeout_s={self.timeout_s:g}) after "

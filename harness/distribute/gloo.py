@@ -1,0 +1,103 @@
+"""Horovod over Gloo without horovodrun: for tasks started by srun or the local launcher.
+
+horovodrun normally starts a rendezvous server and gives every process its HOROVOD_* identity.
+Inside a Slurm step the processes already exist, so rank 0 starts the same server (Horovod's
+own `RendezvousHTTPServer`) on a port every rank derives from the job, and each rank sets its
+identity from the cluster environment before `hvd.init()`. Without this, Horovod started by
+srun silently runs every process as its own one-rank job.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from harness.distribute.cluster import ClusterEnv
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One rank's place in Horovod's host layout."""
+
+    hostname: str
+    rank: int
+    local_rank: int
+    local_size: int
+    cross_rank: int
+    cross_size: int
+
+
+def layout(hosts: tuple[str, ...]) -> list[Slot]:
+    """Horovod's view of ranks: local ranks per host, and cross ranks across hosts.
+
+    The cross rank of a process is the index of its host among the hosts that have a process
+    with the same local rank (Horovod's hierarchical collectives use these groups).
+    """
+    order: list[str] = []
+    local_index: list[int] = []
+    counts: dict[str, int] = {}
+    for host in hosts:
+        if host not in counts:
+            order.append(host)
+        local_index.append(counts.get(host, 0))
+        counts[host] = counts.get(host, 0) + 1
+    slots = []
+    for rank, host in enumerate(hosts):
+        local = local_index[rank]
+        peers = [h for h in order if counts[h] > local]
+        slots.append(Slot(host, rank, local, counts[host], peers.index(host), len(peers)))
+    return slots
+
+
+def rendezvous_port(cluster: ClusterEnv) -> int:
+    """Past the block of ports the job's workers may use, so the two never collide."""
+    return cluster.port + cluster.world_size
+
+
+def gloo_environment(cluster: ClusterEnv, timeout_s: float) -> dict[str, str]:
+    """The HOROVOD_* variables with which `hvd.init()` joins the job's Gloo rendezvous."""
+    slot = layout(cluster.hosts)[cluster.rank]
+    return {
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": cluster.master_addr,
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(rendezvous_port(cluster)),
+        "HOROVOD_GLOO_TIMEOUT_SECONDS": str(int(max(timeout_s, 30))),
+        "HOROVOD_HOSTNAME": slot.hostname,
+        "HOROVOD_RANK": str(slot.rank),
+        "HOROVOD_SIZE": str(cluster.world_size),
+        "HOROVOD_LOCAL_RANK": str(slot.local_rank),
+        "HOROVOD_LOCAL_SIZE": str(slot.local_size),
+        "HOROVOD_CROSS_RANK": str(slot.cross_rank),
+        "HOROVOD_CROSS_SIZE": str(slot.cross_size),
+    }
+
+
+def start_rendezvous(cluster: ClusterEnv) -> Any:
+    """Rank 0 serves the rendezvous; returns the server (stop it with `.shutdown()`)."""
+    from horovod.runner.common.util.hosts import SlotInfo
+    from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+
+    server = RendezvousHTTPServer(("", rendezvous_port(cluster)), RendezvousHandler, False)
+    plan = [
+        SlotInfo(
+            hostname=s.hostname,
+            rank=s.rank,
+            local_rank=s.local_rank,
+            cross_rank=s.cross_rank,
+            size=cluster.world_size,
+            local_size=s.local_size,
+            cross_size=s.cross_size,
+        )
+        for s in layout(cluster.hosts)
+    ]
+    server.init(plan)
+    threading.Thread(target=server.serve_forever, name="horovod-rendezvous", daemon=True).start()
+    return server
+
+
+def needs_own_rendezvous(cluster: ClusterEnv, environ: dict[str, str] | os._Environ[str]) -> bool:
+    """True when processes were started without horovodrun or mpirun (srun, our launcher)."""
+    return cluster.is_distributed and cluster.source in ("slurm", "launcher") and "HOROVOD_RANK" not in environ
