@@ -30,6 +30,8 @@ EPILOG = """examples:
   harness report runs/a runs/b --out compare     compare several runs
   harness predict runs/digits-cnn new.csv        predictions with the saved preprocessing
   harness doctor                                 check the installation
+  harness submit cfg.yaml --nodes 2 --gpus-per-node 4 --time 02:00:00   run it on Slurm
+  harness status runs/NAME                       follow a submitted run (also: logs, cancel)
 """
 
 
@@ -162,6 +164,78 @@ def _doctor(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from harness.slurm import submit as slurm_submit
+    from harness.slurm.records import invocation
+
+    config_path, overrides = split_config_and_overrides(args.items)
+    options = slurm_submit.SubmitOptions(
+        config_path=config_path,
+        overrides=overrides,
+        flags=submit_flags(args),
+        profile=args.profile,
+        profiles_file=Path(args.profiles) if args.profiles else None,
+        overwrite=args.overwrite,
+        command=invocation(),
+    )
+    print(slurm_submit.run(options, dry_run=args.dry_run), end="")
+    return 0
+
+
+def submit_flags(args: argparse.Namespace) -> dict[str, object]:
+    """Resource flags as `slurm:` keys; flags not given are left out so the config's values stand."""
+    from harness.slurm.resources import parse_time
+
+    flags: dict[str, object] = {
+        key: getattr(args, key)
+        for key in (
+            "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb",
+            "partition", "account", "qos", "constraint", "executor",
+        )
+    }
+    if args.time is not None:
+        flags["time_minutes"] = parse_time(args.time)
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def _status(args: argparse.Namespace) -> int:
+    from harness.slurm.follow import format_status, status
+
+    print(format_status(status(args.target)))
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from harness.slurm.follow import log_text
+
+    sys.stdout.write(log_text(args.target, rank=args.rank, tail=args.tail, err=args.err))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from harness.slurm.follow import cancel
+
+    _, message = cancel(args.target)
+    print(message)
+    return 0
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number. Received: {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0. Received: {text!r}")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -246,7 +320,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(func=_doctor)
+    add_slurm_commands(sub)
     return parser
+
+
+SUBMIT_DESCRIPTION = """Submit the experiment as a Slurm job (through submitit) and return at once.
+
+Resources: flags > the config's slurm: section > the cluster profile > defaults. Tasks: one per
+GPU for multiworker/horovod, one per node otherwise (--tasks-per-node overrides). Checks the
+strategy against the resources and the partition against sinfo before submitting (exit 2,
+nothing created). The run directory holds submission.json and the job's logs (slurm/); a
+preempted or timed-out job checkpoints, is requeued and resumes by itself."""
+
+
+def add_slurm_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    submit = sub.add_parser(
+        "submit",
+        help="submit the experiment to Slurm (or run the same job locally) and return at once",
+        description=SUBMIT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    submit.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]")
+    submit.add_argument("--profile", help="cluster profile (partition, account, GPU type, setup lines...)")
+    submit.add_argument(
+        "--profiles", metavar="FILE", help="profiles file (default: $HARNESS_PROFILES, configs/clusters.yaml, "
+        "~/.config/harness/clusters.yaml)"
+    )
+    resources = submit.add_argument_group("resources (override the config's slurm: section)")
+    resources.add_argument("--nodes", type=positive_int, metavar="N")
+    resources.add_argument("--gpus-per-node", type=non_negative_int, metavar="G")
+    resources.add_argument("--tasks-per-node", type=positive_int, metavar="T")
+    resources.add_argument("--cpus-per-task", type=positive_int, metavar="C")
+    resources.add_argument("--mem-gb", type=positive_number, metavar="M", help="memory per node in GB")
+    resources.add_argument("--time", metavar="LIMIT", help="time limit: minutes, HH:MM:SS or D-HH:MM:SS")
+    resources.add_argument("--partition", metavar="P")
+    resources.add_argument("--account", metavar="A")
+    resources.add_argument("--qos", metavar="Q")
+    resources.add_argument("--constraint", metavar="C")
+    submit.add_argument("--executor", choices=("slurm", "local"), help="local: run the same job on this machine")
+    submit.add_argument(
+        "--dry-run", action="store_true", help="print the batch script and every rank's environment; submit nothing"
+    )
+    submit.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    submit.set_defaults(func=_submit)
+
+    status = sub.add_parser(
+        "status",
+        help="state of a submitted run: queued, running (epoch x/N), completed, failed, requeued",
+        description="State from the run directory's state.json, checked against squeue/scontrol.",
+    )
+    status.add_argument("target", metavar="RUN_DIR|JOB_ID")
+    status.set_defaults(func=_status)
+
+    logs = sub.add_parser("logs", help="print the log of one task of a submitted run")
+    logs.add_argument("target", metavar="RUN_DIR|JOB_ID")
+    logs.add_argument("--rank", type=non_negative_int, default=0, metavar="N", help="task rank (default 0)")
+    logs.add_argument("--tail", type=positive_int, metavar="K", help="only the last K lines")
+    logs.add_argument("--err", action="store_true", help="stderr instead of stdout")
+    logs.set_defaults(func=_logs)
+
+    cancel = sub.add_parser("cancel", help="cancel a submitted run's job (scancel)")
+    cancel.add_argument("target", metavar="RUN_DIR|JOB_ID")
+    cancel.set_defaults(func=_cancel)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

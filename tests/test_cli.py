@@ -15,7 +15,7 @@ from harness.evaluate import load_report
 
 from .conftest import CONFIGS
 
-SUBCOMMANDS = ["train", "evaluate", "predict", "report", "doctor", "smoke"]
+SUBCOMMANDS = ["train", "evaluate", "predict", "report", "doctor", "smoke", "submit", "status", "logs", "cancel"]
 
 
 def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

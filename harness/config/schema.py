@@ -161,16 +161,37 @@ class DistributeConfig(Section):
 
 
 class SlurmConfig(Section):
-    partition: str | None = None
+    """Resources and launch of `harness submit`; keys set here win over the cluster profile's."""
+
+    partition: str | None = Field(None, description="default: the cluster's default partition")
     account: str | None = None
     qos: str | None = None
     nodes: PositiveInt = 1
     gpus_per_node: int = Field(0, ge=0)
+    gpu_type: str | None = Field(None, description="GPU model for --gpus-per-node=TYPE:N, e.g. a100")
+    tasks_per_node: PositiveInt | None = Field(
+        None,
+        description="default: one per GPU for multiworker/horovod, else one per node",
+    )
     cpus_per_task: PositiveInt = 1
-    mem_gb: float | None = Field(None, gt=0.0)
+    mem_gb: float | None = Field(None, gt=0.0, description="memory per node")
     time_minutes: PositiveInt = 60
     constraint: str | None = None
     additional: dict[str, str] = Field(default_factory=dict, description="extra sbatch options")
+    setup: list[str] = Field(
+        default_factory=list,
+        description="raw shell lines run before the job starts, e.g. 'module load cuda' (not quoted)",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables of the job (quoted)")
+    max_requeues: int = Field(3, ge=0, description="requeues after preemption or time limit before giving up")
+    signal_delay_s: PositiveInt = Field(
+        120, description="seconds before the time limit at which the job checkpoints and requeues"
+    )
+    profile: str | None = Field(None, description="cluster profile from the profiles file (configs/clusters.yaml)")
+    executor: Literal["slurm", "local"] = Field(
+        "slurm", description="local: run the same job on this machine without Slurm"
+    )
+    job_name: str | None = Field(None, description="default: run.name")
 
 
 class ReportConfig(Section):

@@ -67,10 +67,12 @@ class Strategy(ABC):
         """Run `fn` on every local replica."""
 
     @abstractmethod
-    def sum_variables(self, variables: list[tf.Variable]) -> np.ndarray:
+    def sum_variables(self, variables: list[tf.Variable], extra: float = 0.0) -> np.ndarray:
         """Host-side sums of per-replica accumulators over all replicas of all processes.
 
-        A collective: every rank must call it at the same point.
+        `extra`, one number per process (e.g. a vote to stop), is summed over processes and
+        returned after the variables' sums. A collective: every rank must call it at the same
+        point, and nothing else here may touch the accumulators collectively.
         """
 
     @abstractmethod
@@ -130,17 +132,21 @@ class TFStrategy(Strategy):
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return self._strategy.run(fn, args=args)
 
-    def sum_variables(self, variables: list[tf.Variable]) -> np.ndarray:
+    def sum_variables(self, variables: list[tf.Variable], extra: float = 0.0) -> np.ndarray:
         # One compiled function per variable set: distributed variables are captured by the
         # trace, so a function traced for one set would silently read it for another.
         key = tuple(id(v) for v in variables)
         if key not in self._sum_fns:
-            self._sum_fns[key] = tf.function(lambda: self._sum_graph(variables))
-        return np.asarray(self._sum_fns[key]())
+            self._sum_fns[key] = tf.function(lambda share: self._sum_graph(variables, share))
+        share = tf.constant(extra / self.local_replicas, tf.float64)
+        return np.asarray(self._sum_fns[key](share))
 
-    def _sum_graph(self, variables: list[tf.Variable]) -> tf.Tensor:
-        local = self._strategy.run(lambda: tf.stack([v.read_value() for v in variables]))
-        return self._strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None)
+    def _sum_graph(self, variables: list[tf.Variable], share: tf.Tensor) -> tf.Tensor:
+        def local() -> tf.Tensor:
+            values = [tf.cast(v.read_value(), tf.float64) for v in variables]
+            return tf.stack([*values, share])
+
+        return self._strategy.reduce(tf.distribute.ReduceOp.SUM, self._strategy.run(local), axis=None)
 
     def weight_digests(self, variables: list[Any]) -> list[str]:
         per_replica = [self._strategy.experimental_local_results(v.value) for v in variables]
@@ -196,8 +202,8 @@ class HorovodStrategy(Strategy):
         # Weighted per-replica losses already divide by the global batch: sum, not average.
         return list(self._hvd.grouped_allreduce(grads, op=self._hvd.Sum))
 
-    def sum_variables(self, variables: list[tf.Variable]) -> np.ndarray:
-        local = tf.stack([v.read_value() for v in variables])
+    def sum_variables(self, variables: list[tf.Variable], extra: float = 0.0) -> np.ndarray:
+        local = tf.stack([*[tf.cast(v.read_value(), tf.float64) for v in variables], tf.constant(extra, tf.float64)])
         return np.asarray(self._hvd.allreduce(local, op=self._hvd.Sum, name="harness_sums"))
 
     def synchronize(self, variables: list[tf.Variable]) -> None:

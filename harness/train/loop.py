@@ -29,9 +29,7 @@ from harness.train.checkpoint import LoopState
 from harness.train.progress import Reporter, SilentReporter
 from harness.train.schedules import make_schedule, scaled_learning_rate
 
-# `stop` counts the ranks that asked to stop (preemption); it is read with the sums after
-# every chunk, so all ranks see the same count and stop at the same step.
-ACCUMULATORS = ("loss", "metric", "count", "stop")
+ACCUMULATORS = ("loss", "metric", "count")
 PICKED_BY_AUTO = ", picked by distribute.strategy=auto"
 
 
@@ -238,18 +236,18 @@ class Trainer:
     def metric_name(self) -> str:
         return "accuracy" if self.classification else "mae"
 
-    def _sums(self, acc: dict[str, tf.Variable], offset: dict[str, float] | None = None) -> dict[str, float]:
-        """Accumulator values summed over replicas, plus those of a resumed partial epoch."""
-        totals = self.strategy.sum_variables(list(acc.values()))
-        return {
-            name: float(total) + (offset or {}).get(name, 0.0)
-            for name, total in zip(acc, totals, strict=True)
-        }
+    def _sums(
+        self, acc: dict[str, tf.Variable], offset: dict[str, float] | None = None, stop_vote: bool = False
+    ) -> dict[str, float]:
+        """Accumulator values summed over replicas, plus those of a resumed partial epoch.
 
-    def _vote_stop(self) -> None:
-        """This rank's stop request, counted once per process whatever its replica count."""
-        if self.stop_requested():
-            self.train_acc["stop"].assign(1.0)
+        `stop` counts the ranks that asked to stop (preemption): it travels with the sums every
+        rank reads after each chunk, so all ranks see the same count and stop at the same step.
+        """
+        *totals, votes = self.strategy.sum_variables(list(acc.values()), extra=1.0 if stop_vote else 0.0)
+        sums = {name: float(total) + (offset or {}).get(name, 0.0) for name, total in zip(acc, totals, strict=True)}
+        sums["stop"] = float(votes)
+        return sums
 
     def _logs(self, sums: dict[str, float], prefix: str = "") -> dict[str, float]:
         count = max(sums["count"], 1.0)
@@ -365,8 +363,7 @@ class Trainer:
             steps = self._chunk_size(state)
             started = time.perf_counter()
             self._train_chunk(iterator, tf.constant(steps, tf.int64))
-            self._vote_stop()
-            sums = self._sums(self.train_acc, offset)
+            sums = self._sums(self.train_acc, offset, stop_vote=self.stop_requested())
             elapsed = time.perf_counter() - started
             epoch_time += elapsed
             state.train_time_s += elapsed

@@ -1,0 +1,347 @@
+"""Following a submitted job: `harness status`, `harness logs`, `harness cancel`.
+
+The run directory is the first source: the chief keeps state.json current (state, epoch,
+error, requeues) and submission.json says which job runs it. The scheduler (squeue, then
+scontrol) is the second: it tells a queued job from a running one, and notices a job that
+ended without the run recording an end (killed at its time limit, a node failure). sacct is
+never needed, since accounting is often off or slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.errors import RunDirError
+from harness.slurm import records, scheduler
+from harness.slurm.scheduler import ACTIVE, JobInfo, SchedulerUnavailable
+from harness.train.progress import format_logs
+
+STATE = "state.json"
+METRICS = "metrics.jsonl"
+FINAL = ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A submitted run: its directory and its submission record."""
+
+    run_dir: Path
+    submission: dict[str, Any]
+
+    @property
+    def job_id(self) -> str:
+        return str(self.submission.get("job_id", ""))
+
+    @property
+    def executor(self) -> str:
+        return str(self.submission.get("executor", "slurm"))
+
+    def log_path(self, rank: int, err: bool = False) -> Path:
+        folder = Path(self.submission.get("job_folder") or self.run_dir / records.JOB_FOLDER)
+        return folder / f"{self.job_id}_{rank}_log.{'err' if err else 'out'}"
+
+
+def locate(target: str, environ: Mapping[str, str] | None = None) -> Run:
+    """A run directory, or a job id looked up in the index and then in Slurm itself."""
+    path = Path(target)
+    if path.is_dir():
+        return Run(path, records.read_submission(path))
+    if not target.replace("_", "").isdigit():
+        raise RunDirError(f"{target!r} is neither a run directory nor a job id")
+    run_dir = records.lookup_job(target, environ) or _run_dir_from_slurm(target)
+    if run_dir is None:
+        raise RunDirError(
+            f"job {target} is not in this user's submission index ({records.index_path(environ)}) and Slurm "
+            "does not know it (any more); pass the run directory instead"
+        )
+    return Run(run_dir, records.read_submission(run_dir))
+
+
+def _run_dir_from_slurm(job_id: str) -> Path | None:
+    """Jobs submitted by harness log to RUN_DIR/slurm/<job>_<task>_log.out."""
+    try:
+        info = scheduler.job_info(job_id)
+    except SchedulerUnavailable:
+        return None
+    if info is None or not info.stdout:
+        return None
+    folder = Path(info.stdout).parent
+    return folder.parent if folder.name == records.JOB_FOLDER else None
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str
+    detail: str
+    run_dir: Path
+    job_id: str
+    executor: str
+    elapsed_s: float | None
+    epoch: int | None
+    epochs: int | None
+    last_metrics: str | None
+    error: str | None
+    requeues: int
+    max_requeues: int | None
+    scheduler: str | None
+    report: Path | None
+
+
+def status(target: str, environ: Mapping[str, str] | None = None) -> Status:
+    run = locate(target, environ)
+    job, scheduler_note = _job(run)
+    state = read_json(run.run_dir / STATE)
+    return derive_status(run, state, job, scheduler_note, last_metrics(run.run_dir / METRICS), _now())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _job(run: Run) -> tuple[JobInfo | None, str | None]:
+    """The scheduler's view, or a note saying why there is none."""
+    if run.executor == "local":
+        alive = _pid_alive(run.job_id)
+        return JobInfo(run.job_id, "RUNNING" if alive else "ENDED"), None
+    try:
+        return scheduler.job_info(run.job_id), None
+    except SchedulerUnavailable as err:
+        return None, f"unavailable ({err})"
+
+
+def _pid_alive(job_id: str) -> bool:
+    try:
+        os.kill(int(job_id), 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def derive_status(
+    run: Run,
+    state: Mapping[str, Any],
+    job: JobInfo | None,
+    scheduler_note: str | None,
+    metrics: Mapping[str, Any] | None,
+    now: datetime,
+) -> Status:
+    """Combine the run's own record with the scheduler's; pure, so every case is tested."""
+    recorded = str(state.get("state") or "") or None
+    name, detail, error = _classify(run, recorded, state, job, scheduler_note)
+    epochs = state.get("epochs") or run.submission.get("epochs")
+    epoch = state.get("epoch") if state.get("epoch") is not None else (metrics or {}).get("epoch")
+    requeues = max(int(state.get("requeues") or 0), (job.restarts or 0) if job else 0)
+    report = run.run_dir / "report.html"
+    return Status(
+        state=name,
+        detail=detail,
+        run_dir=run.run_dir,
+        job_id=run.job_id,
+        executor=run.executor,
+        elapsed_s=_elapsed(run.submission, state, name, now),
+        epoch=int(epoch) if epoch is not None else None,
+        epochs=int(epochs) if epochs is not None else None,
+        last_metrics=_metrics_line(metrics),
+        error=error,
+        requeues=requeues,
+        max_requeues=(run.submission.get("resources") or {}).get("max_requeues"),
+        scheduler=scheduler_note or _scheduler_line(job),
+        report=report if name == "completed" and report.is_file() else None,
+    )
+
+
+def _classify(
+    run: Run, recorded: str | None, state: Mapping[str, Any], job: JobInfo | None, note: str | None
+) -> tuple[str, str, str | None]:
+    """(state, one-line explanation, error)."""
+    active = job is not None and job.state in ACTIVE
+    if recorded in FINAL:
+        return recorded, "", state.get("error") if recorded == "failed" else None
+    if run.submission.get("cancelled"):
+        return "cancelled", f"cancelled at {run.submission['cancelled']}", None
+    if recorded == "preempted":
+        if active and job is not None and job.state == "PENDING":
+            return "requeued", f"checkpoint saved; waiting in the queue ({job.reason or 'pending'})", None
+        if active:
+            return "running", "resuming from its checkpoint after a requeue", None
+        return "preempted", "stopped with a checkpoint and not requeued (requeue limit, or the requeue failed)", None
+    if recorded == "running":
+        return _running(job, active, note, state)
+    return _not_started(run, job, active, note)
+
+
+def _running(
+    job: JobInfo | None, active: bool, note: str | None, state: Mapping[str, Any]
+) -> tuple[str, str, str | None]:
+    if active or note is not None:
+        return "running", "" if active else f"last update {state.get('updated')}; scheduler not reachable", None
+    ended = f"ended as {job.state}" if job is not None else "is no longer known to the scheduler"
+    return (
+        "failed",
+        "",
+        f"the job {ended} while the run was training (last update {state.get('updated')}): "
+        "killed at its time limit, cancelled, or its node failed; no final state was recorded",
+    )
+
+
+def _not_started(run: Run, job: JobInfo | None, active: bool, note: str | None) -> tuple[str, str, str | None]:
+    if job is not None and job.state == "PENDING":
+        return "pending", f"waiting in the queue ({job.reason or 'pending'})", None
+    if active:
+        return "starting", "the job runs; training has not written its state yet", None
+    if note is not None:
+        return "unknown", "no state recorded yet and the scheduler is not reachable", None
+    return "failed", "", _log_error(run) or "the job ended before training started (see harness logs --err)"
+
+
+def _log_error(run: Run) -> str | None:
+    """The last line of the chief's stderr that names an error (a traceback's last line)."""
+    path = run.log_path(0, err=True)
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error:" in line or "Exception" in line]
+    return errors[-1] if errors else None
+
+
+def _elapsed(submission: Mapping[str, Any], state: Mapping[str, Any], name: str, now: datetime) -> float | None:
+    start = _parse_time(submission.get("submitted"))
+    if start is None:
+        return None
+    end = _parse_time(state.get("updated")) if name in (*FINAL, "preempted") else now
+    return max(0.0, ((end or now) - start).total_seconds())
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _scheduler_line(job: JobInfo | None) -> str | None:
+    if job is None:
+        return "not in the queue"
+    parts = [job.state]
+    if job.reason and job.state == "PENDING":
+        parts.append(f"({job.reason})")
+    if job.nodes:
+        parts.append(f"on {job.nodes}")
+    if job.run_time:
+        parts.append(f"for {job.run_time}")
+    return " ".join(parts)
+
+
+def _metrics_line(metrics: Mapping[str, Any] | None) -> str | None:
+    if not metrics:
+        return None
+    values = {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float)) and key != "epoch"}
+    values.pop("step", None)
+    return f"epoch {metrics.get('epoch')}: {format_logs(values)}"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def last_metrics(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            return found
+    return None
+
+
+def format_status(status: Status) -> str:
+    rows = [
+        ("run", str(status.run_dir)),
+        ("job", f"{status.job_id} ({status.executor})"),
+        ("state", status.state + (f": {status.detail}" if status.detail else "")),
+        ("progress", _progress(status)),
+        ("scheduler", status.scheduler),
+        ("elapsed", _duration(status.elapsed_s) + " since submission" if status.elapsed_s is not None else None),
+        (
+            "requeues",
+            f"{status.requeues}" + (f" (at most {status.max_requeues})" if status.max_requeues is not None else ""),
+        ),
+        ("last epoch", status.last_metrics),
+        ("error", status.error),
+        ("report", str(status.report) if status.report else None),
+    ]
+    return "\n".join(f"{name + ':':<12}{value}" for name, value in rows if value)
+
+
+def _progress(status: Status) -> str | None:
+    if status.epoch is None:
+        return None
+    return f"epoch {status.epoch}/{status.epochs}" if status.epochs else f"epoch {status.epoch}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+# --------------------------------------------------------------------------- logs and cancel
+
+
+def log_text(target: str, rank: int = 0, tail: int | None = None, err: bool = False) -> str:
+    """A task's stdout (or stderr) from the job folder; requeued runs append to the same file."""
+    run = locate(target)
+    tasks = int(run.submission.get("tasks") or 1)
+    if not 0 <= rank < tasks:
+        raise RunDirError(
+            f"--rank must be in [0, {tasks}) for job {run.job_id}, which has {tasks} tasks. Received: {rank}"
+        )
+    path = run.log_path(rank, err)
+    if not path.is_file():
+        raise RunDirError(f"no log yet for rank {rank} of job {run.job_id} ({path}): has the job started?")
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    return "".join(lines[-tail:] if tail else lines)
+
+
+def cancel(target: str) -> tuple[Run, str]:
+    """Cancel the job; the run then reads as cancelled (the chief cannot record it once killed)."""
+    run = locate(target)
+    state = str(read_json(run.run_dir / STATE).get("state") or "")
+    if state in FINAL:
+        return run, f"job {run.job_id} already ended: the run is {state}; nothing to cancel"
+    if run.submission.get("cancelled"):
+        return run, f"job {run.job_id} was already cancelled at {run.submission['cancelled']}"
+    if run.executor == "local":
+        _interrupt_local(run.job_id)
+    else:
+        scheduler.cancel(run.job_id)
+    records.update_submission(run.run_dir, cancelled=records.now_utc())
+    return run, f"cancelled job {run.job_id} ({run.run_dir})"
+
+
+def _interrupt_local(job_id: str) -> None:
+    """submitit's local controller stops its tasks on SIGINT (it forwards SIGTERM, which tasks ignore)."""
+    try:
+        os.kill(int(job_id), signal.SIGINT)
+    except ProcessLookupError:
+        pass

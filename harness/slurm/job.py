@@ -1,0 +1,165 @@
+"""What every task of a submitted job runs, and how it survives preemption and time limits.
+
+submitit pickles a `TrainJob` into the job folder and calls it in every task. Slurm signals the
+job (USR2) `slurm.signal_delay_s` before its time limit, or when it is preempted; submitit then
+calls `checkpoint()` in the chief's main thread. Training therefore runs in a worker thread:
+`checkpoint` sets the stop flag, waits until every rank has stopped at the same step and the
+chief has saved a checkpoint, and hands submitit a copy of the job to requeue. The requeued job
+runs the same saved config and resumes from that checkpoint (`resume="auto"`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from submitit.helpers import DelayedSubmission
+
+from harness.errors import Preempted
+
+CONFIG_NAME = "config.yaml"
+"""The resolved config saved at submission, in the job folder (RUN_DIR/slurm/)."""
+
+JOIN_POLL_S = 0.5
+"""Join the training thread in slices so the main thread stays free to run signal handlers."""
+
+
+@dataclass
+class _Outcome:
+    result: Path | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class TrainJob:
+    """Train the run saved in `run_dir/slurm/config.yaml`; resume from its checkpoint if it has one."""
+
+    def __init__(self, run_dir: str, config_path: str | None, command: str, max_requeues: int, grace_s: int) -> None:
+        self.run_dir = run_dir
+        self.config_path = config_path
+        self.command = command
+        self.max_requeues = max_requeues
+        self.grace_s = grace_s
+        self._stop = threading.Event()
+        self._outcome = _Outcome()
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Threads and events do not pickle; a requeued copy starts with fresh ones."""
+        return {key: value for key, value in self.__dict__.items() if not key.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stop = threading.Event()
+        self._outcome = _Outcome()
+        self._thread = None
+
+    def __call__(self) -> str:
+        os.environ.update(local_task_environment(os.environ))
+        print(task_banner(os.environ), flush=True)
+        self._thread = threading.Thread(target=self._train, name="harness-train", daemon=True)
+        self._thread.start()
+        self._wait_for_training()
+        error = self._outcome.error
+        if isinstance(error, Preempted) and not is_chief(os.environ) and under_slurm(os.environ):
+            self._wait_for_requeue()
+        if error is not None:
+            raise error
+        return str(self._outcome.result)
+
+    def _train(self) -> None:
+        from harness.config import load_config
+        from harness.train.run import RunRequest, train
+
+        try:
+            config = load_config(Path(self.run_dir) / "slurm" / CONFIG_NAME)
+            config_path = Path(self.config_path) if self.config_path else None
+            request = RunRequest(config, config_path, resume="auto", command=self.command)
+            self._outcome.result = train(request, stop_requested=self._stop.is_set)
+        except BaseException as err:
+            self._outcome.error = err
+        finally:
+            self._outcome.done.set()
+
+    def _wait_for_training(self) -> None:
+        while not self._outcome.done.wait(JOIN_POLL_S):
+            pass
+
+    def _wait_for_requeue(self) -> None:
+        """A non-chief rank that stopped waits for the chief to requeue the job, which ends every
+        task; exiting first would make srun (--kill-on-bad-exit) kill the chief mid-checkpoint."""
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+
+    def checkpoint(self) -> DelayedSubmission | None:
+        """Called by submitit in the chief on USR2: stop, save, and requeue unless the limit is reached."""
+        self._stop.set()
+        if self._thread is not None:
+            self._wait_for_training()
+        error = self._outcome.error
+        if self._thread is not None and not isinstance(error, Preempted):
+            reason = "training had already finished" if error is None else f"training failed ({error})"
+            print(f"harness: not requeueing: {reason}", flush=True)
+            return None
+        restarts = requeue_count(os.environ)
+        if restarts >= self.max_requeues:
+            print(
+                f"harness: not requeueing: the job was requeued {restarts} times already "
+                f"(slurm.max_requeues={self.max_requeues}); it can continue from its checkpoint with "
+                f"harness train {Path(self.run_dir) / 'config.yaml'} --resume",
+                flush=True,
+            )
+            return None
+        print(f"harness: requeueing (requeue {restarts + 1} of at most {self.max_requeues})", flush=True)
+        return DelayedSubmission(
+            TrainJob(self.run_dir, self.config_path, self.command, self.max_requeues, self.grace_s)
+        )
+
+
+def under_slurm(environ: Mapping[str, str]) -> bool:
+    return environ.get("SUBMITIT_EXECUTOR") == "slurm"
+
+
+def requeue_count(environ: Mapping[str, str]) -> int:
+    value = environ.get("SLURM_RESTART_COUNT", "0").strip()
+    return int(value) if value.isdigit() else 0
+
+
+def is_chief(environ: Mapping[str, str]) -> bool:
+    """Rank 0 of the job, as submitit numbers tasks (Slurm's or the local executor's)."""
+    rank = environ.get("SLURM_PROCID") or environ.get("SUBMITIT_LOCAL_GLOBALID") or "0"
+    return rank.strip() == "0"
+
+
+def local_task_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Under submitit's local executor several tasks know their rank only from SUBMITIT_LOCAL_*:
+    describe them to `detect` as the harness launcher does (all on this host)."""
+    from harness.distribute.cluster import launcher_env, port_for_job
+
+    if environ.get("SUBMITIT_EXECUTOR") != "local":
+        return {}
+    world = int(environ.get("SUBMITIT_LOCAL_NTASKS", "1") or 1)
+    if world <= 1:
+        return {}
+    rank = int(environ.get("SUBMITIT_LOCAL_GLOBALID", "0") or 0)
+    return launcher_env(rank, world, port_for_job(environ.get("SUBMITIT_LOCAL_JOB_ID")))
+
+
+def task_banner(environ: Mapping[str, str]) -> str:
+    """First line of every task's log: where this rank runs (node names tell apart nodes that
+    share a host name, as in slurm/cluster.sh) and how often the job was requeued."""
+    rank = environ.get("SLURM_PROCID") or environ.get("SUBMITIT_LOCAL_GLOBALID") or "0"
+    world = environ.get("SLURM_NTASKS") or environ.get("SUBMITIT_LOCAL_NTASKS") or "1"
+    node = environ.get("SLURMD_NODENAME") or "local"
+    job = environ.get("SLURM_JOB_ID") or environ.get("SUBMITIT_LOCAL_JOB_ID") or "?"
+    return (
+        f"harness: task {rank} of {world} on node {node} (host {socket.gethostname()}), "
+        f"job {job}, requeue {requeue_count(environ)}"
+    )

@@ -1,0 +1,198 @@
+"""What a job asks for: resources merged from flags, the config and a cluster profile, then checked.
+
+Everything here is a pure function over typed values, so the pre-submission checks are tested
+with tables and the dry run and the real submission see the same resolved `SlurmConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.config import SlurmConfig
+from harness.errors import ConfigError
+
+DISTRIBUTED = ("multiworker", "horovod")
+"""Strategies that run one process per GPU (or per node on CPU-only nodes)."""
+
+TIME_FORMATS = "minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (e.g. 90, 01:30:00, 2-00:00:00)"
+
+_TIME = re.compile(r"(?:(?P<days>\d+)-)?(?P<clock>\d+(?::\d+){0,2})")
+
+
+def parse_time(text: str) -> int:
+    """A Slurm time limit in whole minutes (seconds round up), in any format sbatch accepts."""
+    match = _TIME.fullmatch(text.strip())
+    if not match:
+        raise ConfigError(f"malformed time limit {text!r}: use {TIME_FORMATS}")
+    parts = [int(part) for part in match["clock"].split(":")]
+    days = int(match["days"]) if match["days"] is not None else None
+    seconds = _clock_seconds(parts, days, text)
+    if seconds <= 0:
+        raise ConfigError(f"time limit {text!r} must be longer than zero")
+    return math.ceil(seconds / 60)
+
+
+def _clock_seconds(parts: list[int], days: int | None, text: str) -> int:
+    if days is None:
+        if len(parts) == 1:
+            return parts[0] * 60
+        hours, minutes, seconds = ([0] + parts)[-3:]
+        has_hours = len(parts) == 3
+    else:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        has_hours = True
+    if (has_hours and minutes > 59) or seconds > 59:
+        raise ConfigError(f"malformed time limit {text!r}: minutes and seconds must be below 60 ({TIME_FORMATS})")
+    return (days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def format_time(minutes: int) -> str:
+    """Minutes as Slurm's D-HH:MM:SS (or HH:MM:SS under a day), as squeue prints limits."""
+    days, rest = divmod(minutes, 1440)
+    clock = f"{rest // 60:02d}:{rest % 60:02d}:00"
+    return f"{days}-{clock}" if days else clock
+
+
+def merge(
+    profile: SlurmConfig | None, config: SlurmConfig, flags: Mapping[str, Any], source: str = "command line"
+) -> SlurmConfig:
+    """flags > keys set in the config's `slurm:` section > the profile's keys > defaults.
+
+    Only keys a layer actually sets take part, so a profile's partition survives a config that
+    does not name one. `env` and `additional` are merged key by key (the later layer wins on a
+    key); `setup` lines are concatenated, the profile's first (site modules before the
+    experiment's own lines).
+    """
+    merged: dict[str, Any] = {}
+    for layer in (profile, config):
+        if layer is not None:
+            _apply(merged, {key: getattr(layer, key) for key in layer.model_fields_set})
+    _apply(merged, {key: value for key, value in flags.items() if value is not None})
+    try:
+        return SlurmConfig.model_validate(merged)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid Slurm resources from the {source}: {problems}") from None
+
+
+def _apply(merged: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if key in ("env", "additional") and key in merged:
+            merged[key] = {**merged[key], **value}
+        elif key == "setup" and key in merged:
+            merged[key] = [*merged[key], *value]
+        else:
+            merged[key] = value
+
+
+def default_tasks_per_node(strategy: str, gpus_per_node: int) -> int:
+    """One process per GPU for the multi-process strategies, one per node otherwise.
+
+    `auto` plans like multiworker: inside a Slurm step of several tasks it picks multiworker.
+    """
+    if strategy in (*DISTRIBUTED, "auto") and gpus_per_node > 0:
+        return gpus_per_node
+    return 1
+
+
+def with_tasks(slurm: SlurmConfig, strategy: str) -> SlurmConfig:
+    """The resources with `tasks_per_node` filled in from the strategy when not given."""
+    if slurm.tasks_per_node is not None:
+        return slurm
+    tasks = default_tasks_per_node(strategy, slurm.gpus_per_node)
+    return slurm.model_copy(update={"tasks_per_node": tasks})
+
+
+def effective_strategy(strategy: str, total_tasks: int, gpus_per_node: int) -> str:
+    """What `auto` will pick inside the job: multiworker for several tasks, else one process."""
+    if strategy != "auto":
+        return strategy
+    if total_tasks > 1:
+        return "multiworker"
+    return "mirrored" if gpus_per_node > 1 else "single"
+
+
+def total_tasks(slurm: SlurmConfig) -> int:
+    return slurm.nodes * (slurm.tasks_per_node or 1)
+
+
+def check_fit(strategy: str, slurm: SlurmConfig) -> None:
+    """Refuse a strategy that cannot use the resources asked for, before anything is submitted."""
+    problem = _fit_problem(strategy, slurm)
+    if problem:
+        raise ConfigError(
+            f"distribute.strategy={strategy!r} does not fit the resources: {problem}. Asked for: {describe(slurm)}"
+        )
+    if slurm.executor == "local" and slurm.nodes > 1:
+        raise ConfigError(
+            f"the local executor runs on this machine only: slurm.nodes must be 1. Received: slurm.nodes={slurm.nodes}"
+        )
+    if slurm.time_minutes * 60 <= slurm.signal_delay_s:
+        raise ConfigError(
+            f"the time limit ({slurm.time_minutes} min) must be longer than slurm.signal_delay_s="
+            f"{slurm.signal_delay_s} s, the warning Slurm gives before the limit to save a checkpoint"
+        )
+
+
+def _fit_problem(strategy: str, slurm: SlurmConfig) -> str | None:
+    tasks_per_node = slurm.tasks_per_node or 1
+    tasks, gpus = slurm.nodes * tasks_per_node, slurm.gpus_per_node
+    if strategy == "single":
+        if tasks > 1:
+            return f"single runs one process, but {tasks} tasks were asked for. Use multiworker or horovod"
+        if gpus > 1:
+            return f"single uses one GPU, but {gpus} GPUs per node were asked for. Use mirrored or multiworker"
+    if strategy == "mirrored":
+        if slurm.nodes > 1:
+            return (
+                f"mirrored runs in one process on one node, but {slurm.nodes} nodes were asked for. "
+                "Use multiworker or horovod across nodes"
+            )
+        if tasks_per_node > 1:
+            return f"mirrored runs one process per node, but tasks_per_node={tasks_per_node}"
+    if strategy in (*DISTRIBUTED, "auto") and gpus > 0:
+        return _gpu_problem(strategy, tasks, tasks_per_node, gpus)
+    return None
+
+
+def _gpu_problem(strategy: str, tasks: int, tasks_per_node: int, gpus: int) -> str | None:
+    if strategy in DISTRIBUTED and tasks == 1 and gpus > 1:
+        return (
+            f"{strategy} uses one GPU per process, and 1 task on {gpus} GPUs would leave {gpus - 1} idle. "
+            f"Leave slurm.tasks_per_node unset (one task per GPU) or use mirrored"
+        )
+    if tasks_per_node > gpus:
+        return f"tasks_per_node={tasks_per_node} but gpus_per_node={gpus}: every task needs a GPU of its own"
+    if strategy in DISTRIBUTED and tasks_per_node < gpus:
+        return (
+            f"tasks_per_node={tasks_per_node} on {gpus} GPUs per node would leave "
+            f"{gpus - tasks_per_node} GPUs per node idle: {strategy} uses one GPU per process"
+        )
+    return None
+
+
+def describe(slurm: SlurmConfig) -> str:
+    """`2 nodes x 4 tasks (8), 4 GPUs/node, 8 CPUs/task, 02:00:00` for messages and summaries."""
+    tasks_per_node = slurm.tasks_per_node or 1
+    parts = [
+        f"{slurm.nodes} node{'s' if slurm.nodes > 1 else ''} x {tasks_per_node} task"
+        f"{'s' if tasks_per_node > 1 else ''} ({slurm.nodes * tasks_per_node} in total)",
+        f"{slurm.gpus_per_node}{' ' + slurm.gpu_type if slurm.gpu_type else ''} GPUs/node",
+        f"{slurm.cpus_per_task} CPUs/task",
+        format_time(slurm.time_minutes),
+    ]
+    if slurm.mem_gb:
+        parts.append(f"{slurm.mem_gb:g} GB/node")
+    return ", ".join(parts)
+
+
+def gpu_request(slurm: SlurmConfig) -> str | int | None:
+    """The --gpus-per-node value: `a100:4` with a GPU type, else the count (None without GPUs)."""
+    if not slurm.gpus_per_node:
+        return None
+    return f"{slurm.gpu_type}:{slurm.gpus_per_node}" if slurm.gpu_type else slurm.gpus_per_node

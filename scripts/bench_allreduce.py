@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""All-reduce bandwidth of each strategy's gradient path, against MPI itself, on 2 local ranks.
+
+Gradient all-reduce is what data parallelism pays per step; for large models it is all that
+matters. The question is whether harness's paths move bytes as fast as the machine's MPI does.
+One 64 MiB float32 tensor is summed over 2 ranks through:
+
+  multiworker   `tf.distribute.get_replica_context().all_reduce(SUM, t)` inside `strategy.run` in a
+                `tf.function` (what the Keras optimizer does with gradients), 2 processes started
+                with `harness.distribute.cluster.launcher_env`; the strategy as harness builds it
+                (CommunicationImplementation AUTO) and with RING forced
+  horovod       `hvd.grouped_allreduce([t], op=hvd.Sum)` in a `tf.function` (harness's Horovod path),
+                over Gloo and over MPI (`horovodrun -np 2 --gloo` / `--mpi`)
+  mpi4py        `comm.Allreduce` of the same NumPy buffer (`mpirun -np 2`): the reference
+
+Every rank is pinned to its own core, as in bench_scaling.py. Each run warms up, then times
+iterations (each one after a small barrier, so both ranks start together) and keeps rank 0's
+median; runs are repeated with the order alternating. Algorithm bandwidth = bytes / time.
+
+    python scripts/bench_allreduce.py [--repeats 5] [--iterations 7] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK_BEGIN = "<!-- bench_allreduce:begin -->"
+MARK_END = "<!-- bench_allreduce:end -->"
+RESULT_TAG = "ALLREDUCE_RESULT"
+CONTENDERS = ("multiworker_auto", "multiworker_ring", "horovod_gloo", "horovod_mpi", "mpi4py")
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def time_iterations(op: Callable[[], Any], barrier: Callable[[], Any], warmup: int, iterations: int) -> list[float]:
+    """Seconds per call of `op`, each call started right after a barrier."""
+    for _ in range(warmup):
+        barrier()
+        op()
+    times = []
+    for _ in range(iterations):
+        barrier()
+        started = time.perf_counter()
+        op()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def report(rank: int, times: list[float], nbytes: int, check: float, expected: float) -> None:
+    if abs(check - expected) > 1e-3:
+        raise SystemExit(f"rank {rank}: all-reduce returned {check}, expected {expected}")
+    if rank == 0:
+        print(f"{RESULT_TAG} {json.dumps({'times': times, 'bytes': nbytes})}", flush=True)
+
+
+def worker_tf(args: argparse.Namespace) -> None:
+    """MultiWorkerMirroredStrategy as harness builds it, or the same with RING forced."""
+    import tensorflow as tf
+
+    from harness.config.schema import DistributeConfig
+    from harness.distribute.cluster import detect
+    from harness.distribute.strategy import TFStrategy, make_strategy
+
+    if args.implementation == "harness":
+        strategy = make_strategy(DistributeConfig(strategy="multiworker"))
+    else:
+        cluster = detect(os.environ)
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster.tf_config()["cluster"]),
+            task_type="worker",
+            task_id=cluster.rank,
+            rpc_layer="grpc",
+        )
+        implementation = getattr(tf.distribute.experimental.CommunicationImplementation, args.implementation.upper())
+        options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
+        strategy = TFStrategy(
+            "multiworker",
+            tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options),
+            cluster,
+        )
+    rank = strategy.rank
+    with strategy.scope():  # places the inputs on this worker's device of the cluster
+        tensor = tf.fill([args.elements], float(rank + 1))
+        small = tf.ones([1])
+
+    def all_reduce_sum(t: tf.Tensor) -> tf.Tensor:
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, t)
+
+    # Captured, not passed as arguments: a function argument is a placeholder without the
+    # worker's device, and the collective then has no destination.
+    big = tf.function(lambda: strategy.run(all_reduce_sum, args=(tensor,)))
+    tiny = tf.function(lambda: strategy.run(all_reduce_sum, args=(small,)))
+
+    out: list[Any] = []
+    times = time_iterations(lambda: out.append(big()), tiny, args.warmup, args.iterations)
+    check = float(np.asarray(_local(out[-1]))[0])
+    report(rank, times, args.elements * 4, check, float(sum(range(1, strategy.world_size + 1))))
+
+
+def _local(value: Any) -> Any:
+    """This process's result, whether `strategy.run` returned a PerReplica or a plain tensor."""
+    local = getattr(value, "values", None)
+    return local[0] if local else value
+
+
+def worker_horovod(args: argparse.Namespace) -> None:
+    """harness's Horovod path: grouped_allreduce inside a tf.function, as in the train step."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    hvd.init()
+    tensor = tf.fill([args.elements], float(hvd.rank() + 1))
+    small = tf.ones([1])
+
+    @tf.function
+    def big(t: tf.Tensor) -> tf.Tensor:
+        return hvd.grouped_allreduce([t], op=hvd.Sum)[0]
+
+    out: list[Any] = []
+    times = time_iterations(
+        lambda: out.append(big(tensor)),
+        lambda: hvd.allreduce(small, op=hvd.Sum, name="barrier"),
+        args.warmup,
+        args.iterations,
+    )
+    report(hvd.rank(), times, args.elements * 4, float(out[-1][0]), float(sum(range(1, hvd.size() + 1))))
+
+
+def worker_mpi4py(args: argparse.Namespace) -> None:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    send = np.full(args.elements, float(comm.rank + 1), np.float32)
+    recv = np.empty_like(send)
+    times = time_iterations(lambda: comm.Allreduce(send, recv, op=MPI.SUM), comm.Barrier, args.warmup, args.iterations)
+    report(comm.rank, times, send.nbytes, float(recv[0]), float(sum(range(1, comm.size + 1))))
+
+
+# --------------------------------------------------------------------------- driver side
+
+PIN_HOOK = """\
+import os
+
+
+def _bench_pin() -> None:
+    if os.environ.get("HARNESS_BENCH_PIN") != "1":
+        return
+    for name in ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if name in os.environ:
+            rank = int(os.environ[name])
+            break
+    else:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[rank % len(cores)]})
+
+
+_bench_pin()
+"""
+
+
+def base_env(hook_dir: Path) -> dict[str, str]:
+    """Each rank on its own core (a sitecustomize hook, since launchers start the ranks), quiet TF."""
+    (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
+    pythonpath = os.pathsep.join(p for p in (str(hook_dir), str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "PYTHONUNBUFFERED": "1",
+        "HARNESS_BENCH_PIN": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    }
+
+
+def worker_args(args: argparse.Namespace, kind: str, implementation: str = "harness") -> list[str]:
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--implementation",
+        implementation,
+        "--elements",
+        str(args.elements),
+        "--warmup",
+        str(args.warmup),
+        "--iterations",
+        str(args.iterations),
+    ]
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def collect(processes: list[subprocess.Popen[str]], timeout_s: float, label: str) -> dict[str, Any]:
+    """Wait for every process; the result line comes from rank 0, wherever a launcher prints it."""
+    deadline = time.monotonic() + timeout_s
+    outputs = []
+    for process in processes:
+        try:
+            out, _ = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            out, _ = process.communicate()
+            raise RuntimeError(f"{label}: timed out after {timeout_s:.0f}s\n{out[-3000:]}") from None
+        outputs.append(out)
+        if process.returncode != 0:
+            for other in processes:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            raise RuntimeError(f"{label}: exit code {process.returncode}\n{out[-3000:]}")
+    for out in outputs:
+        # mpirun may interleave another rank's output on the same line: decode only the object.
+        if RESULT_TAG in out:
+            text = out.split(RESULT_TAG, 1)[1].lstrip()
+            result, _ = json.JSONDecoder().raw_decode(text)
+            return dict(result)
+    raise RuntimeError(f"{label}: no result line\n" + outputs[0][-3000:])
+
+
+def run_contender(name: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    from harness.distribute.cluster import launcher_env
+    from harness.distribute.launcher import free_port_range
+
+    ranks = 2
+    horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
+    if name.startswith("multiworker"):
+        implementation = "harness" if name == "multiworker_auto" else "ring"
+        port = free_port_range(ranks)
+        processes = [
+            start(worker_args(args, "tf", implementation), {**env, **launcher_env(rank, ranks, port)})
+            for rank in range(ranks)
+        ]
+    elif name.startswith("horovod"):
+        controller = name.split("_", 1)[1]
+        extra = ["--mpi-args=--allow-run-as-root"] if controller == "mpi" and os.geteuid() == 0 else []
+        command = [horovodrun, "-np", str(ranks), "-H", f"localhost:{ranks}", f"--{controller}", *extra]
+        processes = [start([*command, *worker_args(args, "horovod")], env)]
+    else:
+        mpirun = ["mpirun", "--bind-to", "none", "-np", str(ranks)]
+        if os.geteuid() == 0:
+            mpirun.insert(1, "--allow-run-as-root")
+        processes = [start([*mpirun, *worker_args(args, "mpi4py")], env)]
+    return collect(processes, args.timeout, name)
+
+
+def source_version() -> str:
+    """The commit measured (with `+dirty` for uncommitted changes): figures go stale with the code."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    runs: dict[str, list[float]] = {name: [] for name in args.contenders}
+    loads = [load_average()]
+    with tempfile.TemporaryDirectory(prefix="bench_allreduce_pin_") as hook_dir:
+        env = base_env(Path(hook_dir))
+        for repeat in range(args.repeats):
+            order = args.contenders if repeat % 2 == 0 else list(reversed(args.contenders))
+            for name in order:
+                result = run_contender(name, args, env)
+                seconds = statistics.median(result["times"])
+                runs[name].append(seconds)
+                print(
+                    f"repeat {repeat + 1}/{args.repeats} {name}: median {seconds * 1e3:.1f} ms = "
+                    f"{result['bytes'] / seconds / 1e9:.2f} GB/s (iterations ms: "
+                    + ", ".join(f"{t * 1e3:.0f}" for t in result["times"])
+                    + ")",
+                    flush=True,
+                )
+            loads.append(load_average())
+    return {
+        "seconds": runs,
+        "loads": loads,
+        "bytes": args.elements * 4,
+        "date": time.strftime("%Y-%m-%d"),
+        "source": source_version(),
+        "settings": {"repeats": args.repeats, "iterations": args.iterations, "warmup": args.warmup},
+    }
+
+
+def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
+    import tensorflow as tf
+
+    nbytes = measured["bytes"]
+    seconds = measured["seconds"]
+    cfg = measured["settings"]
+    gbps = {name: [nbytes / s / 1e9 for s in values] for name, values in seconds.items()}
+    ratios = {name: [a / b for a, b in zip(values, gbps["mpi4py"], strict=True)] for name, values in gbps.items()}
+    labels = {
+        "multiworker_auto": "multiworker, as harness builds it (CommunicationImplementation.AUTO)",
+        "multiworker_ring": "multiworker, CommunicationImplementation.RING",
+        "horovod_gloo": "horovod `grouped_allreduce`, Gloo (`horovodrun --gloo`)",
+        "horovod_mpi": "horovod `grouped_allreduce`, MPI (`horovodrun --mpi`)",
+        "mpi4py": "mpi4py `comm.Allreduce` (`mpirun`), reference",
+    }
+    try:
+        import horovod
+
+        hvd_version = horovod.__version__
+    except ImportError:
+        hvd_version = "n/a"
+    lines = [
+        MARK_BEGIN,
+        "## All-reduce bandwidth, 64 MiB on 2 ranks (scripts/bench_allreduce.py)",
+        "",
+        f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, "
+        f"TensorFlow {tf.__version__}, Horovod {hvd_version}, {_mpi_version()}. One float32 tensor of "
+        f"{nbytes / 2**20:.0f} MiB summed over 2 local ranks, each pinned to its own core; per run "
+        f"{cfg['warmup']} warm-up and {cfg['iterations']} timed iterations (rank 0's median), "
+        f"{cfg['repeats']} interleaved repeats. Load average before and after each repeat: "
+        f"{' | '.join(measured['loads'])} (the machine was shared with other jobs).",
+        "",
+        "Algorithm bandwidth = bytes / time (for 2 ranks equal to the bus bandwidth).",
+        "",
+        "| path | median time (ms) | median GB/s | / mpi4py (median) | GB/s per repeat |",
+        "|---|---|---|---|---|",
+    ]
+    for name in seconds:
+        lines.append(
+            f"| {labels[name]} | {statistics.median(seconds[name]) * 1e3:.0f} | "
+            f"{statistics.median(gbps[name]):.2f} | **{statistics.median(ratios[name]):.2f}** | "
+            + ", ".join(f"{v:.2f}" for v in gbps[name])
+            + " |"
+        )
+    if analysis:
+        lines += ["", analysis.read_text().strip()]
+    lines.append(MARK_END)
+    return "\n".join(lines) + "\n"
+
+
+def _mpi_version() -> str:
+    try:
+        from mpi4py import MPI
+
+        return f"mpi4py + {MPI.Get_library_version().splitlines()[0].split(',')[0].strip()}"
+    except Exception:  # noqa: BLE001 - only a label
+        return "MPI unknown"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md, keeping other benchmarks' sections."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    from harness import io
+
+    io.write_text(path, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=7, help="timed iterations per run (>= 5)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--elements", type=int, default=16 * 2**20, help="float32 elements (64 MiB)")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it is killed")
+    parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
+    parser.add_argument("--json", type=Path, help="also save the raw timings here")
+    parser.add_argument("--from-json", type=Path, help="re-render a section from timings saved with --json")
+    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--worker", choices=("tf", "horovod", "mpi4py"), help=argparse.SUPPRESS)
+    parser.add_argument("--implementation", default="harness", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        {"tf": worker_tf, "horovod": worker_horovod, "mpi4py": worker_mpi4py}[args.worker](args)
+        return 0
+    if "mpi4py" not in args.contenders:
+        parser.error("--contenders must include mpi4py: every figure is relative to it")
+    measured = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
+    if args.json:
+        args.json.write_text(json.dumps(measured, indent=1))
+    section = markdown(measured, args.analysis)
+    print(section)
+    if not args.no_write:
+        write_section(args.write, section)
+        print(f"written to {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""Weak scaling of harness's data-parallel paths, against a plain Horovod script on the same machine.
+
+Every worker gets one core and one TensorFlow thread, so two workers on a two-core machine is
+the same experiment as two single-core nodes: ideal weak scaling keeps per-worker samples/s
+constant (efficiency 1.0). What is lost goes to gradient all-reduce, synchronisation and
+whatever the framework adds per step. `scripts/plain_horovod_cnn.py` is the yardstick: the
+issue asks that harness's Horovod path never scale worse than plain Horovod code.
+
+All training runs go through the real CLI (`python -m harness train ... --workers N`), and the
+figures come from the run's metrics.jsonl: `samples_per_s` there is the chief's global rate
+(all ranks), so per-worker = samples_per_s / N. Epoch 1 (tracing) is excluded. The machine is
+noisy, so contenders are interleaved (order alternating each repeat) and every ratio is the
+median of per-repeat ratios.
+
+Contenders (1 worker / 2 workers):
+  harness multiworker  single strategy, 1 process / `--workers 2 distribute.strategy=multiworker`
+  harness horovod      single strategy, 1 process / `--workers 2 distribute.strategy=horovod` (Gloo)
+  plain Horovod        `horovodrun -np 1 --gloo` / `horovodrun -np 2 --gloo` plain_horovod_cnn.py
+plus, to separate Horovod's own per-step cost from harness's: harness horovod under
+`horovodrun -np 1 --gloo`, and multiworker in one process.
+
+    python scripts/bench_scaling.py [--repeats 3] [--epochs 4] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MARK_BEGIN = "<!-- bench_scaling:begin -->"
+MARK_END = "<!-- bench_scaling:end -->"
+CONFIG = ROOT / "configs" / "synthetic_images.yaml"
+RESULT_TAG = "PLAIN_HOROVOD_RESULT"
+
+# Ranks started by the harness launcher, horovodrun or mpirun cannot be wrapped in `taskset`
+# by us, so a sitecustomize hook pins each one to core `rank` as the interpreter starts, before
+# TensorFlow creates any thread (threads inherit the affinity of the thread that creates them).
+PIN_HOOK = """\
+import os
+
+
+def _bench_pin() -> None:
+    if os.environ.get("HARNESS_BENCH_PIN") != "1":
+        return
+    for name in ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "HARNESS_BENCH_CORE"):
+        if name in os.environ:
+            rank = int(os.environ[name])
+            break
+    else:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[rank % len(cores)]})
+
+
+_bench_pin()
+"""
+
+
+def pinning_env(hook_dir: Path) -> dict[str, str]:
+    """Environment for every benchmark process: one core and one TF/OpenMP thread per worker."""
+    (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
+    pythonpath = os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH", "")) if p)
+    return {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "PYTHONUNBUFFERED": "1",
+        "HARNESS_BENCH_PIN": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    }
+
+
+def pin_single(command: list[str], core: int = 0) -> list[str]:
+    """A process we start ourselves is pinned with taskset, when taskset exists."""
+    if shutil.which("taskset"):
+        return ["taskset", "-c", str(core), *command]
+    return ["env", f"HARNESS_BENCH_CORE={core}", *command]
+
+
+@dataclass
+class Outcome:
+    """One run: steady per-worker samples/s (median and best epoch after the first) and how long
+    it took to get going."""
+
+    per_worker: float
+    best_per_worker: float
+    to_start_s: float
+    first_epoch_excess_s: float
+    wall_s: float
+    epochs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Contender:
+    name: str
+    workers: int
+    commands: Callable[[Path], list[list[str]]]
+    read: Callable[[Path, list[str], int], tuple[list[float], list[float]]]
+
+
+def run_commands(commands: list[list[str]], env: dict[str, str], timeout_s: float) -> tuple[list[str], float, float]:
+    """Run the commands side by side to completion; returns their output lines, seconds until the
+    first `starting:` line, and the wall time.
+
+    `starting:` is printed by the training loop (and by the plain script) right before the first
+    training step, after imports, launcher, rendezvous, data preparation, model build and preflight.
+    """
+    started = time.perf_counter()
+    lines: list[str] = []
+    seen: list[float] = []
+    lock = threading.Lock()
+
+    def pump(process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            with lock:
+                lines.append(line.rstrip("\n"))
+                if "starting:" in line:
+                    seen.append(time.perf_counter() - started)
+
+    processes = [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for command in commands
+    ]
+    pumps = [threading.Thread(target=pump, args=(p,), daemon=True) for p in processes]
+    for thread in pumps:
+        thread.start()
+    deadline = started + timeout_s
+    failed = None
+    for process in processes:
+        try:
+            process.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            failed = f"timed out after {timeout_s:.0f}s"
+            break
+        if process.returncode != 0:
+            failed = f"exit code {process.returncode}"
+            break
+    if failed:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        raise RuntimeError(f"{failed}: {' '.join(commands[0])}\n" + "\n".join(lines[-30:]))
+    for thread in pumps:
+        thread.join(timeout=5)
+    return lines, min(seen, default=float("nan")), time.perf_counter() - started
+
+
+def harness_overrides(args: argparse.Namespace, strategy: str, out: Path, name: str) -> list[str]:
+    return [
+        str(CONFIG),
+        f"data.synthetic.samples={args.samples}",
+        f"training.epochs={args.epochs}",
+        f"training.batch_size={args.batch_size}",
+        f"training.steps_per_execution={args.steps_per_execution}",
+        "training.progress=lines",
+        "training.checkpoint.every_epochs=0",
+        "run.deterministic=false",
+        "report.html=false",
+        "report.plots=false",
+        f"run.output_dir={out}",
+        f"run.name={name}",
+        f"distribute.strategy={strategy}",
+    ]
+
+
+def read_harness(out: Path, lines: list[str], workers: int) -> tuple[list[float], list[float]]:
+    """Per-worker samples/s and epoch times per epoch, from the run's metrics.jsonl.
+
+    Several run directories are independent single-process runs: their mean per epoch.
+    """
+    runs = []
+    for path in sorted(out.glob("*/metrics.jsonl")):
+        runs.append([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    if not runs:
+        raise RuntimeError("no metrics.jsonl was written:\n" + "\n".join(lines[-30:]))
+    per_run = workers // len(runs)
+    per_worker = [statistics.mean(run[i]["samples_per_s"] / per_run for run in runs) for i in range(len(runs[0]))]
+    times = [statistics.mean(run[i]["epoch_time_s"] for run in runs) for i in range(len(runs[0]))]
+    return per_worker, times
+
+
+def read_plain(out: Path, lines: list[str], workers: int) -> tuple[list[float], list[float]]:
+    for line in lines:
+        if RESULT_TAG in line:
+            result = json.loads(line.split(RESULT_TAG, 1)[1])
+            return result["per_worker_samples_per_s"], result["epoch_time_s"]
+    raise RuntimeError("the plain Horovod script printed no result line:\n" + "\n".join(lines[-30:]))
+
+
+def contenders(args: argparse.Namespace) -> list[Contender]:
+    python = sys.executable
+    horovodrun = shutil.which("horovodrun") or str(Path(python).parent / "horovodrun")
+    cli = [python, "-m", "harness", "train"]
+    plain = [
+        python,
+        str(ROOT / "scripts" / "plain_horovod_cnn.py"),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--samples",
+        str(args.samples),
+    ]
+
+    def harness(strategy: str, name: str, workers: int) -> Callable[[Path], list[list[str]]]:
+        def build(out: Path) -> list[list[str]]:
+            items = harness_overrides(args, strategy, out, name)
+            if workers == 1:
+                return [pin_single([*cli, *items])]
+            return [[*cli, *items, "--workers", str(workers)]]
+
+        return build
+
+    def independent(out: Path) -> list[list[str]]:
+        return [pin_single([*cli, *harness_overrides(args, "single", out, f"alone{core}")], core) for core in (0, 1)]
+
+    def under_horovodrun(command: list[str], workers: int) -> list[str]:
+        return [horovodrun, "-np", str(workers), "-H", f"localhost:{workers}", "--gloo", *command]
+
+    return [
+        Contender("single_1", 1, harness("single", "single", 1), read_harness),
+        Contender("single_x2", 2, independent, read_harness),
+        Contender("multiworker_1", 1, harness("multiworker", "mw1", 1), read_harness),
+        Contender("multiworker_2", 2, harness("multiworker", "mw2", 2), read_harness),
+        Contender(
+            "horovod_1",
+            1,
+            lambda out: [under_horovodrun([*cli, *harness_overrides(args, "horovod", out, "hvd1")], 1)],
+            read_harness,
+        ),
+        Contender("horovod_2", 2, harness("horovod", "hvd2", 2), read_harness),
+        Contender("plain_1", 1, lambda out: [under_horovodrun(plain, 1)], read_plain),
+        Contender("plain_2", 2, lambda out: [under_horovodrun(plain, 2)], read_plain),
+    ]
+
+
+def run_one(contender: Contender, env: dict[str, str], timeout_s: float) -> Outcome:
+    with tempfile.TemporaryDirectory(prefix=f"bench_scaling_{contender.name}_") as tmp:
+        out = Path(tmp)
+        lines, to_start, wall = run_commands(contender.commands(out), env, timeout_s)
+        per_worker, times = contender.read(out, lines, contender.workers)
+    return Outcome(
+        per_worker=statistics.median(per_worker[1:]),
+        best_per_worker=max(per_worker[1:]),
+        to_start_s=to_start,
+        first_epoch_excess_s=times[0] - statistics.median(times[1:]),
+        wall_s=wall,
+        epochs=per_worker,
+    )
+
+
+def source_version() -> str:
+    """The commit measured (with `+dirty` for uncommitted changes): figures go stale with the code."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+SETTINGS = ("repeats", "epochs", "samples", "batch_size", "steps_per_execution")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    entries = contenders(args)
+    results: dict[str, list[Outcome]] = {c.name: [] for c in entries}
+    loads = [load_average()]
+    with tempfile.TemporaryDirectory(prefix="bench_scaling_pin_") as hook_dir:
+        env = pinning_env(Path(hook_dir))
+        for repeat in range(args.repeats):
+            order = entries if repeat % 2 == 0 else list(reversed(entries))
+            for contender in order:
+                outcome = run_one(contender, env, args.timeout)
+                results[contender.name].append(outcome)
+                print(
+                    f"repeat {repeat + 1}/{args.repeats} {contender.name}: {outcome.per_worker:.0f} samples/s "
+                    f"per worker (epochs {', '.join(f'{v:.0f}' for v in outcome.epochs)}), "
+                    f"starting after {outcome.to_start_s:.1f}s, load {load_average()}",
+                    flush=True,
+                )
+            loads.append(load_average())
+    return {
+        "results": results,
+        "loads": loads,
+        "date": time.strftime("%Y-%m-%d"),
+        "source": source_version(),
+        "settings": {name: getattr(args, name) for name in SETTINGS},
+    }
+
+
+def save_outcomes(path: Path, measured: dict[str, Any]) -> None:
+    """Raw outcomes, so the section can be re-rendered (e.g. with findings) without re-measuring."""
+    results = {name: [o.__dict__ for o in runs] for name, runs in measured["results"].items()}
+    path.write_text(json.dumps({**measured, "results": results}, indent=1))
+
+
+def load_outcomes(path: Path) -> dict[str, Any]:
+    raw = json.loads(path.read_text())
+    return {**raw, "results": {name: [Outcome(**o) for o in runs] for name, runs in raw["results"].items()}}
+
+
+Stat = Callable[[Outcome], float]
+
+
+def median_epoch(outcome: Outcome) -> float:
+    return outcome.per_worker
+
+
+def best_epoch(outcome: Outcome) -> float:
+    return outcome.best_per_worker
+
+
+def per_repeat(results: dict[str, list[Outcome]], num: str, den: str, stat: Stat) -> list[float]:
+    return [stat(a) / stat(b) for a, b in zip(results[num], results[den], strict=True)]
+
+
+EFFICIENCIES = {
+    # name: (2-worker contender, 1-worker contender, label)
+    "multiworker": ("multiworker_2", "single_1", "harness `multiworker` (1 worker: `single`)"),
+    "horovod": ("horovod_2", "single_1", "harness `horovod`, Gloo (1 worker: `single`)"),
+    "plain": ("plain_2", "plain_1", "plain Horovod script, Gloo (`horovodrun -np 1` / `-np 2`)"),
+    "horovod_hvd1": ("horovod_2", "horovod_1", "harness `horovod` (1 worker: harness under `horovodrun -np 1`)"),
+    "multiworker_mw1": ("multiworker_2", "multiworker_1", "harness `multiworker` (1 worker: multiworker, 1 process)"),
+    "independent": (
+        "single_x2",
+        "single_1",
+        "control: 2 independent `single` runs at once, one per core (no communication)",
+    ),
+}
+
+
+def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
+    """Efficiencies and ratios as medians of per-repeat ratios (runs of a repeat ran back to back)."""
+    eff = {name: per_repeat(results, two, one, stat) for name, (two, one, _) in EFFICIENCIES.items()}
+    eff["multiworker_vs_independent"] = per_repeat(results, "multiworker_2", "single_x2", stat)
+    eff["horovod_vs_independent"] = per_repeat(results, "horovod_2", "single_x2", stat)
+    vs_plain = [h / p for h, p in zip(eff["horovod"], eff["plain"], strict=True)]
+    vs_plain_same_base = [h / p for h, p in zip(eff["horovod_hvd1"], eff["plain"], strict=True)]
+    ratios = {
+        "vs_plain": vs_plain,
+        "vs_plain_same_base": vs_plain_same_base,
+        "abs_2_vs_plain": per_repeat(results, "horovod_2", "plain_2", stat),
+        "abs_1_vs_plain": per_repeat(results, "horovod_1", "plain_1", stat),
+        "single_vs_plain_1": per_repeat(results, "single_1", "plain_1", stat),
+    }
+    return {
+        "eff": eff,
+        "eff_median": {name: statistics.median(values) for name, values in eff.items()},
+        "ratios": ratios,
+        "ratio_median": {name: statistics.median(values) for name, values in ratios.items()},
+        "rate": {name: statistics.median(stat(o) for o in runs) for name, runs in results.items()},
+    }
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
+    import keras
+    import tensorflow as tf
+
+    results = measured["results"]
+    cfg = measured["settings"]
+    med, best = summarize(results, median_epoch), summarize(results, best_epoch)
+    start = {name: statistics.median(o.to_start_s for o in runs) for name, runs in results.items()}
+    excess = {name: statistics.median(o.first_epoch_excess_s for o in runs) for name, runs in results.items()}
+    lines = [
+        MARK_BEGIN,
+        "## Weak scaling, 1 vs 2 workers (scripts/bench_scaling.py)",
+        "",
+        f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}. Workload: `configs/synthetic_images.yaml` "
+        f"(small CNN, {cfg['samples']} synthetic 32x32x3 images, 70% for training), batch {cfg['batch_size']} "
+        f"per worker, harness steps_per_execution={cfg['steps_per_execution']}, {cfg['epochs']} epochs per run. "
+        "Each worker pinned to its own core (`taskset`, or `sched_setaffinity` at interpreter start for ranks "
+        "that a launcher starts) with TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS=OMP_NUM_THREADS=1. "
+        f"{cfg['repeats']} interleaved repeats (order alternating); load average (1/5/15 min) before and after "
+        f"each repeat: {' | '.join(measured['loads'])}.",
+        "",
+        "samples/s are per worker: metrics.jsonl `samples_per_s` (the chief's global rate) / workers; the "
+        "plain script reports its own. Per run, the median (and the best) of the epochs after the first. "
+        "Efficiency = per-worker samples/s with 2 workers / with 1 worker, median of per-repeat ratios.",
+        "",
+        "| contender | 1 worker samples/s | 2 workers, per worker | efficiency | per repeat | "
+        "efficiency, best epochs | per repeat |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, (two, one, label) in EFFICIENCIES.items():
+        lines.append(
+            f"| {label} | {med['rate'][one]:.0f} | {med['rate'][two]:.0f} | **{med['eff_median'][name]:.2f}** | "
+            f"{fmt(med['eff'][name])} | {best['eff_median'][name]:.2f} | {fmt(best['eff'][name])} |"
+        )
+    rm, rb = med["ratio_median"], best["ratio_median"]
+    lines += [
+        "",
+        f"**harness-horovod efficiency / plain-Horovod efficiency = {rm['vs_plain']:.2f}** "
+        f"(per repeat {fmt(med['ratios']['vs_plain'])}; best epochs {rb['vs_plain']:.2f}). With harness's "
+        f"1-worker baseline also under `horovodrun -np 1`: {rm['vs_plain_same_base']:.2f} "
+        f"({fmt(med['ratios']['vs_plain_same_base'])}; best epochs {rb['vs_plain_same_base']:.2f}).  ",
+        f"Per-worker samples/s, harness horovod / plain Horovod, same run order: 2 workers "
+        f"{rm['abs_2_vs_plain']:.2f} ({fmt(med['ratios']['abs_2_vs_plain'])}; best epochs "
+        f"{rb['abs_2_vs_plain']:.2f}), 1 worker {rm['abs_1_vs_plain']:.2f} "
+        f"({fmt(med['ratios']['abs_1_vs_plain'])}; best epochs {rb['abs_1_vs_plain']:.2f}).  ",
+        "Relative to the control (two workers that never communicate), i.e. the cost of communication and "
+        f"synchronisation alone: harness multiworker {med['eff_median']['multiworker_vs_independent']:.2f} "
+        f"({fmt(med['eff']['multiworker_vs_independent'])}), harness horovod "
+        f"{med['eff_median']['horovod_vs_independent']:.2f} ({fmt(med['eff']['horovod_vs_independent'])}).",
+        "",
+        "Time to first training step: seconds from starting the command to the chief's `starting:` line, "
+        "which the loop prints right before its first compiled step (imports, launcher, rendezvous, data, "
+        "model build, preflight); plus the first epoch's extra time over a steady epoch (tracing, first "
+        "collectives). Medians.",
+        "",
+        "| path | command | launch to `starting:` (s) | first-epoch extra (s) | sum (s) |",
+        "|---|---|---|---|---|",
+    ]
+    commands = {
+        "single_1": ("harness single, 1 worker", "`harness train ...`"),
+        "multiworker_1": ("harness multiworker, 1 worker", "`harness train ... distribute.strategy=multiworker`"),
+        "multiworker_2": ("harness multiworker, 2 workers", "`harness train ... --workers 2`"),
+        "horovod_1": ("harness horovod, 1 worker", "`horovodrun -np 1 --gloo python -m harness train ...`"),
+        "horovod_2": ("harness horovod, 2 workers", "`harness train ... distribute.strategy=horovod --workers 2`"),
+        "plain_1": ("plain Horovod, 1 worker", "`horovodrun -np 1 --gloo python plain_horovod_cnn.py`"),
+        "plain_2": ("plain Horovod, 2 workers", "`horovodrun -np 2 --gloo python plain_horovod_cnn.py`"),
+    }
+    for name, (label, command) in commands.items():
+        lines.append(
+            f"| {label} | {command} | {start[name]:.1f} | {excess[name]:.1f} | {start[name] + excess[name]:.1f} |"
+        )
+    lines += [
+        "",
+        "All runs, per-worker samples/s per epoch (epoch 1 first):",
+        "",
+        *(f"- {name}: " + "; ".join(fmt(o.epochs, 0) for o in runs) for name, runs in results.items()),
+    ]
+    if analysis:
+        lines += ["", analysis.read_text().strip()]
+    lines.append(MARK_END)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md, keeping other benchmarks' sections."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    from harness import io
+
+    io.write_text(path, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=32, help="per worker")
+    parser.add_argument("--steps-per-execution", type=int, default=32)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run before it is killed")
+    parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
+    parser.add_argument("--json", type=Path, help="also save the raw outcomes here")
+    parser.add_argument("--from-json", type=Path, help="re-render a section from outcomes saved with --json")
+    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: epoch 1 (tracing) is excluded")
+    measured = load_outcomes(args.from_json) if args.from_json else measure(args)
+    if args.json:
+        save_outcomes(args.json, measured)
+    section = markdown(measured, args.analysis)
+    print(section)
+    if not args.no_write:
+        write_section(args.write, section)
+        print(f"written to {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
