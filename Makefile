@@ -45,6 +45,7 @@ bench: install-test
 	$(PY) scripts/bench_throughput.py
 	$(PY) scripts/bench_scaling.py
 	$(PY) scripts/bench_allreduce.py
+	$(PY) scripts/bench_submit.py
 
 # A real two-node Slurm cluster on this machine, for trying submission without a cluster.
 slurm-start:

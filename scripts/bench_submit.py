@@ -176,7 +176,8 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         + "); goal: under 1.10.",
         "",
         "Submission adds Slurm's scheduling and step launch, submitit's unpickling, and polling "
-        f"(squeue every {POLL_S} s here); both runs import TensorFlow and prepare the data the same way.",
+        f"(squeue every {POLL_S} s here); both runs import TensorFlow and prepare the data the same way. "
+        "On this 2-core machine single pairs vary by 10% or more (other work shares the cores): read the medians.",
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
