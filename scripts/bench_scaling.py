@@ -305,19 +305,38 @@ def load_average() -> str:
         return "n/a"
 
 
+def run_with_retries(
+    contender: Contender, env: dict[str, str], args: argparse.Namespace, failures: list[str]
+) -> Outcome:
+    """A run that fails to start is retried (`--retries`) and reported, so one flaky launch does
+    not discard a quarter of an hour of measurements, and is not hidden either."""
+    for attempt in range(args.retries + 1):
+        try:
+            return run_one(contender, env, args.timeout)
+        except RuntimeError as err:
+            lines = str(err).splitlines()
+            reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[0])
+            failures.append(f"{contender.name}: {reason.strip()[:200]}")
+            print(f"{contender.name} failed (attempt {attempt + 1}): {reason}", flush=True)
+            if attempt == args.retries:
+                raise
+    raise AssertionError("unreachable")
+
+
 SETTINGS = ("repeats", "epochs", "samples", "batch_size", "steps_per_execution")
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     entries = contenders(args)
     results: dict[str, list[Outcome]] = {c.name: [] for c in entries}
+    failures: list[str] = []
     loads = [load_average()]
     with tempfile.TemporaryDirectory(prefix="bench_scaling_pin_") as hook_dir:
         env = pinning_env(Path(hook_dir))
         for repeat in range(args.repeats):
             order = entries if repeat % 2 == 0 else list(reversed(entries))
             for contender in order:
-                outcome = run_one(contender, env, args.timeout)
+                outcome = run_with_retries(contender, env, args, failures)
                 results[contender.name].append(outcome)
                 print(
                     f"repeat {repeat + 1}/{args.repeats} {contender.name}: {outcome.per_worker:.0f} samples/s "
@@ -329,6 +348,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "results": results,
         "loads": loads,
+        "failures": failures,
         "date": time.strftime("%Y-%m-%d"),
         "source": source_version(),
         "settings": {name: getattr(args, name) for name in SETTINGS},
@@ -482,6 +502,11 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
         "",
         *(f"- {name}: " + "; ".join(fmt(o.epochs, 0) for o in runs) for name, runs in results.items()),
     ]
+    failures = measured.get("failures", [])
+    lines += [
+        "",
+        f"Runs that failed and were re-run: {len(failures)}" + (": " + "; ".join(failures) if failures else "."),
+    ]
     if analysis:
         lines += ["", analysis.read_text().strip()]
     lines.append(MARK_END)
@@ -510,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="per worker")
     parser.add_argument("--steps-per-execution", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run before it is killed")
+    parser.add_argument("--retries", type=int, default=1, help="re-runs of a run that fails (reported)")
     parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
     parser.add_argument("--json", type=Path, help="also save the raw outcomes here")
     parser.add_argument("--from-json", type=Path, help="re-render a section from outcomes saved with --json")
