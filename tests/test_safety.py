@@ -80,6 +80,28 @@ def test_heartbeats_name_a_rank_that_is_alive_but_behind(tmp_path: Path) -> None
     assert Heartbeats(tmp_path / "none", 0, 2, "n1").culprits(5) == ["rank 1 (never reported)"]
 
 
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_heartbeat_folder_goes_when_the_last_rank_retires(tmp_path: Path, order: tuple[int, int]) -> None:
+    folder = tmp_path / ".run.heartbeats"
+    dogs = {}
+    for rank in (0, 1):
+        beats = Heartbeats(folder, rank=rank, world_size=2, host="n1")
+        dogs[rank] = Watchdog(0.8, lambda: "", beats, exit_fn=lambda code: None).start()
+        dogs[rank].pause()  # keep beating files, never fire
+    time.sleep(0.5)  # both threads have written (every 0.2 s)
+    first, last = order
+    dogs[first].stop()
+    assert dogs[first].heartbeats is not None
+    dogs[first].heartbeats.retire()
+    time.sleep(0.5)  # the other rank keeps beating; its file, and the folder, stay
+    assert sorted(p.name for p in folder.iterdir()) == [f"rank-{last}"]
+    dogs[last].stop()
+    assert dogs[last].heartbeats is not None
+    dogs[last].heartbeats.retire()
+    time.sleep(0.5)  # a stopped watchdog writes nothing more
+    assert not folder.exists()
+
+
 def test_horovod_layout_for_srun_started_ranks() -> None:
     from harness.distribute.gloo import layout
 

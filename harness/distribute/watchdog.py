@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -77,8 +76,19 @@ class Heartbeats:
             if rec["progress"] < mine
         ]
 
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def retire(self) -> None:
+        """Remove this rank's file, and the folder once every rank has retired.
+
+        Each rank removes only its own file (after its writer thread has stopped), so a rank that
+        finishes early cannot have its folder re-created by a slower peer; the last one out
+        removes the empty folder.
+        """
+        for name in (f"rank-{self.rank}", f".rank-{self.rank}.tmp"):
+            (self.folder / name).unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # another rank is still running, or the folder never existed
 
 
 class Watchdog:
@@ -119,7 +129,10 @@ class Watchdog:
         self._armed = False
 
     def stop(self) -> None:
+        """Stop the thread and wait for it, so no heartbeat is written after this returns."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):
