@@ -384,9 +384,23 @@ def add_slurm_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     cancel.set_defaults(func=_cancel)
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, letting KEY=VALUE overrides come after flags too (`train cfg.yaml --workers 2 a=1`).
+
+    argparse ends a positional list at the first flag; the overrides left over after it are put
+    back in order, while anything else unknown is still an error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "items") and not any(item.startswith("-") for item in extra):
+        args.items = [*args.items, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)

@@ -42,6 +42,21 @@ def test_no_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
     assert exit_info.value.code == 2
 
 
+def test_overrides_may_follow_flags() -> None:
+    parser = cli.build_parser()
+    args = cli.parse_command_line(parser, ["train", "exp.yaml", "--workers", "2", "a.b=1", "c=2"])
+    assert (args.items, args.workers) == (["exp.yaml", "a.b=1", "c=2"], 2)
+    args = cli.parse_command_line(parser, ["submit", "exp.yaml", "--dry-run", "a.b=1"])
+    assert (args.items, args.dry_run) == (["exp.yaml", "a.b=1"], True)
+
+
+def test_an_unknown_flag_after_overrides_is_still_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "exp.yaml", "a.b=1", "--wrokers", "2"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --wrokers 2" in capsys.readouterr().err
+
+
 def test_split_config_and_overrides(workdir: Path) -> None:
     (workdir / "exp.yaml").write_text("")
     assert cli.split_config_and_overrides(["exp.yaml", "a.b=1"]) == (Path("exp.yaml"), ["a.b=1"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -132,3 +134,40 @@ def test_gloo_environment_points_every_rank_at_rank_zero() -> None:
     assert (env["HOROVOD_RANK"], env["HOROVOD_SIZE"], env["HOROVOD_HOSTNAME"]) == ("1", "2", "n2")
     assert needs_own_rendezvous(cluster, {})
     assert not needs_own_rendezvous(cluster, {"HOROVOD_RANK": "1"})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_rank_waits_for_a_rendezvous_that_starts_late() -> None:
+    from harness.distribute.gloo import wait_for_rendezvous
+
+    port = _free_port()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def serve_later() -> None:
+        time.sleep(1.5)  # longer than Horovod's own retries would wait
+        server.bind(("127.0.0.1", port))
+        server.listen()
+
+    thread = threading.Thread(target=serve_later)
+    thread.start()
+    try:
+        started = time.monotonic()
+        wait_for_rendezvous("127.0.0.1", port, timeout_s=20, poll_s=0.1)
+        assert time.monotonic() - started >= 1.0  # it really waited for the listener
+    finally:
+        thread.join()
+        server.close()
+
+
+def test_a_rendezvous_that_never_starts_names_the_address() -> None:
+    from harness.distribute.gloo import wait_for_rendezvous
+
+    port = _free_port()
+    with pytest.raises(LaunchError, match=rf"rendezvous at 127\.0\.0\.1:{port} did not answer within 1s"):
+        wait_for_rendezvous("127.0.0.1", port, timeout_s=1, poll_s=0.1)

@@ -10,11 +10,14 @@ srun silently runs every process as its own one-rank job.
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from harness.distribute.cluster import ClusterEnv
+from harness.errors import LaunchError
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,28 @@ def start_rendezvous(cluster: ClusterEnv) -> Any:
     server.init(plan)
     threading.Thread(target=server.serve_forever, name="horovod-rendezvous", daemon=True).start()
     return server
+
+
+def wait_for_rendezvous(addr: str, port: int, timeout_s: float, poll_s: float = 0.2) -> None:
+    """Block until rank 0's rendezvous server accepts connections.
+
+    Horovod's HTTP store gives up after a few retries half a second apart, so a rank that
+    reaches `hvd.init()` before rank 0 has imported TensorFlow and started the server would
+    abort the launch; waiting here for the port makes start order irrelevant.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=max(poll_s, 1.0)):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise LaunchError(
+                    f"rank 0's Horovod rendezvous at {addr}:{port} did not answer within {timeout_s:g}s "
+                    f"({err.strerror or err}); rank 0 may have failed to start (see its output), or the port "
+                    "is blocked between the nodes (distribute.timeout_s sets how long to wait)"
+                ) from None
+            time.sleep(poll_s)
 
 
 def needs_own_rendezvous(cluster: ClusterEnv, environ: dict[str, str] | os._Environ[str]) -> bool:

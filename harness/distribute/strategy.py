@@ -19,7 +19,13 @@ import tensorflow as tf
 
 from harness.config import DistributeConfig
 from harness.distribute.cluster import ClusterEnv, detect, visible_gpu_index
-from harness.distribute.gloo import gloo_environment, needs_own_rendezvous, start_rendezvous
+from harness.distribute.gloo import (
+    gloo_environment,
+    needs_own_rendezvous,
+    rendezvous_port,
+    start_rendezvous,
+    wait_for_rendezvous,
+)
 from harness.errors import ConfigError, LaunchError
 from harness.registry import Registry
 
@@ -175,6 +181,8 @@ class HorovodStrategy(Strategy):
         if needs_own_rendezvous(cluster, os.environ):
             if cluster.is_chief:
                 self._rendezvous = start_rendezvous(cluster)
+            else:
+                wait_for_rendezvous(cluster.master_addr, rendezvous_port(cluster), timeout_s)
             os.environ.update(gloo_environment(cluster, timeout_s))
         hvd.init()
         if cluster.is_distributed and int(hvd.size()) != cluster.world_size:
