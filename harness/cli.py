@@ -21,7 +21,7 @@ from harness.config import DistributeConfig
 from harness.errors import ConfigError, HarnessError
 
 if TYPE_CHECKING:
-    from harness.train.run import RunRequest
+    from harness.train.request import RunRequest
 
 EPILOG = """examples:
   harness train                                  train the packaged default (digits, small CNN)
@@ -37,7 +37,7 @@ EPILOG = """examples:
 
 def _train(args: argparse.Namespace) -> int:
     from harness.config import load_config
-    from harness.train.run import RunRequest, invocation, train
+    from harness.train.request import RunRequest, invocation
 
     config_path, overrides = split_config_and_overrides(args.items)
     config = load_config(config_path, overrides)
@@ -46,6 +46,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.workers > 1:
         return _launch_training(request, args)
+    from harness.train.run import train  # imports TensorFlow: only in the process that trains
+
     train(request, stop_requested=stop_on_signals())
     return 0
 
@@ -70,7 +72,7 @@ def stop_on_signals() -> Callable[[], bool]:
 
 def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:
     """Check everything once here, then start the worker processes."""
-    from harness.train.run import absolute_data_path, check_request
+    from harness.train.request import absolute_data_path, check_request
 
     check_request(request, absolute_data_path(request.config, request.base_dir))
     flags = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version
 
-ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN = "<!-- bench_allreduce:begin -->"
-MARK_END = "<!-- bench_allreduce:end -->"
+NAME = "bench_allreduce"
+MARK_BEGIN, MARK_END = markers(NAME)
 RESULT_TAG = "ALLREDUCE_RESULT"
 CONTENDERS = ("multiworker_auto", "multiworker_ring", "horovod_gloo", "horovod_mpi", "mpi4py")
 
@@ -155,44 +155,6 @@ def worker_mpi4py(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------- driver side
 
-PIN_HOOK = """\
-import os
-
-
-def _bench_pin() -> None:
-    if os.environ.get("HARNESS_BENCH_PIN") != "1":
-        return
-    for name in ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
-        if name in os.environ:
-            rank = int(os.environ[name])
-            break
-    else:
-        return
-    cores = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cores[rank % len(cores)]})
-
-
-_bench_pin()
-"""
-
-
-def base_env(hook_dir: Path) -> dict[str, str]:
-    """Each rank on its own core (a sitecustomize hook, since launchers start the ranks), quiet TF."""
-    (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
-    pythonpath = os.pathsep.join(p for p in (str(hook_dir), str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {
-        **os.environ,
-        "PYTHONPATH": pythonpath,
-        "PYTHONUNBUFFERED": "1",
-        "HARNESS_BENCH_PIN": "1",
-        "TF_NUM_INTRAOP_THREADS": "1",
-        "TF_NUM_INTEROP_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    }
-
 
 def worker_args(args: argparse.Namespace, kind: str, implementation: str = "harness") -> list[str]:
     return [
@@ -277,36 +239,11 @@ def run_contender(name: str, args: argparse.Namespace, env: dict[str, str]) -> d
     return collect(processes, args.timeout, name)
 
 
-def source_version() -> str:
-    """The commit measured (with `+dirty` for uncommitted changes): figures go stale with the code."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{value:.1f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[float]] = {name: [] for name in args.contenders}
     loads = [load_average()]
     with tempfile.TemporaryDirectory(prefix="bench_allreduce_pin_") as hook_dir:
-        env = base_env(Path(hook_dir))
+        env = pinning_env(Path(hook_dir), ROOT)
         for repeat in range(args.repeats):
             order = args.contenders if repeat % 2 == 0 else list(reversed(args.contenders))
             for name in order:
@@ -391,20 +328,6 @@ def _mpi_version() -> str:
         return "MPI unknown"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, keeping other benchmarks' sections."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    from harness import io
-
-    io.write_text(path, text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -416,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
     parser.add_argument("--json", type=Path, help="also save the raw timings here")
     parser.add_argument("--from-json", type=Path, help="re-render a section from timings saved with --json")
-    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--worker", choices=("tf", "horovod", "mpi4py"), help=argparse.SUPPRESS)
     parser.add_argument("--implementation", default="harness", help=argparse.SUPPRESS)
@@ -430,10 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(measured, indent=1))
     section = markdown(measured, args.analysis)
-    print(section)
-    if not args.no_write:
-        write_section(args.write, section)
-        print(f"written to {args.write}")
+    publish(NAME, section, None if args.no_write else args.write)
     return 0
 
 

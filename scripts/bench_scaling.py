@@ -42,53 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version
 
-MARK_BEGIN = "<!-- bench_scaling:begin -->"
-MARK_END = "<!-- bench_scaling:end -->"
+NAME = "bench_scaling"
+MARK_BEGIN, MARK_END = markers(NAME)
 CONFIG = ROOT / "configs" / "synthetic_images.yaml"
 RESULT_TAG = "PLAIN_HOROVOD_RESULT"
-
-# Ranks started by the harness launcher, horovodrun or mpirun cannot be wrapped in `taskset`
-# by us, so a sitecustomize hook pins each one to core `rank` as the interpreter starts, before
-# TensorFlow creates any thread (threads inherit the affinity of the thread that creates them).
-PIN_HOOK = """\
-import os
-
-
-def _bench_pin() -> None:
-    if os.environ.get("HARNESS_BENCH_PIN") != "1":
-        return
-    for name in ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "HARNESS_BENCH_CORE"):
-        if name in os.environ:
-            rank = int(os.environ[name])
-            break
-    else:
-        return
-    cores = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cores[rank % len(cores)]})
-
-
-_bench_pin()
-"""
-
-
-def pinning_env(hook_dir: Path) -> dict[str, str]:
-    """Environment for every benchmark process: one core and one TF/OpenMP thread per worker."""
-    (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
-    pythonpath = os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH", "")) if p)
-    return {
-        **os.environ,
-        "PYTHONPATH": pythonpath,
-        "PYTHONUNBUFFERED": "1",
-        "HARNESS_BENCH_PIN": "1",
-        "TF_NUM_INTRAOP_THREADS": "1",
-        "TF_NUM_INTEROP_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    }
 
 
 def pin_single(command: list[str], core: int = 0) -> list[str]:
@@ -278,31 +237,6 @@ def run_one(contender: Contender, env: dict[str, str], timeout_s: float) -> Outc
         wall_s=wall,
         epochs=per_worker,
     )
-
-
-def source_version() -> str:
-    """The commit measured (with `+dirty` for uncommitted changes): figures go stale with the code."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{value:.1f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def run_with_retries(
@@ -513,20 +447,6 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, keeping other benchmarks' sections."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    from harness import io
-
-    io.write_text(path, text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -539,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
     parser.add_argument("--json", type=Path, help="also save the raw outcomes here")
     parser.add_argument("--from-json", type=Path, help="re-render a section from outcomes saved with --json")
-    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.epochs < 2:
@@ -548,10 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         save_outcomes(args.json, measured)
     section = markdown(measured, args.analysis)
-    print(section)
-    if not args.no_write:
-        write_section(args.write, section)
-        print(f"written to {args.write}")
+    publish(NAME, section, None if args.no_write else args.write)
     return 0
 
 

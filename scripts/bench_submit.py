@@ -27,11 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import BENCHMARKS_MD, ROOT, markers, publish
+
 SCRIPTS = Path(__file__).resolve().parent
 CLUSTER = ROOT / "slurm" / "cluster.sh"
-MARK_BEGIN = "<!-- bench_submit:begin -->"
-MARK_END = "<!-- bench_submit:end -->"
+NAME = "bench_submit"
+MARK_BEGIN, MARK_END = markers(NAME)
 MARKS_ENV = "HARNESS_BENCH_MARKS"
 POLL_S = 0.1
 
@@ -183,34 +184,18 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, keeping the other sections."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    from harness import io
-
-    io.write_text(path, text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured pairs of runs first")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "default.yaml")
-    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     args.config = args.config.resolve()
     section = markdown(measure(args), args)
-    print(section)
-    if not args.no_write:
-        write_section(args.write, section)
-        print(f"written to {args.write}")
+    publish(NAME, section, None if args.no_write else args.write)
     return 0
 
 

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import BENCHMARKS_MD, ROOT, markers, publish
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -30,9 +32,8 @@ from harness.distribute import make_strategy  # noqa: E402
 from harness.models import build_model  # noqa: E402
 from harness.train.loop import Trainer, make_optimizer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN = "<!-- bench_throughput:begin -->"
-MARK_END = "<!-- bench_throughput:end -->"
+NAME = "bench_throughput"
+MARK_BEGIN, MARK_END = markers(NAME)
 
 
 def bench_config(args: argparse.Namespace) -> Any:
@@ -162,24 +163,6 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, keeping other benchmarks' sections."""
-    text = (
-        path.read_text()
-        if path.exists()
-        else "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
-    )
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    from harness import io
-
-    io.write_text(path, text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,15 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps-per-execution", type=int, default=32)
-    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     summary = measure(args)
     section = markdown(summary, args)
-    print(section)
-    if not args.no_write:
-        write_section(args.write, section)
-        print(f"written to {args.write}")
+    publish(NAME, section, None if args.no_write else args.write)
     return 0
 
 

@@ -98,3 +98,19 @@ def test_csv_experiment_trains_reports_and_predicts(workdir: Path) -> None:
     names = report["data"]["class_names"]
     got = np.array([[float(r[f"prob_{n}"]) for n in names] for r in rows])
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_starting_workers_and_submitting_do_not_import_tensorflow() -> None:
+    """The `--workers N` parent and `harness submit` only check and start; TensorFlow is for the ranks."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import harness.cli, harness.distribute, harness.distribute.launcher, harness.slurm.submit\n"
+        "from harness.train.request import RunRequest, absolute_data_path, check_request\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'horovod') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""

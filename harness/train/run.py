@@ -10,11 +10,9 @@ import os
 import re
 import shlex
 import socket
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import keras
 
@@ -35,42 +33,12 @@ from harness.train.checkpoint import LoopState
 from harness.train.evaluation import evaluate_test_split
 from harness.train.loop import Trainer, TrainResult
 from harness.train.progress import make_reporter
+from harness.train.request import RunRequest, absolute_data_path, check_request, invocation, wants_resume
+
+__all__ = ["RunRequest", "invocation", "train"]
 
 PREPROCESSING = "preprocessing.json"
 MODEL = "model.keras"
-# Settings a resumed run may change: more epochs, display, and how the work is spread (the
-# worker count and per-replica batch; the loop restarts a partial epoch if the global batch changed).
-RESUMABLE_KEYS = {
-    "training.epochs",
-    "training.progress",
-    "training.callbacks",
-    "training.tensorboard",
-    "training.batch_size",
-    "distribute.strategy",
-    "distribute.cpu_replicas",
-    "distribute.horovod_controller",
-    "distribute.timeout_s",
-}
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """A validated config plus how it was asked for."""
-
-    config: Config
-    config_path: Path | None = None
-    resume: bool | Literal["auto"] = False  # "auto": continue from a checkpoint if there is one
-    overwrite: bool = False
-    command: str = ""
-
-    @property
-    def base_dir(self) -> Path:
-        """Relative paths in a config file are relative to the file's folder."""
-        return self.config_path.resolve().parent if self.config_path else Path.cwd()
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.config.run.output_dir) / self.config.run.name
 
 
 def train(
@@ -173,20 +141,6 @@ def summarize_op_error(err: Exception) -> str:
     return (useful or lines or [type(err).__name__])[0][:300]
 
 
-def wants_resume(request: RunRequest) -> bool:
-    """`resume="auto"` continues when the run directory has a checkpoint (a requeued job)."""
-    if request.resume == "auto":
-        return rundir.checkpoint.resolve(request.run_dir / rundir.CHECKPOINTS) is not None
-    return bool(request.resume)
-
-
-def check_request(request: RunRequest, config: Config) -> None:
-    """Refuse to clobber or wrongly resume a run directory, before anything is started."""
-    rundir.check_target(request.run_dir, resume=request.resume, overwrite=request.overwrite)
-    if wants_resume(request):
-        check_resumable(request.run_dir, config)
-
-
 def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
     """Armed only when several processes take part: a single process cannot wait for a peer."""
     output = Path(config.run.output_dir)
@@ -200,40 +154,6 @@ def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
 def describe_ranks(cluster: ClusterEnv) -> str:
     hosts = ", ".join(f"rank {rank} on {host}" for rank, host in enumerate(cluster.hosts))
     return f"This is rank {cluster.rank} of {cluster.world_size} ({hosts})."
-
-
-def absolute_data_path(config: Config, base_dir: Path) -> Config:
-    """Make `data.path` absolute so the saved config reproduces the run from anywhere."""
-    if not config.data.path or Path(config.data.path).is_absolute():
-        return config
-    data = config.data.model_copy(update={"path": str((base_dir / config.data.path).resolve())})
-    return config.model_copy(update={"data": data})
-
-
-def check_resumable(run_dir: Path, config: Config) -> None:
-    """A resumed run must use the config it started with (more epochs are allowed)."""
-    from harness.config import load_config
-
-    saved = load_config(run_dir / "config.yaml")
-    changed = sorted(k for k in diff_keys(saved.model_dump(), config.model_dump()) if k not in RESUMABLE_KEYS)
-    if changed:
-        raise ConfigError(
-            f"cannot resume {run_dir}: the config differs from the one the run started with in "
-            f"{', '.join(changed)}. Resume with the saved config ({run_dir / 'config.yaml'}), "
-            "or start a new run with --overwrite or another run.name"
-        )
-
-
-def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            keys.extend(diff_keys(left, right, f"{prefix}{key}."))
-        elif left != right:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 def build_callbacks(config: Config) -> list[keras.callbacks.Callback]:
@@ -338,11 +258,6 @@ def reproduce_command(run_dir: Path) -> str:
     """The command that re-runs exactly this experiment from its saved config."""
     config = shlex.quote(str(run_dir / "config.yaml"))
     return f"harness train {config} run.name={shlex.quote(run_dir.name)}-repro"
-
-
-def invocation() -> str:
-    """How this process was started, for env.json."""
-    return " ".join(shlex.quote(arg) for arg in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
 
 
 def _latest(run_dir: Path) -> Path:

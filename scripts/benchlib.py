@@ -1,0 +1,103 @@
+"""What the benchmark scripts share: their section of docs/benchmarks.md, provenance, core pinning.
+
+Each script owns one section between `<!-- NAME:begin -->` and `<!-- NAME:end -->` markers and
+rewrites only that section, so the benchmarks can run separately and in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
+
+# Ranks started by the harness launcher, horovodrun or mpirun cannot be wrapped in `taskset`
+# by us, so a sitecustomize hook pins each one to core `rank` as the interpreter starts, before
+# TensorFlow creates any thread (threads inherit the affinity of the thread that creates them).
+PIN_HOOK = """\
+import os
+
+
+def _bench_pin() -> None:
+    if os.environ.get("HARNESS_BENCH_PIN") != "1":
+        return
+    for name in ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "HARNESS_BENCH_CORE"):
+        if name in os.environ:
+            rank = int(os.environ[name])
+            break
+    else:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[rank % len(cores)]})
+
+
+_bench_pin()
+"""
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def write_section(path: Path, name: str, section: str) -> None:
+    """Replace benchmark `name`'s section of the file (atomically), keeping the other sections."""
+    from harness import io
+
+    begin, end = markers(name)
+    text = path.read_text() if path.exists() else HEADER
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    io.write_text(path, text)
+
+
+def publish(name: str, section: str, path: Path | None) -> None:
+    """Print the section, and write it unless `path` is None (--no-write)."""
+    print(section)
+    if path is not None:
+        write_section(path, name, section)
+        print(f"written to {path}")
+
+
+def source_version() -> str:
+    """The commit measured (with `+dirty` for uncommitted changes): figures go stale with the code."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def pinning_env(hook_dir: Path, *pythonpath: Path) -> dict[str, str]:
+    """Environment for every benchmark process: one core and one TF/OpenMP thread per worker."""
+    (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
+    paths = [str(hook_dir), *map(str, pythonpath), os.environ.get("PYTHONPATH", "")]
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "PYTHONUNBUFFERED": "1",
+        "HARNESS_BENCH_PIN": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    }
