@@ -44,6 +44,7 @@ lint: install-test
 bench: install-test
 	$(PY) scripts/bench_throughput.py
 	$(PY) scripts/bench_scaling.py
+	$(PY) scripts/bench_scaling.py --batch-size 128 --section bench_scaling_batch128
 	$(PY) scripts/bench_allreduce.py
 	$(PY) scripts/bench_submit.py
 

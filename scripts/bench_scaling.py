@@ -45,7 +45,6 @@ from typing import Any
 from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version
 
 NAME = "bench_scaling"
-MARK_BEGIN, MARK_END = markers(NAME)
 CONFIG = ROOT / "configs" / "synthetic_images.yaml"
 RESULT_TAG = "PLAIN_HOROVOD_RESULT"
 
@@ -357,7 +356,7 @@ def fmt(values: list[float], digits: int = 2) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
-def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
+def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str = NAME) -> str:
     import keras
     import tensorflow as tf
 
@@ -366,9 +365,10 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
     med, best = summarize(results, median_epoch), summarize(results, best_epoch)
     start = {name: statistics.median(o.to_start_s for o in runs) for name, runs in results.items()}
     excess = {name: statistics.median(o.first_epoch_excess_s for o in runs) for name, runs in results.items()}
+    begin, end = markers(name)
     lines = [
-        MARK_BEGIN,
-        "## Weak scaling, 1 vs 2 workers (scripts/bench_scaling.py)",
+        begin,
+        f"## Weak scaling, 1 vs 2 workers, batch {cfg['batch_size']} per worker (scripts/bench_scaling.py)",
         "",
         f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, "
@@ -443,7 +443,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
     ]
     if analysis:
         lines += ["", analysis.read_text().strip()]
-    lines.append(MARK_END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
 
 
@@ -461,14 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, help="re-render a section from outcomes saved with --json")
     parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", default=NAME, help="section name in the file (one per workload)")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: epoch 1 (tracing) is excluded")
     measured = load_outcomes(args.from_json) if args.from_json else measure(args)
     if args.json:
         save_outcomes(args.json, measured)
-    section = markdown(measured, args.analysis)
-    publish(NAME, section, None if args.no_write else args.write)
+    section = markdown(measured, args.analysis, args.section)
+    publish(args.section, section, None if args.no_write else args.write)
     return 0
 
 
