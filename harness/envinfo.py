@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -13,6 +14,15 @@ from typing import Any
 import harness
 
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "submitit", "horovod")
+
+
+def node_name() -> str:
+    """The Slurm node name inside a job (what sinfo, scontrol and sysadmins call it), else the host name.
+
+    They usually agree; where they do not (containers, several slurmd on one machine) the node
+    name is the one a message about a lost rank must give.
+    """
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def package_version(name: str) -> str | None:
@@ -60,7 +70,8 @@ def devices() -> list[str]:
 def environment(where: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "versions": versions(),
-        "host": socket.gethostname(),
+        "host": node_name(),
+        "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "executable": sys.executable,
         "git_commit": git_commit(where),

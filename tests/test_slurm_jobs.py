@@ -148,8 +148,10 @@ def test_two_node_job_trains_one_model_with_one_rank_per_node(
         assert f"harness: task {rank} of 2 on node {node}" in task_log(run_dir, job_id, rank)
     report = load_report(run_dir)
     assert report["training"]["world_size"] == 2 and report["training"]["cluster_source"] == "slurm"
-    ranks = json.loads((run_dir / "env.json").read_text())["ranks"]
-    assert [entry["rank"] for entry in ranks] == [0, 1]
+    env = json.loads((run_dir / "env.json").read_text())
+    # the node each rank ran on, as Slurm names it (here both nodes share one machine's host name)
+    assert [(entry["rank"], entry["host"]) for entry in env["ranks"]] == [(0, "n1"), (1, "n2")]
+    assert env["host"] == "n1"
 
 
 def release_requeued(job_id: str, run_dir: Path, timeout: float = 120.0) -> None:
@@ -176,7 +178,7 @@ def wait_for_epochs(run_dir: Path, count: int, timeout: float = JOB_TIMEOUT_S) -
     pytest.fail(f"{run_dir} did not reach epoch {count}")
 
 
-@pytest.mark.parametrize(("strategy", "nodes"), [("single", 1), ("multiworker", 2)])
+@pytest.mark.parametrize(("strategy", "nodes"), [("single", 1), ("multiworker", 2), ("horovod", 2)])
 def test_preempted_job_resumes_from_its_checkpoint(
     strategy: str, nodes: int, slurm: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -234,3 +236,5 @@ def test_cancel_stops_the_job_and_the_run_reads_cancelled(slurm: Path, capsys: p
     out = status(run_dir, capsys)
     assert "state:      cancelled" in out
     assert not (run_dir / "report.json").exists()
+    # the run's own record agrees, whatever the dying job wrote after SIGTERM
+    assert json.loads((run_dir / "state.json").read_text())["state"] == "cancelled"

@@ -614,6 +614,18 @@ def test_status_logs_and_cancel_through_the_cli(
     assert "already cancelled" in run_cli(["cancel", str(run_dir)], capsys)[1]
 
 
+def test_a_cancelled_state_survives_the_dying_jobs_writes_but_not_a_new_start(tmp_path: Path) -> None:
+    from harness.train import rundir
+
+    rundir.write_state(tmp_path, "running", starting=True, epoch=3)
+    rundir.write_state(tmp_path, "cancelled", cancelled=SUBMITTED)
+    for late in ("running", "preempted", "failed"):  # epoch progress, SIGTERM checkpoint, an error
+        rundir.write_state(tmp_path, late, epoch=4)
+        assert rundir.read_state(tmp_path)["state"] == "cancelled"
+    rundir.write_state(tmp_path, "running", starting=True)  # resumed later: a new start
+    assert rundir.read_state(tmp_path)["state"] == "running"
+
+
 def test_status_of_unknown_targets_is_bad_input(
     fake_slurm: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

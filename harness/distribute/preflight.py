@@ -9,11 +9,10 @@ watchdog's timeout.
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
 from harness.distribute.strategy import Strategy
-from harness.envinfo import versions
+from harness.envinfo import node_name, versions
 from harness.errors import LaunchError
 
 MUST_MATCH = ("python", "harness", "tensorflow", "tensorflow-cpu", "keras", "numpy", "horovod")
@@ -23,7 +22,7 @@ def rank_info(strategy: Strategy) -> dict[str, Any]:
     found = versions()
     return {
         "rank": strategy.rank,
-        "host": socket.gethostname(),
+        "host": node_name(),
         "versions": {k: found[k] for k in MUST_MATCH if k in found},
     }
 

@@ -21,6 +21,7 @@ from typing import Any
 from harness.errors import RunDirError
 from harness.slurm import records, scheduler
 from harness.slurm.scheduler import ACTIVE, JobInfo, SchedulerUnavailable
+from harness.train import rundir
 from harness.train.progress import format_logs
 
 STATE = "state.json"
@@ -335,7 +336,10 @@ def cancel(target: str) -> tuple[Run, str]:
         _interrupt_local(run.job_id)
     else:
         scheduler.cancel(run.job_id)
-    records.update_submission(run.run_dir, cancelled=records.now_utc())
+    when = records.now_utc()
+    records.update_submission(run.run_dir, cancelled=when)
+    if (run.run_dir / STATE).is_file():
+        rundir.write_state(run.run_dir, "cancelled", cancelled=when)
     return run, f"cancelled job {run.job_id} ({run.run_dir})"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
 from harness.distribute.watchdog import Heartbeats, Watchdog
-from harness.envinfo import environment
+from harness.envinfo import environment, node_name
 from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
 from harness.imports import import_object
@@ -145,7 +144,7 @@ def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
     """Armed only when several processes take part: a single process cannot wait for a peer."""
     output = Path(config.run.output_dir)
     heartbeats = Heartbeats(
-        output / f".{config.run.name}.heartbeats", cluster.rank, cluster.world_size, socket.gethostname()
+        output / f".{config.run.name}.heartbeats", cluster.rank, cluster.world_size, node_name()
     )
     watchdog = Watchdog(config.distribute.timeout_s, lambda: describe_ranks(cluster), heartbeats)
     return watchdog.start() if cluster.is_distributed else watchdog
@@ -202,7 +201,9 @@ def start_run_dir(
     data.preprocessor.save(run_dir / PREPROCESSING)
     extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
     io.write_json(run_dir / "env.json", environment(request.base_dir, extra))
-    rundir.write_state(run_dir, "running", epochs=config.training.epochs, requeues=requeues(), error=None)
+    rundir.write_state(
+        run_dir, "running", starting=True, epochs=config.training.epochs, requeues=requeues(), error=None
+    )
     return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness import io
+from harness.envinfo import node_name
 from harness.errors import RunDirError
 from harness.train import checkpoint
 from harness.train.checkpoint import LoopState
@@ -56,12 +56,19 @@ def prepare(path: Path, *, overwrite: bool) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def write_state(run_dir: Path, state: str, **fields: Any) -> None:
-    """Update state.json, the run's own record of where it stands (sacct is often off or slow)."""
+def write_state(run_dir: Path, state: str, *, starting: bool = False, **fields: Any) -> None:
+    """Update state.json, the run's own record of where it stands (sacct is often off or slow).
+
+    After `harness cancel`, what the dying job still writes (an epoch's progress, "preempted"
+    on SIGTERM, "failed") must not undo the cancellation; only a run that starts again
+    (`starting=True`) or that really completed replaces it.
+    """
     previous = read_state(run_dir)
+    if previous.get("state") == "cancelled" and not starting and state != "completed":
+        return
     record = {**previous, **fields, "schema_version": STATE_SCHEMA_VERSION, "state": state}
     record["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
-    record.setdefault("host", socket.gethostname())
+    record.setdefault("host", node_name())
     record.setdefault("job_id", os.environ.get("SLURM_JOB_ID"))
     io.write_json(run_dir / STATE, record)
 
