@@ -210,6 +210,44 @@ def test_preempted_job_resumes_from_its_checkpoint(
         assert len(set(found.values())) == 1
 
 
+def node_of(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+
+
+def test_job_preempted_by_a_higher_priority_partition_checkpoints_and_resumes(
+    slurm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real preemption: Slurm requeues the job for an `urgent` one and sends SIGTERM (not USR2).
+    Epoch checkpoints are off, so only the checkpoint written on SIGTERM can carry the progress."""
+    epochs = 6
+    args = [
+        *QUICK,
+        f"training.epochs={epochs}",
+        "training.checkpoint.every_epochs=0",
+        "run.name=preempted-by-urgent",
+        "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
+        f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
+    ]
+    job_id, run_dir = submit([*args, "--time", "10"], capsys)
+    wait_for_epochs(run_dir, 2)
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-w", node_of(job_id), "-t", "5", "--wrap", "sleep 2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    release_requeued(job_id, run_dir)
+    wait_until_gone(job_id)
+    wait_until_gone(urgent)
+    out = status(run_dir, capsys)
+    assert "state:      completed" in out, out + task_log(run_dir, job_id, 0)[-3000:]
+    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))  # resumed where it stopped, nothing repeated
+    chief = task_log(run_dir, job_id, 0)
+    assert "received SIGTERM (preemption or cancellation)" in chief
+    assert "job " + job_id + ", requeue 1" in chief and "resuming at epoch" in chief
+    assert load_report(run_dir)["training"]["requeues"] >= 1
+
+
 def test_failed_training_shows_as_failed_with_its_error(slurm: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = [*QUICK, "training.epochs=3", "run.name=diverges", "training.optimizer.name=sgd"]
     job_id, run_dir = submit([*args, "training.optimizer.learning_rate=1e30", "--time", "10"], capsys)

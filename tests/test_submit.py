@@ -249,6 +249,19 @@ def test_scontrol_and_squeue_parsing() -> None:
     assert scheduler.parse_scontrol("slurm_load_jobs error") is None
 
 
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [
+        ("StartTime=2026-11-27T12:00:46 PreemptEligibleTime=2026-11-27T12:00:46 PreemptTime=None", False),  # scancel
+        ("StartTime=2026-11-27T12:00:46 PreemptTime=2026-11-27T12:00:56", True),  # chosen in this run
+        ("StartTime=2026-11-27T12:05:00 PreemptTime=2026-11-27T12:00:56", False),  # an earlier run's, requeued
+    ],
+)
+def test_preemption_is_told_from_a_cancellation_by_preempt_time(times: str, expected: bool) -> None:
+    text = f"JobId=132 JobName=x JobState=RUNNING Reason=None Restarts=0 {times} Partition=debug"
+    assert scheduler.chosen_for_preemption("132", runner=lambda command: text) is expected
+
+
 # --------------------------------------------------------------------------- checks before submitting (CLI)
 
 

@@ -11,6 +11,7 @@ runs the same saved config and resumes from that checkpoint (`resume="auto"`).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -63,6 +64,8 @@ class TrainJob:
     def __call__(self) -> str:
         os.environ.update(local_task_environment(os.environ))
         print(task_banner(os.environ), flush=True)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_terminate)
         self._thread = threading.Thread(target=self._train, name="harness-train", daemon=True)
         self._thread.start()
         self._wait_for_training()
@@ -98,6 +101,27 @@ class TrainJob:
         while time.monotonic() < deadline:
             time.sleep(1.0)
 
+    def _on_terminate(self, signum: int, frame: Any) -> None:
+        """SIGTERM: preemption (Slurm sends it when the job is chosen, then SIGKILL after the
+        partition's GraceTime), `scancel`, or the time limit. Stop at the next step with a checkpoint.
+
+        submitit ignores SIGTERM and only checkpoints on USR2, which Slurm sends before a time
+        limit but not on preemption; without this a preempted job lost everything since its last
+        periodic checkpoint. Slurm (PreemptMode=REQUEUE) requeues a preempted job only if it is
+        still running when the grace time ends; one that stops earlier, as this one does, ends as
+        FAILED unless it requeues itself. So when the controller confirms the preemption, the chief
+        does what it does on USR2: checkpoint, then requeue.
+        """
+        if self._stop.is_set():
+            return  # already stopping (the second SIGTERM at the end of the grace time)
+        print("harness: received SIGTERM (preemption or cancellation): checkpoint at the next step", flush=True)
+        self._stop.set()
+        if is_chief(os.environ) and under_slurm(os.environ) and preempted(os.environ):
+            requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: calls `checkpoint`, then scontrol requeue
+            if callable(requeue):
+                print("harness: the job was preempted: requeueing it after the checkpoint", flush=True)
+                requeue(signal.SIGUSR2, frame)
+
     def checkpoint(self) -> DelayedSubmission | None:
         """Called by submitit in the chief on USR2: stop, save, and requeue unless the limit is reached."""
         self._stop.set()
@@ -125,6 +149,17 @@ class TrainJob:
 
 def under_slurm(environ: Mapping[str, str]) -> bool:
     return environ.get("SUBMITIT_EXECUTOR") == "slurm"
+
+
+def preempted(environ: Mapping[str, str]) -> bool:
+    """Whether the controller says this job was chosen for preemption (False if it cannot say)."""
+    from harness.slurm.scheduler import SchedulerUnavailable, chosen_for_preemption
+
+    job_id = environ.get("SLURM_JOB_ID")
+    try:
+        return bool(job_id) and chosen_for_preemption(str(job_id))
+    except SchedulerUnavailable:
+        return False
 
 
 def requeue_count(environ: Mapping[str, str]) -> int:

@@ -161,9 +161,13 @@ def parse_squeue(job_id: str, text: str) -> JobInfo | None:
     return None
 
 
-def parse_scontrol(text: str) -> JobInfo | None:
+def scontrol_pairs(text: str) -> dict[str, str]:
     """`scontrol show job -o ID`: key=value pairs on one line (values may hold spaces)."""
-    pairs = dict(re.findall(r"(\w+)=(.*?)(?=\s+[\w:/]+=|$)", text.strip()))
+    return dict(re.findall(r"(\w+)=(.*?)(?=\s+[\w:/]+=|$)", text.strip()))
+
+
+def parse_scontrol(text: str) -> JobInfo | None:
+    pairs = scontrol_pairs(text)
     if "JobId" not in pairs or "JobState" not in pairs:
         return None
     restarts = pairs.get("Restarts", "")
@@ -204,6 +208,18 @@ def _unless_unknown(runner: Runner, command: list[str]) -> str | None:
         if "invalid job id" in str(err).lower():
             return None
         raise
+
+
+def chosen_for_preemption(job_id: str, runner: Runner = run) -> bool:
+    """True when Slurm has chosen this run of the job for preemption.
+
+    Slurm then sends SIGTERM, as it does for `scancel`; only `PreemptTime` tells the two apart.
+    It survives a requeue, so it counts only when it is later than the current run's start.
+    """
+    text = _unless_unknown(runner, ["scontrol", "show", "job", "-o", job_id])
+    pairs = scontrol_pairs(text or "")
+    preempted, started = _none(pairs.get("PreemptTime")), _none(pairs.get("StartTime"))
+    return preempted is not None and (started is None or preempted >= started)
 
 
 def cancel(job_id: str, runner: Runner = run) -> None:

@@ -68,8 +68,9 @@ def write_state(run_dir: Path, state: str, *, starting: bool = False, **fields: 
         return
     record = {**previous, **fields, "schema_version": STATE_SCHEMA_VERSION, "state": state}
     record["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
-    record.setdefault("host", node_name())
-    record.setdefault("job_id", os.environ.get("SLURM_JOB_ID"))
+    if starting or "host" not in record:  # where the chief runs now (a requeued job may move)
+        record["host"] = node_name()
+        record["job_id"] = os.environ.get("SLURM_JOB_ID")
     io.write_json(run_dir / STATE, record)
 
 
