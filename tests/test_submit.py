@@ -522,6 +522,53 @@ def test_no_requeue_once_training_finished(tmp_path: Path, monkeypatch: pytest.M
     assert job.checkpoint() is None
 
 
+SIGTERM_CASES = [
+    # (rank, preempted, requeue raises, requeue called, printed)
+    ("0", True, False, True, "the job was preempted: requeueing it after the checkpoint"),
+    ("0", False, False, False, "received SIGTERM"),  # scancel: checkpoint only
+    ("1", True, False, False, "received SIGTERM"),  # other ranks only stop; the chief requeues
+    ("0", True, True, True, "could not requeue the job (CalledProcessError"),
+]
+
+
+@pytest.mark.parametrize(("rank", "preempted", "fails", "requeued", "printed"), SIGTERM_CASES)
+def test_sigterm_stops_with_a_checkpoint_and_the_chief_requeues_a_preempted_job(
+    rank: str,
+    preempted: bool,
+    fails: bool,
+    requeued: bool,
+    printed: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import signal
+    import subprocess
+
+    from harness.slurm import job as job_module
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_PROCID", rank)
+    monkeypatch.setattr(job_module, "preempted", lambda environ: preempted)
+    calls: list[int] = []
+
+    def submitit_usr2(signum: int, frame: Any) -> None:
+        calls.append(signum)
+        if fails:
+            raise subprocess.CalledProcessError(1, ["scontrol", "requeue", "7"])
+
+    previous = signal.signal(signal.SIGUSR2, submitit_usr2)
+    try:
+        job = TrainJob("/nowhere", None, "", 3, 1)
+        job._on_terminate(signal.SIGTERM, None)
+        job._on_terminate(signal.SIGTERM, None)  # the second SIGTERM at the end of the grace time
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert job._stop.is_set()
+    assert calls == ([signal.SIGUSR2] if requeued else [])
+    out = capsys.readouterr().out
+    assert printed in out and out.count("received SIGTERM") == 1
+
+
 def test_job_pickles_without_its_threads(tmp_path: Path) -> None:
     import cloudpickle
 
@@ -627,16 +674,35 @@ def test_status_logs_and_cancel_through_the_cli(
     assert "already cancelled" in run_cli(["cancel", str(run_dir)], capsys)[1]
 
 
-def test_a_cancelled_state_survives_the_dying_jobs_writes_but_not_a_new_start(tmp_path: Path) -> None:
+def test_a_cancelled_state_survives_the_cancelled_jobs_writes_but_not_a_new_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from harness.train import rundir
 
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
     rundir.write_state(tmp_path, "running", starting=True, epoch=3)
-    rundir.write_state(tmp_path, "cancelled", cancelled=SUBMITTED)
-    for late in ("running", "preempted", "failed"):  # epoch progress, SIGTERM checkpoint, an error
-        rundir.write_state(tmp_path, late, epoch=4)
+    rundir.write_state(tmp_path, "cancelled", cancelled=SUBMITTED, job_id="7")  # `harness cancel 7`
+    # a start that was already under way, epoch progress, the SIGTERM checkpoint, an error
+    for late, starting in (("running", True), ("running", False), ("preempted", False), ("failed", False)):
+        rundir.write_state(tmp_path, late, starting=starting, epoch=4)
         assert rundir.read_state(tmp_path)["state"] == "cancelled"
-    rundir.write_state(tmp_path, "running", starting=True)  # resumed later: a new start
-    assert rundir.read_state(tmp_path)["state"] == "running"
+    monkeypatch.setenv("SLURM_JOB_ID", "8")  # resubmitted (or `harness train --resume`): a new start
+    rundir.write_state(tmp_path, "running", starting=True)
+    assert rundir.read_state(tmp_path) | {"updated": None} == rundir.read_state(tmp_path) | {
+        "state": "running",
+        "job_id": "8",
+        "updated": None,
+    }
+
+
+def test_cancel_before_the_job_wrote_anything_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.train import rundir
+
+    rundir.write_state(tmp_path, "cancelled", cancelled=SUBMITTED, job_id="7")
+    assert rundir.read_state(tmp_path)["job_id"] == "7"
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    rundir.write_state(tmp_path, "running", starting=True)  # the cancelled job still started
+    assert rundir.read_state(tmp_path)["state"] == "cancelled"
 
 
 def test_status_of_unknown_targets_is_bad_input(

@@ -117,8 +117,9 @@ def wait_for_rendezvous(addr: str, port: int, timeout_s: float, poll_s: float = 
             if time.monotonic() >= deadline:
                 raise LaunchError(
                     f"rank 0's Horovod rendezvous at {addr}:{port} did not answer within {timeout_s:g}s "
-                    f"({err.strerror or err}); rank 0 may have failed to start (see its output), or the port "
-                    "is blocked between the nodes (distribute.timeout_s sets how long to wait)"
+                    f"({err.strerror or err}); rank 0 may have failed to start (see its output: `harness logs "
+                    "RUN_DIR --rank 0` for a submitted job), or the port is blocked between the nodes "
+                    "(distribute.timeout_s sets how long to wait)"
                 ) from None
             time.sleep(poll_s)
 

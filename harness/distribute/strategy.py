@@ -182,7 +182,8 @@ class HorovodStrategy(Strategy):
             if cluster.is_chief:
                 self._rendezvous = start_rendezvous(cluster)
             else:
-                wait_for_rendezvous(cluster.master_addr, rendezvous_port(cluster), timeout_s)
+                # shorter than the watchdog's timeout, so this (more specific) message is the one shown
+                wait_for_rendezvous(cluster.master_addr, rendezvous_port(cluster), 0.8 * timeout_s)
             os.environ.update(gloo_environment(cluster, timeout_s))
         hvd.init()
         if cluster.is_distributed and int(hvd.size()) != cluster.world_size:

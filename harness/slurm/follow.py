@@ -338,13 +338,13 @@ def cancel(target: str) -> tuple[Run, str]:
         scheduler.cancel(run.job_id)
     when = records.now_utc()
     records.update_submission(run.run_dir, cancelled=when)
-    if (run.run_dir / STATE).is_file():
-        rundir.write_state(run.run_dir, "cancelled", cancelled=when)
+    if run.run_dir.is_dir():  # also before the job wrote anything: its start must not undo this
+        rundir.write_state(run.run_dir, "cancelled", cancelled=when, job_id=run.job_id)
     return run, f"cancelled job {run.job_id} ({run.run_dir})"
 
 
 def _interrupt_local(job_id: str) -> None:
-    """submitit's local controller stops its tasks on SIGINT (it forwards SIGTERM, which tasks ignore)."""
+    """submitit's local controller stops its tasks on SIGINT (on SIGTERM they would only checkpoint and stop)."""
     try:
         os.kill(int(job_id), signal.SIGINT)
     except ProcessLookupError:

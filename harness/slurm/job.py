@@ -1,11 +1,12 @@
 """What every task of a submitted job runs, and how it survives preemption and time limits.
 
 submitit pickles a `TrainJob` into the job folder and calls it in every task. Slurm signals the
-job (USR2) `slurm.signal_delay_s` before its time limit, or when it is preempted; submitit then
-calls `checkpoint()` in the chief's main thread. Training therefore runs in a worker thread:
-`checkpoint` sets the stop flag, waits until every rank has stopped at the same step and the
-chief has saved a checkpoint, and hands submitit a copy of the job to requeue. The requeued job
-runs the same saved config and resumes from that checkpoint (`resume="auto"`).
+job (USR2) `slurm.signal_delay_s` before its time limit; submitit then calls `checkpoint()` in the
+chief's main thread (preemption comes as SIGTERM instead: see `_on_terminate`). Training
+therefore runs in a worker thread: `checkpoint` sets the stop flag, waits until every rank has
+stopped at the same step and the chief has saved a checkpoint, and hands submitit a copy of the
+job to requeue. The requeued job runs the same saved config and resumes from that checkpoint
+(`resume="auto"`).
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ class TrainJob:
     def __call__(self) -> str:
         os.environ.update(local_task_environment(os.environ))
         print(task_banner(os.environ), flush=True)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_terminate)
-        self._thread = threading.Thread(target=self._train, name="harness-train", daemon=True)
-        self._thread.start()
-        self._wait_for_training()
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._on_terminate) if on_main else None
+        try:
+            self._thread = threading.Thread(target=self._train, name="harness-train", daemon=True)
+            self._thread.start()
+            self._wait_for_training()
+        finally:
+            if on_main:
+                signal.signal(signal.SIGTERM, previous)
         error = self._outcome.error
         if isinstance(error, Preempted) and not is_chief(os.environ) and under_slurm(os.environ):
             self._wait_for_requeue()
@@ -113,14 +118,27 @@ class TrainJob:
         does what it does on USR2: checkpoint, then requeue.
         """
         if self._stop.is_set():
-            return  # already stopping (the second SIGTERM at the end of the grace time)
-        print("harness: received SIGTERM (preemption or cancellation): checkpoint at the next step", flush=True)
+            return  # already stopping (a USR2 came first, or the second SIGTERM at the end of the grace time)
         self._stop.set()
-        if is_chief(os.environ) and under_slurm(os.environ) and preempted(os.environ):
-            requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: calls `checkpoint`, then scontrol requeue
-            if callable(requeue):
-                print("harness: the job was preempted: requeueing it after the checkpoint", flush=True)
-                requeue(signal.SIGUSR2, frame)
+        print(
+            "harness: received SIGTERM (preemption, scancel or the time limit): checkpoint at the next step",
+            flush=True,
+        )
+        if not (is_chief(os.environ) and under_slurm(os.environ)) or self._outcome.done.is_set():
+            return
+        try:
+            if preempted(os.environ):
+                requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: calls `checkpoint`, then scontrol requeue
+                if callable(requeue):
+                    print("harness: the job was preempted: requeueing it after the checkpoint", flush=True)
+                    requeue(signal.SIGUSR2, frame)
+        except Exception as err:  # noqa: BLE001 - in a signal handler: say it, never lose the checkpoint
+            print(
+                f"harness: could not requeue the job ({type(err).__name__}: {err}); if it was preempted, Slurm "
+                f"requeues it at the end of the grace time; otherwise continue with harness train "
+                f"{Path(self.run_dir) / 'config.yaml'} --resume",
+                flush=True,
+            )
 
     def checkpoint(self) -> DelayedSubmission | None:
         """Called by submitit in the chief on USR2: stop, save, and requeue unless the limit is reached."""
@@ -158,7 +176,8 @@ def preempted(environ: Mapping[str, str]) -> bool:
     job_id = environ.get("SLURM_JOB_ID")
     try:
         return bool(job_id) and chosen_for_preemption(str(job_id))
-    except SchedulerUnavailable:
+    except SchedulerUnavailable as err:
+        print(f"harness: cannot tell a preemption from a cancellation ({err}); not requeueing", flush=True)
         return False
 
 

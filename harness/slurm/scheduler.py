@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from harness.config import SlurmConfig
 from harness.errors import ConfigError, LaunchError
@@ -216,10 +217,16 @@ def chosen_for_preemption(job_id: str, runner: Runner = run) -> bool:
     Slurm then sends SIGTERM, as it does for `scancel`; only `PreemptTime` tells the two apart.
     It survives a requeue, so it counts only when it is later than the current run's start.
     """
-    text = _unless_unknown(runner, ["scontrol", "show", "job", "-o", job_id])
-    pairs = scontrol_pairs(text or "")
+    # sbatch passes the user's SLURM_TIME_FORMAT on to the job; ask for ISO times explicitly.
+    command = ["env", "SLURM_TIME_FORMAT=standard", "scontrol", "show", "job", "-o", job_id]
+    pairs = scontrol_pairs(_unless_unknown(runner, command) or "")
     preempted, started = _none(pairs.get("PreemptTime")), _none(pairs.get("StartTime"))
-    return preempted is not None and (started is None or preempted >= started)
+    if preempted is None:
+        return False
+    try:
+        return started is None or datetime.fromisoformat(preempted) >= datetime.fromisoformat(started)
+    except ValueError:
+        return True  # a preemption time we cannot compare: better a needless requeue than a lost job
 
 
 def cancel(job_id: str, runner: Runner = run) -> None:

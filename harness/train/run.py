@@ -106,8 +106,8 @@ def _train(
             print(f"rank {strategy.rank}: weights digest per local replica: {' '.join(digests)}", flush=True)
     finally:
         watchdog.stop()
-    if watchdog.heartbeats is not None:
-        watchdog.heartbeats.retire()
+        if watchdog.heartbeats is not None:
+            watchdog.heartbeats.retire()  # also when failing or preempted: no stale file for the next run
     if strategy.is_chief:
         evaluation = finish_run_dir(run_dir, config, data, trainer, result)
         reporter.message(result_lines(run_dir, evaluation, result))

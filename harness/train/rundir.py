@@ -59,19 +59,27 @@ def prepare(path: Path, *, overwrite: bool) -> None:
 def write_state(run_dir: Path, state: str, *, starting: bool = False, **fields: Any) -> None:
     """Update state.json, the run's own record of where it stands (sacct is often off or slow).
 
-    After `harness cancel`, what the dying job still writes (an epoch's progress, "preempted"
-    on SIGTERM, "failed") must not undo the cancellation; only a run that starts again
-    (`starting=True`) or that really completed replaces it.
+    After `harness cancel`, what the cancelled job still writes (its start if the cancel came
+    early, an epoch's progress, "preempted" on SIGTERM, "failed") must not undo the cancellation;
+    only a real completion, or a start by another job or process (`--resume`, a new submission),
+    replaces it.
     """
     previous = read_state(run_dir)
-    if previous.get("state") == "cancelled" and not starting and state != "completed":
+    restarted = starting and previous.get("job_id") != current_job_id()
+    if previous.get("state") == "cancelled" and state != "completed" and not restarted:
         return
     record = {**previous, **fields, "schema_version": STATE_SCHEMA_VERSION, "state": state}
     record["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
-    if starting or "host" not in record:  # where the chief runs now (a requeued job may move)
-        record["host"] = node_name()
-        record["job_id"] = os.environ.get("SLURM_JOB_ID")
+    if starting:  # where the chief runs now (a requeued job may move to another node)
+        record.update(host=node_name(), job_id=current_job_id())
+    record.setdefault("host", node_name())
+    record.setdefault("job_id", current_job_id())
     io.write_json(run_dir / STATE, record)
+
+
+def current_job_id() -> str | None:
+    """The job this process belongs to: Slurm's id, or the id submitit's local executor gave it."""
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
