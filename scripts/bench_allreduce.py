@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version
+from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version, start_process
 
 NAME = "bench_allreduce"
 MARK_BEGIN, MARK_END = markers(NAME)
@@ -173,18 +173,6 @@ def worker_args(args: argparse.Namespace, kind: str, implementation: str = "harn
     ]
 
 
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
 def collect(processes: list[subprocess.Popen[str]], timeout_s: float, label: str) -> dict[str, Any]:
     """Wait for every process; the result line comes from rank 0, wherever a launcher prints it."""
     deadline = time.monotonic() + timeout_s
@@ -223,19 +211,19 @@ def run_contender(name: str, args: argparse.Namespace, env: dict[str, str]) -> d
         implementation = "harness" if name == "multiworker_auto" else "ring"
         port = free_port_range(ranks)
         processes = [
-            start(worker_args(args, "tf", implementation), {**env, **launcher_env(rank, ranks, port)})
+            start_process(worker_args(args, "tf", implementation), {**env, **launcher_env(rank, ranks, port)})
             for rank in range(ranks)
         ]
     elif name.startswith("horovod"):
         controller = name.split("_", 1)[1]
         extra = ["--mpi-args=--allow-run-as-root"] if controller == "mpi" and os.geteuid() == 0 else []
         command = [horovodrun, "-np", str(ranks), "-H", f"localhost:{ranks}", f"--{controller}", *extra]
-        processes = [start([*command, *worker_args(args, "horovod")], env)]
+        processes = [start_process([*command, *worker_args(args, "horovod")], env)]
     else:
         mpirun = ["mpirun", "--bind-to", "none", "-np", str(ranks)]
         if os.geteuid() == 0:
             mpirun.insert(1, "--allow-run-as-root")
-        processes = [start([*mpirun, *worker_args(args, "mpi4py")], env)]
+        processes = [start_process([*mpirun, *worker_args(args, "mpi4py")], env)]
     return collect(processes, args.timeout, name)
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version
+from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version, start_process
 
 NAME = "bench_scaling"
 CONFIG = ROOT / "configs" / "synthetic_images.yaml"
@@ -97,18 +97,7 @@ def run_commands(commands: list[list[str]], env: dict[str, str], timeout_s: floa
                 if "starting:" in line:
                     seen.append(time.perf_counter() - started)
 
-    processes = [
-        subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for command in commands
-    ]
+    processes = [start_process(command, env) for command in commands]
     pumps = [threading.Thread(target=pump, args=(p,), daemon=True) for p in processes]
     for thread in pumps:
         thread.start()

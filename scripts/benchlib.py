@@ -85,6 +85,19 @@ def load_average() -> str:
         return "n/a"
 
 
+def start_process(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """A benchmark process in its own session (so a timeout kills its whole tree), output merged."""
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def pinning_env(hook_dir: Path, *pythonpath: Path) -> dict[str, str]:
     """Environment for every benchmark process: one core and one TF/OpenMP thread per worker."""
     (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
