@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version, start_process
+from benchlib import (
+    ROOT,
+    add_output_arguments,
+    load_average,
+    markers,
+    pinning_env,
+    publish,
+    source_version,
+    start_process,
+)
 
 NAME = "bench_allreduce"
 MARK_BEGIN, MARK_END = markers(NAME)
@@ -324,11 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--elements", type=int, default=16 * 2**20, help="float32 elements (64 MiB)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it is killed")
-    parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
-    parser.add_argument("--json", type=Path, help="also save the raw timings here")
-    parser.add_argument("--from-json", type=Path, help="re-render a section from timings saved with --json")
-    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
-    parser.add_argument("--no-write", action="store_true")
+    add_output_arguments(parser, "timings")
     parser.add_argument("--worker", choices=("tf", "horovod", "mpi4py"), help=argparse.SUPPRESS)
     parser.add_argument("--implementation", default="harness", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

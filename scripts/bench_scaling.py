@@ -42,7 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCHMARKS_MD, ROOT, load_average, markers, pinning_env, publish, source_version, start_process
+from benchlib import (
+    ROOT,
+    add_output_arguments,
+    load_average,
+    markers,
+    pinning_env,
+    publish,
+    source_version,
+    start_process,
+)
 
 NAME = "bench_scaling"
 CONFIG = ROOT / "configs" / "synthetic_images.yaml"
@@ -445,11 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-execution", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run before it is killed")
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a run that fails (reported)")
-    parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
-    parser.add_argument("--json", type=Path, help="also save the raw outcomes here")
-    parser.add_argument("--from-json", type=Path, help="re-render a section from outcomes saved with --json")
-    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
-    parser.add_argument("--no-write", action="store_true")
+    add_output_arguments(parser, "outcomes")
     parser.add_argument("--section", default=NAME, help="section name in the file (one per workload)")
     args = parser.parse_args(argv)
     if args.epochs < 2:

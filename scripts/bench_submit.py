@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCHMARKS_MD, ROOT, markers, publish
+from benchlib import ROOT, add_output_arguments, markers, publish
 
 SCRIPTS = Path(__file__).resolve().parent
 CLUSTER = ROOT / "slurm" / "cluster.sh"
@@ -190,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured pairs of runs first")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "default.yaml")
-    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
-    parser.add_argument("--no-write", action="store_true")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.config = args.config.resolve()
     section = markdown(measure(args), args)

@@ -16,10 +16,9 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from benchlib import BENCHMARKS_MD, ROOT, markers, publish
+from benchlib import ROOT, add_output_arguments, markers, publish
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -172,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps-per-execution", type=int, default=32)
-    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
-    parser.add_argument("--no-write", action="store_true")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     summary = measure(args)
     section = markdown(summary, args)

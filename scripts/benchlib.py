@@ -6,6 +6,7 @@ rewrites only that section, so the benchmarks can run separately and in any orde
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from pathlib import Path
@@ -54,6 +55,16 @@ def write_section(path: Path, name: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     io.write_text(path, text)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, what: str | None = None) -> None:
+    """--write/--no-write; with `what` (the raw figures' name) also --analysis, --json, --from-json."""
+    if what:
+        parser.add_argument("--analysis", type=Path, help="markdown file appended to the section (the findings)")
+        parser.add_argument("--json", type=Path, help=f"also save the raw {what} here")
+        parser.add_argument("--from-json", type=Path, help=f"re-render a section from {what} saved with --json")
+    parser.add_argument("--write", type=Path, default=BENCHMARKS_MD)
+    parser.add_argument("--no-write", action="store_true")
 
 
 def publish(name: str, section: str, path: Path | None) -> None:
