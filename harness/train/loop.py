@@ -241,8 +241,9 @@ class Trainer:
     ) -> dict[str, float]:
         """Accumulator values summed over replicas, plus those of a resumed partial epoch.
 
-        `stop` counts the ranks that asked to stop (preemption): it travels with the sums every
-        rank reads after each chunk, so all ranks see the same count and stop at the same step.
+        `sums["stop"]` counts the ranks that voted to stop (`stop_vote`: preemption or a time
+        limit): the vote travels with the sums every rank reads after each chunk, so all ranks see
+        the same count and stop at the same step.
         """
         *totals, votes = self.strategy.sum_variables(list(acc.values()), extra=1.0 if stop_vote else 0.0)
         sums = {name: float(total) + (offset or {}).get(name, 0.0) for name, total in zip(acc, totals, strict=True)}
