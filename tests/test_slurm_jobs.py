@@ -161,6 +161,9 @@ def release_requeued(job_id: str, run_dir: Path, timeout: float = 120.0) -> None
     while time.monotonic() < deadline:
         queued = squeue(job_id)
         if queued.startswith("PENDING"):
+            # slurmd refuses a credential created in the same second the old one was revoked
+            # ("Job credential revoked", the job then fails): release it two seconds later
+            time.sleep(2.0)
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
             return
         if not queued or queued.startswith(("COMPLETED", "FAILED", "CANCELLED")):

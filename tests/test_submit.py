@@ -705,6 +705,21 @@ def test_cancel_before_the_job_wrote_anything_is_kept(tmp_path: Path, monkeypatc
     assert rundir.read_state(tmp_path)["state"] == "cancelled"
 
 
+def test_cancel_still_reports_when_the_run_directory_cannot_be_written(
+    fake_slurm: Path, workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run_cli(["submit", "data.dataset=wine", "run.name=ro"], capsys)[0] == 0
+
+    def read_only(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(records, "update_submission", read_only)
+    code, out, err = run_cli(["cancel", str(workdir / "runs" / "ro")], capsys)
+    assert code == 0, err
+    assert f"cancelled job {FAKE_JOB_ID}, but could not record it" in out and "Permission denied" in out
+    assert (fake_slurm / "scancel").read_text().split() == [FAKE_JOB_ID]
+
+
 def test_status_of_unknown_targets_is_bad_input(
     fake_slurm: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

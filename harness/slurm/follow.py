@@ -337,9 +337,15 @@ def cancel(target: str) -> tuple[Run, str]:
     else:
         scheduler.cancel(run.job_id)
     when = records.now_utc()
-    records.update_submission(run.run_dir, cancelled=when)
-    if run.run_dir.is_dir():  # also before the job wrote anything: its start must not undo this
-        rundir.write_state(run.run_dir, "cancelled", cancelled=when, job_id=run.job_id)
+    try:
+        records.update_submission(run.run_dir, cancelled=when)
+        if run.run_dir.is_dir():  # also before the job wrote anything: its start must not undo this
+            rundir.write_state(run.run_dir, "cancelled", cancelled=when, job_id=run.job_id)
+    except OSError as err:  # the job is cancelled all the same; say what could not be noted
+        return run, (
+            f"cancelled job {run.job_id}, but could not record it in {run.run_dir} ({err.strerror or err}); "
+            "`harness status` will show how the job ended"
+        )
     return run, f"cancelled job {run.job_id} ({run.run_dir})"
 
 
