@@ -296,6 +296,100 @@ def test_missing_csv_file_names_the_resolved_path(tmp_path: Path) -> None:
         prepare_data(csv_config(Path("nope.csv")), seed=0, base_dir=tmp_path)
 
 
+def garbage_csv(path: Path, cells: dict[int, str], rows: int = 100) -> Path:
+    """'age' holds numbers except `cells` (row index -> text); 'color' is text; 'label' 0/1."""
+    lines = ["age,color,label"]
+    for i in range(rows):
+        lines.append(f"{cells.get(i, str(20 + i % 50))},{COLORS[i % 3]},{i % 2}")
+    return write(path, "\n".join(lines) + "\n")
+
+
+def test_numeric_column_with_a_few_stray_cells_is_refused_naming_lines_and_cells(tmp_path: Path) -> None:
+    path = garbage_csv(tmp_path / "ages.csv", {5: "abc", 17: "1.2.3", 40: "NA", 41: "x" * 500})
+    with pytest.raises(DataError) as err:
+        prepare_data(csv_config(path), seed=0)
+    message = str(err.value)
+    assert "ages.csv" in message and "'age'" in message
+    # the header is line 1, so row index 5 is on line 7; 'NA' is a missing value, not a stray cell
+    assert "line 7: 'abc'" in message and "line 19: '1.2.3'" in message and "line 42" not in message
+    assert "line 43: '" + "x" * 40 + "...'" in message and "x" * 41 not in message
+    assert "header being line 1" in message
+    assert "data.coerce_numeric=true" in message and "data.categorical" in message
+
+
+def test_coerce_numeric_reads_stray_cells_as_missing_values_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = garbage_csv(tmp_path / "ages.csv", {5: "abc", 17: "1.2.3", 40: "NA"})
+    data = prepare_data(csv_config(path, coerce_numeric=True, missing="median"), seed=0)
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: CSV file") and "ages.csv" in warning
+    assert "line 7: 'abc'" in warning and "line 19: '1.2.3'" in warning
+    assert data.notes["coerced_to_missing"] == {"age": 2}
+    assert data.notes["values_imputed"] == {"age": 3} and data.notes["rows_used"] == 100
+    assert data.notes["categorical_columns"] == ["color"], "age stays numeric, not 50 categories"
+    dropped = prepare_data(csv_config(path, coerce_numeric=True), seed=0)
+    assert dropped.notes["rows_used"] == 97 and dropped.notes["missing_values"] == {"age": 3}
+
+
+def test_text_columns_and_forced_categorical_columns_are_not_stray_cells(tmp_path: Path) -> None:
+    text = garbage_csv(tmp_path / "codes.csv", {i: f"code{i}" for i in range(0, 100, 4)})
+    data = prepare_data(csv_config(text), seed=0)  # a quarter of the cells are words: a text column
+    assert data.notes["categorical_columns"] == ["age", "color"]
+    forced = garbage_csv(tmp_path / "forced.csv", {5: "abc"})
+    data = prepare_data(csv_config(forced, categorical=["age"]), seed=0)
+    assert "abc" in data.preprocessor.table.columns[0].categories  # type: ignore[union-attr]
+
+
+def test_numeric_target_with_stray_cells_suggests_classification(tmp_path: Path) -> None:
+    lines = ["x,y"] + [f"{i},{'oops' if i == 3 else i * 0.5}" for i in range(60)]
+    path = write(tmp_path / "reg.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"'y'.*line 5: 'oops'.*data.task=classification"):
+        prepare_data(csv_config(path, target="y"), seed=0)
+    data = prepare_data(csv_config(path, target="y", coerce_numeric=True), seed=0)
+    assert data.task == "regression" and data.notes["rows_dropped_missing_target"] == 1
+
+
+def test_infinite_cells_are_stray_cells_too(tmp_path: Path) -> None:
+    path = garbage_csv(tmp_path / "inf.csv", {8: "inf"})
+    with pytest.raises(DataError, match="line 10: 'inf'"):
+        prepare_data(csv_config(path), seed=0)
+    assert prepare_data(csv_config(path, coerce_numeric=True), seed=0).notes["coerced_to_missing"] == {"age": 1}
+
+
+def test_numbers_with_a_decimal_comma_are_refused_not_read_as_categories(tmp_path: Path) -> None:
+    lines = ["price;label"] + [f"{i},5;{i % 2}" for i in range(30)]
+    path = write(tmp_path / "comma.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"comma\.csv.*'price'.*decimal comma.*line 2: '0,5'"):
+        prepare_data(csv_config(path, coerce_numeric=True), seed=0)
+
+
+def test_line_numbers_count_from_the_header_and_follow_multi_line_cells(tmp_path: Path) -> None:
+    table = read_csv(write(tmp_path / "t.csv", 'a,b\n1,"two\nlines"\n\n3,x\n'))
+    assert table.lines.tolist() == [2, 5]
+
+
+def test_missing_cells_are_named_for_what_they_are_at_predict_time(tmp_path: Path) -> None:
+    data = prepare_data(csv_config(animals_csv(tmp_path / "animals.csv")), seed=0)
+    holes = write(tmp_path / "holes.csv", "size,color\n1.0,red\nNA,red\n,blue\n2.0,null\n")
+    with pytest.raises(DataError) as err:
+        data.preprocessor.transform_file(holes)
+    message = str(err.value)
+    assert "holes.csv" in message and "'size'" in message and "data.missing=drop" in message
+    assert "line 3: 'NA' (a missing-value marker), line 4: an empty cell" in message
+    typo = write(tmp_path / "typo.csv", "size,color\n1.0,red\n1..5,red\n")
+    with pytest.raises(DataError, match=r"typo\.csv.*'size'.*line 3: '1\.\.5'"):
+        data.preprocessor.transform_file(typo)
+
+
+def test_a_header_with_thousands_of_columns_is_listed_briefly(tmp_path: Path) -> None:
+    header = ",".join(f"column_number_{i}" for i in range(5000))
+    path = write(tmp_path / "wide.csv", header + "\n")
+    with pytest.raises(DataError) as err:
+        prepare_data(csv_config(path, target="column_number_0"), seed=0)
+    assert "and 4970 more" in str(err.value) and len(str(err.value)) < 2000
+
+
 # --- NPZ and image folders ----------------------------------------------------------------------
 
 
