@@ -12,10 +12,10 @@ import tensorflow as tf
 from sklearn.datasets import load_diabetes
 
 from harness.config.schema import DataConfig, SyntheticConfig
-from harness.data import DATASETS, PreparedData, Preprocessor, make_dataset, prepare_data, sample_order
+from harness.data import DATASETS, PreparedData, Preprocessor, make_dataset, memory, prepare_data, sample_order
 from harness.data.split import split_indices
 from harness.data.table import Kind, Missing, TableEncoder, read_csv
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 
 COLORS = ("red", "green", "blue")
 ANIMAL_OF = {"red": "cat", "green": "dog", "blue": "bird"}
@@ -551,6 +551,83 @@ def test_loading_a_missing_damaged_or_newer_preprocessor_fails_clearly(tmp_path:
     del saved["scaling"]
     with pytest.raises(DataError, match="damaged"):
         Preprocessor.load(write(tmp_path / "damaged.json", json.dumps(saved)))
+
+
+# --- memory estimates before big allocations -----------------------------------------------------
+
+
+def test_meminfo_cgroup_and_byte_formatting() -> None:
+    assert memory.meminfo_available("MemTotal: 100 kB\nMemAvailable:    2048 kB\n") == 2048 * 1024
+    assert memory.meminfo_available("MemTotal: 100 kB\n") is None
+    assert [memory.format_bytes(n) for n in (512, 1500, 2.5e9, 7e15)] == ["512 bytes", "1.5 kB", "2.5 GB", "7000.0 TB"]
+    assert memory.inputs_bytes(10**9, (20000, 20000, 3)) == 4_800_000_000_000_000_000
+
+
+def test_cgroup_headroom_takes_the_tightest_limit_of_any_ancestor(tmp_path: Path) -> None:
+    job = tmp_path / "slurm" / "job_7"
+    step = job / "step_0"
+    step.mkdir(parents=True)
+    (step / "memory.max").write_text("max\n")
+    (step / "memory.current").write_text("100\n")
+    (job / "memory.max").write_text("1000\n")
+    (job / "memory.current").write_text("400\n")
+    assert memory.cgroup_headroom(tmp_path, "0::/slurm/job_7/step_0\n") == 600
+    assert memory.cgroup_headroom(tmp_path, "0::/\n") is None
+    assert memory.cgroup_headroom(tmp_path, "4:memory:/x\n") is None  # cgroup v1: not read
+
+
+@pytest.fixture
+def small_memory(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pretend 10 MB are available, so tests can ask for more without allocating it."""
+    available = 10_000_000
+    monkeypatch.setattr(memory, "available_memory", lambda: (available, "a test's figure"))
+    return available
+
+
+def test_synthetic_images_too_big_are_refused_before_generating(small_memory: int) -> None:
+    cfg = DataConfig.model_validate(
+        {"dataset": "synthetic_images", "synthetic": {"samples": 100, "image_shape": [64, 64, 3]}}
+    )
+    with pytest.raises(ConfigError) as err:
+        prepare_data(cfg, seed=0)
+    message = str(err.value)
+    assert "data.synthetic.samples=100" in message and "data.synthetic.image_shape=[64, 64, 3]" in message
+    assert "about 24.6 MB" in message and "10.0 MB available (a test's figure)" in message
+    small = cfg.model_copy(update={"synthetic": SyntheticConfig(samples=10, image_shape=(16, 16, 3))})
+    assert len(prepare_data(small, seed=0).x_train) > 0
+
+
+def test_synthetic_tabular_too_big_is_refused(small_memory: int) -> None:
+    cfg = DataConfig.model_validate({"dataset": "synthetic_tabular", "synthetic": {"samples": 10**6}})
+    with pytest.raises(ConfigError, match=r"data.synthetic.samples=1000000 with data.synthetic.features=20"):
+        prepare_data(cfg, seed=0)
+
+
+def test_image_folder_with_a_huge_image_size_is_refused_before_reading(tmp_path: Path, small_memory: int) -> None:
+    write_images(tmp_path / "imgs", {"a": 0, "b": 200})
+    cfg = DataConfig(dataset="image_folder", path=str(tmp_path / "imgs"), image_size=(20000, 20000))
+    with pytest.raises(ConfigError) as err:
+        prepare_data(cfg, seed=0)
+    assert "data.image_size=[20000, 20000]" in str(err.value) and "10 rgb images" in str(err.value)
+
+
+def test_npz_whose_arrays_do_not_fit_is_refused_from_the_headers(tmp_path: Path, small_memory: int) -> None:
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, x=np.zeros((1000, 1000), np.float32), y=np.zeros(1000))
+    assert path.stat().st_size < 100_000, "compressed, the file says nothing about the arrays' size"
+    cfg = DataConfig(dataset="npz", path=str(path))
+    with pytest.raises(ConfigError, match=r"big\.npz \(1001000 numbers in 2 arrays\)"):
+        prepare_data(cfg, seed=0)
+
+
+def test_csv_id_column_one_hot_encoded_beyond_memory_is_refused(tmp_path: Path, small_memory: int) -> None:
+    lines = ["id,size,label"] + [f"user{i},{i},{i % 2}" for i in range(2000)]
+    path = write(tmp_path / "ids.csv", "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        prepare_data(csv_config(path), seed=0)
+    message = str(err.value)
+    assert "ids.csv" in message and "column 'id' alone gives 1400" in message and "data.features" in message
+    assert len(prepare_data(csv_config(path, features=["size"]), seed=0).x_train) == 1400
 
 
 # --- tf.data pipelines --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.config.schema import DataConfig, SyntheticConfig
+from harness.data.memory import check_memory, inputs_bytes
 from harness.data.raw import RawData
 from harness.data.registry import DATASETS
 
@@ -38,6 +39,11 @@ def class_patterns(classes: int, shape: tuple[int, int, int], rng: np.random.Gen
 def load_synthetic_images(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     """data.synthetic.samples images: their class's pattern plus noise, clipped to [0, 1]."""
     spec = cfg.synthetic
+    check_memory(
+        inputs_bytes(spec.samples, spec.image_shape),
+        f"data.synthetic.samples={spec.samples} with data.synthetic.image_shape={list(spec.image_shape)}",
+        "Lower data.synthetic.samples or data.synthetic.image_shape.",
+    )
     rng = np.random.default_rng(seed)
     y = balanced_labels(spec.samples, spec.classes, rng)
     patterns = class_patterns(spec.classes, spec.image_shape, rng)
@@ -57,6 +63,11 @@ def load_synthetic_images(cfg: DataConfig, seed: int, base_dir: Path) -> RawData
 def load_synthetic_tabular(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     """Gaussian clusters, one centre per class; with data.task=regression a noisy linear target."""
     spec = cfg.synthetic
+    check_memory(
+        2 * inputs_bytes(spec.samples, (spec.features,)),  # generated as float64
+        f"data.synthetic.samples={spec.samples} with data.synthetic.features={spec.features}",
+        "Lower data.synthetic.samples or data.synthetic.features.",
+    )
     rng = np.random.default_rng(seed)
     names = [f"f{i}" for i in range(spec.features)]
     if cfg.task == "regression":
