@@ -592,9 +592,16 @@ def test_synthetic_images_too_big_are_refused_before_generating(small_memory: in
         prepare_data(cfg, seed=0)
     message = str(err.value)
     assert "data.synthetic.samples=100" in message and "data.synthetic.image_shape=[64, 64, 3]" in message
-    assert "about 24.6 MB" in message and "10.0 MB available (a test's figure)" in message
+    assert "about 27.0 MB" in message and "10.0 MB available (a test's figure)" in message
     small = cfg.model_copy(update={"synthetic": SyntheticConfig(samples=10, image_shape=(16, 16, 3))})
     assert len(prepare_data(small, seed=0).x_train) > 0
+
+
+@pytest.mark.parametrize("name", ["synthetic_images", "synthetic_tabular"])
+def test_more_synthetic_classes_than_samples_are_refused(name: str) -> None:
+    cfg = DataConfig.model_validate({"dataset": name, "synthetic": {"samples": 50, "classes": 1_000_000}})
+    with pytest.raises(ConfigError, match=r"data.synthetic.classes=1000000 with data.synthetic.samples=50"):
+        prepare_data(cfg, seed=0)
 
 
 def test_synthetic_tabular_too_big_is_refused(small_memory: int) -> None:
