@@ -145,3 +145,94 @@ def test_predict_on_missing_run_dir(workdir: Path, capsys: pytest.CaptureFixture
 def test_report_on_non_run_dir(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", str(workdir)]) == 2
     assert str(workdir) in capsys.readouterr().err
+
+
+# --- data, training loop and saved models ---
+
+IRIS_MLP = ["data.dataset=iris", "model.name=mlp"]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time, to prove nothing changed."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def run_bad_unchanged(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`run_bad`, and the working folder holds exactly the files it held before."""
+    before = snapshot(workdir)
+    err = run_bad(workdir, capsys, *args)
+    assert snapshot(workdir) == before, "bad input must not write, change or delete files"
+    return err
+
+
+def garbage_rows(cells: dict[int, str]) -> str:
+    """A header and 100 rows; 'age' is numeric but for `cells` (row index -> text)."""
+    rows = [f"{cells.get(i, str(20 + i % 50))},{'rgb'[i % 3]},{i % 2}" for i in range(100)]
+    return "age,color,label\n" + "\n".join(rows) + "\n"
+
+
+def test_numeric_csv_column_with_garbage_cells(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = csv_file(workdir, garbage_rows({3: "abc", 50: "1.2.3", 60: "NA"}))
+    err = run_bad_unchanged(
+        workdir, capsys, "data.dataset=csv", f"data.path={path}", "data.target=label", "model.name=mlp"
+    )
+    assert "table.csv" in err and "'age'" in err
+    assert "line 5: 'abc'" in err and "line 52: '1.2.3'" in err and "'NA'" not in err
+    assert "header being line 1" in err and "data.coerce_numeric=true" in err
+
+
+def test_csv_numbers_with_a_decimal_comma(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = "\n".join(f"{i},25;{i % 2}" for i in range(40))
+    path = csv_file(workdir, "price;label\n" + rows + "\n")
+    err = run_bad_unchanged(
+        workdir, capsys, "data.dataset=csv", f"data.path={path}", "data.target=label", "model.name=mlp"
+    )
+    assert "table.csv" in err and "'price'" in err and "decimal comma" in err and "line 2: '0,25'" in err
+
+
+def test_batch_size_larger_than_the_training_split(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_bad_unchanged(workdir, capsys, *IRIS_MLP, "training.batch_size=1000000000")
+    assert "training.batch_size=1000000000" in err and "106 training samples" in err
+    assert "training.batch_size=106 or less" in err
+
+
+def test_synthetic_images_beyond_memory(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_bad_unchanged(
+        workdir, capsys, "data.dataset=synthetic_images", "data.synthetic.samples=100000000", "model.name=mlp"
+    )
+    assert "data.synthetic.samples=100000000" in err and "data.synthetic.image_shape=[32, 32, 3]" in err
+    assert "needs about 6.1 TB" in err and "available" in err
+
+
+def test_image_size_beyond_memory(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    for name in ("cats", "dogs"):
+        (workdir / "pics" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(workdir / "pics" / name / f"{i}.png")
+    err = run_bad_unchanged(
+        workdir,
+        capsys,
+        "data.dataset=image_folder",
+        f"data.path={workdir / 'pics'}",
+        "data.image_size=[200000,200000]",
+        "model.name=mlp",
+    )
+    assert "data.image_size=[200000, 200000]" in err and "6 rgb images" in err and "needs about" in err
+
+
+def test_truncated_keras_file_is_not_called_missing(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.save(workdir / "whole.keras")
+    data = (workdir / "whole.keras").read_bytes()
+    (workdir / "cut.keras").write_bytes(data[: len(data) // 2])
+    err = run_bad_unchanged(workdir, capsys, *IRIS_MLP, f"model.name={workdir / 'cut.keras'}")
+    assert "cut.keras" in err and "not a valid Keras model file" in err and "truncated" in err
+    assert "not found" not in err.lower() and "does not exist" not in err

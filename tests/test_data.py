@@ -12,10 +12,10 @@ import tensorflow as tf
 from sklearn.datasets import load_diabetes
 
 from harness.config.schema import DataConfig, SyntheticConfig
-from harness.data import DATASETS, PreparedData, Preprocessor, make_dataset, prepare_data, sample_order
+from harness.data import DATASETS, PreparedData, Preprocessor, make_dataset, memory, prepare_data, sample_order
 from harness.data.split import split_indices
 from harness.data.table import Kind, Missing, TableEncoder, read_csv
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 
 COLORS = ("red", "green", "blue")
 ANIMAL_OF = {"red": "cat", "green": "dog", "blue": "bird"}
@@ -296,6 +296,100 @@ def test_missing_csv_file_names_the_resolved_path(tmp_path: Path) -> None:
         prepare_data(csv_config(Path("nope.csv")), seed=0, base_dir=tmp_path)
 
 
+def garbage_csv(path: Path, cells: dict[int, str], rows: int = 100) -> Path:
+    """'age' holds numbers except `cells` (row index -> text); 'color' is text; 'label' 0/1."""
+    lines = ["age,color,label"]
+    for i in range(rows):
+        lines.append(f"{cells.get(i, str(20 + i % 50))},{COLORS[i % 3]},{i % 2}")
+    return write(path, "\n".join(lines) + "\n")
+
+
+def test_numeric_column_with_a_few_stray_cells_is_refused_naming_lines_and_cells(tmp_path: Path) -> None:
+    path = garbage_csv(tmp_path / "ages.csv", {5: "abc", 17: "1.2.3", 40: "NA", 41: "x" * 500})
+    with pytest.raises(DataError) as err:
+        prepare_data(csv_config(path), seed=0)
+    message = str(err.value)
+    assert "ages.csv" in message and "'age'" in message
+    # the header is line 1, so row index 5 is on line 7; 'NA' is a missing value, not a stray cell
+    assert "line 7: 'abc'" in message and "line 19: '1.2.3'" in message and "line 42" not in message
+    assert "line 43: '" + "x" * 40 + "...'" in message and "x" * 41 not in message
+    assert "header being line 1" in message
+    assert "data.coerce_numeric=true" in message and "data.categorical" in message
+
+
+def test_coerce_numeric_reads_stray_cells_as_missing_values_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = garbage_csv(tmp_path / "ages.csv", {5: "abc", 17: "1.2.3", 40: "NA"})
+    data = prepare_data(csv_config(path, coerce_numeric=True, missing="median"), seed=0)
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: CSV file") and "ages.csv" in warning
+    assert "line 7: 'abc'" in warning and "line 19: '1.2.3'" in warning
+    assert data.notes["coerced_to_missing"] == {"age": 2}
+    assert data.notes["values_imputed"] == {"age": 3} and data.notes["rows_used"] == 100
+    assert data.notes["categorical_columns"] == ["color"], "age stays numeric, not 50 categories"
+    dropped = prepare_data(csv_config(path, coerce_numeric=True), seed=0)
+    assert dropped.notes["rows_used"] == 97 and dropped.notes["missing_values"] == {"age": 3}
+
+
+def test_text_columns_and_forced_categorical_columns_are_not_stray_cells(tmp_path: Path) -> None:
+    text = garbage_csv(tmp_path / "codes.csv", {i: f"code{i}" for i in range(0, 100, 4)})
+    data = prepare_data(csv_config(text), seed=0)  # a quarter of the cells are words: a text column
+    assert data.notes["categorical_columns"] == ["age", "color"]
+    forced = garbage_csv(tmp_path / "forced.csv", {5: "abc"})
+    data = prepare_data(csv_config(forced, categorical=["age"]), seed=0)
+    assert "abc" in data.preprocessor.table.columns[0].categories  # type: ignore[union-attr]
+
+
+def test_numeric_target_with_stray_cells_suggests_classification(tmp_path: Path) -> None:
+    lines = ["x,y"] + [f"{i},{'oops' if i == 3 else i * 0.5}" for i in range(60)]
+    path = write(tmp_path / "reg.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"'y'.*line 5: 'oops'.*data.task=classification"):
+        prepare_data(csv_config(path, target="y"), seed=0)
+    data = prepare_data(csv_config(path, target="y", coerce_numeric=True), seed=0)
+    assert data.task == "regression" and data.notes["rows_dropped_missing_target"] == 1
+
+
+def test_infinite_cells_are_stray_cells_too(tmp_path: Path) -> None:
+    path = garbage_csv(tmp_path / "inf.csv", {8: "inf"})
+    with pytest.raises(DataError, match="line 10: 'inf'"):
+        prepare_data(csv_config(path), seed=0)
+    assert prepare_data(csv_config(path, coerce_numeric=True), seed=0).notes["coerced_to_missing"] == {"age": 1}
+
+
+def test_numbers_with_a_decimal_comma_are_refused_not_read_as_categories(tmp_path: Path) -> None:
+    lines = ["price;label"] + [f"{i},5;{i % 2}" for i in range(30)]
+    path = write(tmp_path / "comma.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"comma\.csv.*'price'.*decimal comma.*line 2: '0,5'"):
+        prepare_data(csv_config(path, coerce_numeric=True), seed=0)
+
+
+def test_line_numbers_count_from_the_header_and_follow_multi_line_cells(tmp_path: Path) -> None:
+    table = read_csv(write(tmp_path / "t.csv", 'a,b\n1,"two\nlines"\n\n3,x\n'))
+    assert table.lines.tolist() == [2, 5]
+
+
+def test_missing_cells_are_named_for_what_they_are_at_predict_time(tmp_path: Path) -> None:
+    data = prepare_data(csv_config(animals_csv(tmp_path / "animals.csv")), seed=0)
+    holes = write(tmp_path / "holes.csv", "size,color\n1.0,red\nNA,red\n,blue\n2.0,null\n")
+    with pytest.raises(DataError) as err:
+        data.preprocessor.transform_file(holes)
+    message = str(err.value)
+    assert "holes.csv" in message and "'size'" in message and "data.missing=drop" in message
+    assert "line 3: 'NA' (a missing-value marker), line 4: an empty cell" in message
+    typo = write(tmp_path / "typo.csv", "size,color\n1.0,red\n1..5,red\n")
+    with pytest.raises(DataError, match=r"typo\.csv.*'size'.*line 3: '1\.\.5'"):
+        data.preprocessor.transform_file(typo)
+
+
+def test_a_header_with_thousands_of_columns_is_listed_briefly(tmp_path: Path) -> None:
+    header = ",".join(f"column_number_{i}" for i in range(5000))
+    path = write(tmp_path / "wide.csv", header + "\n")
+    with pytest.raises(DataError) as err:
+        prepare_data(csv_config(path, target="column_number_0"), seed=0)
+    assert "and 4970 more" in str(err.value) and len(str(err.value)) < 2000
+
+
 # --- NPZ and image folders ----------------------------------------------------------------------
 
 
@@ -457,6 +551,90 @@ def test_loading_a_missing_damaged_or_newer_preprocessor_fails_clearly(tmp_path:
     del saved["scaling"]
     with pytest.raises(DataError, match="damaged"):
         Preprocessor.load(write(tmp_path / "damaged.json", json.dumps(saved)))
+
+
+# --- memory estimates before big allocations -----------------------------------------------------
+
+
+def test_meminfo_cgroup_and_byte_formatting() -> None:
+    assert memory.meminfo_available("MemTotal: 100 kB\nMemAvailable:    2048 kB\n") == 2048 * 1024
+    assert memory.meminfo_available("MemTotal: 100 kB\n") is None
+    assert [memory.format_bytes(n) for n in (512, 1500, 2.5e9, 7e15)] == ["512 bytes", "1.5 kB", "2.5 GB", "7000.0 TB"]
+    assert memory.inputs_bytes(10**9, (20000, 20000, 3)) == 4_800_000_000_000_000_000
+
+
+def test_cgroup_headroom_takes_the_tightest_limit_of_any_ancestor(tmp_path: Path) -> None:
+    job = tmp_path / "slurm" / "job_7"
+    step = job / "step_0"
+    step.mkdir(parents=True)
+    (step / "memory.max").write_text("max\n")
+    (step / "memory.current").write_text("100\n")
+    (job / "memory.max").write_text("1000\n")
+    (job / "memory.current").write_text("400\n")
+    assert memory.cgroup_headroom(tmp_path, "0::/slurm/job_7/step_0\n") == 600
+    assert memory.cgroup_headroom(tmp_path, "0::/\n") is None
+    assert memory.cgroup_headroom(tmp_path, "4:memory:/x\n") is None  # cgroup v1: not read
+
+
+@pytest.fixture
+def small_memory(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pretend 10 MB are available, so tests can ask for more without allocating it."""
+    available = 10_000_000
+    monkeypatch.setattr(memory, "available_memory", lambda: (available, "a test's figure"))
+    return available
+
+
+def test_synthetic_images_too_big_are_refused_before_generating(small_memory: int) -> None:
+    cfg = DataConfig.model_validate(
+        {"dataset": "synthetic_images", "synthetic": {"samples": 100, "image_shape": [64, 64, 3]}}
+    )
+    with pytest.raises(ConfigError) as err:
+        prepare_data(cfg, seed=0)
+    message = str(err.value)
+    assert "data.synthetic.samples=100" in message and "data.synthetic.image_shape=[64, 64, 3]" in message
+    assert "about 27.0 MB" in message and "10.0 MB available (a test's figure)" in message
+    small = cfg.model_copy(update={"synthetic": SyntheticConfig(samples=10, image_shape=(16, 16, 3))})
+    assert len(prepare_data(small, seed=0).x_train) > 0
+
+
+@pytest.mark.parametrize("name", ["synthetic_images", "synthetic_tabular"])
+def test_more_synthetic_classes_than_samples_are_refused(name: str) -> None:
+    cfg = DataConfig.model_validate({"dataset": name, "synthetic": {"samples": 50, "classes": 1_000_000}})
+    with pytest.raises(ConfigError, match=r"data.synthetic.classes=1000000 with data.synthetic.samples=50"):
+        prepare_data(cfg, seed=0)
+
+
+def test_synthetic_tabular_too_big_is_refused(small_memory: int) -> None:
+    cfg = DataConfig.model_validate({"dataset": "synthetic_tabular", "synthetic": {"samples": 10**6}})
+    with pytest.raises(ConfigError, match=r"data.synthetic.samples=1000000 with data.synthetic.features=20"):
+        prepare_data(cfg, seed=0)
+
+
+def test_image_folder_with_a_huge_image_size_is_refused_before_reading(tmp_path: Path, small_memory: int) -> None:
+    write_images(tmp_path / "imgs", {"a": 0, "b": 200})
+    cfg = DataConfig(dataset="image_folder", path=str(tmp_path / "imgs"), image_size=(20000, 20000))
+    with pytest.raises(ConfigError) as err:
+        prepare_data(cfg, seed=0)
+    assert "data.image_size=[20000, 20000]" in str(err.value) and "10 rgb images" in str(err.value)
+
+
+def test_npz_whose_arrays_do_not_fit_is_refused_from_the_headers(tmp_path: Path, small_memory: int) -> None:
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, x=np.zeros((1000, 1000), np.float32), y=np.zeros(1000))
+    assert path.stat().st_size < 100_000, "compressed, the file says nothing about the arrays' size"
+    cfg = DataConfig(dataset="npz", path=str(path))
+    with pytest.raises(ConfigError, match=r"big\.npz \(1001000 numbers in 2 arrays\)"):
+        prepare_data(cfg, seed=0)
+
+
+def test_csv_id_column_one_hot_encoded_beyond_memory_is_refused(tmp_path: Path, small_memory: int) -> None:
+    lines = ["id,size,label"] + [f"user{i},{i},{i % 2}" for i in range(2000)]
+    path = write(tmp_path / "ids.csv", "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        prepare_data(csv_config(path), seed=0)
+    message = str(err.value)
+    assert "ids.csv" in message and "column 'id' alone gives 1400" in message and "data.features" in message
+    assert len(prepare_data(csv_config(path, features=["size"]), seed=0).x_train) == 1400
 
 
 # --- tf.data pipelines --------------------------------------------------------------------------

@@ -223,11 +223,55 @@ def test_keras_file_with_other_input_shape_shows_both(saved_cnn: tuple[Path, ker
         build(tiny(name=str(path)), (16, 16, 1))
 
 
-def test_text_file_named_keras_is_rejected(tmp_path: Path) -> None:
+def test_text_file_named_keras_is_not_reported_as_missing(tmp_path: Path) -> None:
     path = tmp_path / "x.keras"
     path.write_text("not a model")
-    with pytest.raises(ModelError, match=r"x\.keras.*not a loadable Keras model"):
+    with pytest.raises(ModelError) as err:
         build(tiny(name=str(path)))
+    message = str(err.value)
+    assert "x.keras" in message and "exists (11 bytes)" in message and "not a zip archive" in message
+    assert "not found" not in message.lower()
+
+
+def test_truncated_keras_file_says_it_is_damaged(saved_cnn: tuple[Path, keras.Model]) -> None:
+    path, _ = saved_cnn
+    cut = path.with_name("cut.keras")
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelError) as err:
+        build(tiny(name=str(cut)), (8, 8, 1), outputs=3)
+    message = str(err.value)
+    assert "cut.keras" in message and "not a valid Keras model file" in message and "truncated" in message
+    assert "not found" not in message.lower()
+
+
+def test_zip_without_a_model_config_and_a_folder_are_named(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "weights_only.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.weights.h5", b"")
+    with pytest.raises(ModelError, match=r"weights_only\.keras.*zip archive.*no config\.json.*model\.weights\.h5"):
+        build(tiny(name=str(path)))
+    (tmp_path / "folder.keras").mkdir()
+    with pytest.raises(ModelError, match=r"folder\.keras.*is a folder"):
+        build(tiny(name=str(tmp_path / "folder.keras")))
+
+
+def test_keras_file_that_keras_cannot_load_quotes_a_short_error(
+    saved_cnn: tuple[Path, keras.Model], tmp_path: Path
+) -> None:
+    import zipfile
+
+    path, _ = saved_cnn
+    broken = tmp_path / "broken.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(broken, "w") as target:
+        unknown_layer = b'{"class_name": "' + b"Nope" * 500 + b'"}'
+        for item in source.infolist():
+            target.writestr(item, unknown_layer if item.filename == "config.json" else source.read(item))
+    with pytest.raises(ModelError) as err:
+        build(tiny(name=str(broken)), (8, 8, 1), outputs=3)
+    message = str(err.value)
+    assert "broken.keras" in message and "cannot be loaded" in message and len(message) < 600
 
 
 def test_missing_keras_file_is_named(tmp_path: Path) -> None:

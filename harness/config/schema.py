@@ -43,6 +43,11 @@ class DataConfig(Section):
         None, description="csv: categorical feature columns (default: non-numeric columns)"
     )
     missing: Literal["drop", "mean", "median", "most_frequent"] = "drop"
+    coerce_numeric: bool = Field(
+        False,
+        description="csv: read the few non-numeric cells of a mostly numeric column as missing values "
+        "(with a warning) instead of refusing the file",
+    )
     task: Literal["auto", "classification", "regression"] = "auto"
     validation_split: float = Field(0.15, gt=0.0, lt=1.0)
     test_split: float = Field(0.15, gt=0.0, lt=1.0)

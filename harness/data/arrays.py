@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from harness.config.schema import DataConfig
+from harness.data.memory import FLOAT32, check_memory
 from harness.data.raw import RawData, resolve_data_path
 from harness.data.registry import DATASETS
 from harness.errors import DataError
@@ -23,6 +25,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                 raise DataError(
                     f"NPZ file {path} must be an .npz archive (np.savez). Received: a single .npy array"
                 )
+            _check_size(path, archive)
             return {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise DataError(f"NPZ file {path} does not exist.") from None
@@ -30,6 +33,33 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(
             f"NPZ file {path} cannot be read as a NumPy .npz archive of plain arrays: {err}"
         ) from None
+
+
+def _check_size(path: Path, archive: np.lib.npyio.NpzFile) -> None:
+    """Refuse an archive whose arrays would not fit in memory, from their headers alone.
+
+    A compressed archive can be a thousand times smaller than its arrays, so the file size says
+    nothing; each .npy header gives the shape without reading the data.
+    """
+    elements = 0
+    if archive.zip is None:
+        return
+    members = set(archive.zip.namelist())
+    for name in archive.files:
+        with archive.zip.open(f"{name}.npy" if f"{name}.npy" in members else name) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape = np.lib.format.read_array_header_1_0(stream)[0]
+            elif version == (2, 0):
+                shape = np.lib.format.read_array_header_2_0(stream)[0]
+            else:
+                return  # a newer header format: NumPy itself reports what it cannot read
+        elements += math.prod(shape)
+    check_memory(
+        elements * FLOAT32,
+        f"NPZ file {path} ({elements} numbers in {len(archive.files)} arrays)",
+        "Use a smaller file (a subset of the samples, or smaller images).",
+    )
 
 
 def pick_array(arrays: dict[str, np.ndarray], key: str, config_key: str, path: Path) -> np.ndarray:

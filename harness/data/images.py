@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.config.schema import DataConfig
+from harness.data.memory import check_memory, inputs_bytes
 from harness.data.raw import RawData, resolve_data_path
 from harness.data.registry import DATASETS
 from harness.errors import DataError
@@ -57,6 +58,11 @@ def read_images(paths: list[Path], spec: ImageSpec) -> np.ndarray:
     """
     from keras.utils import img_to_array, load_img
 
+    check_memory(
+        inputs_bytes(len(paths), (*spec.size, spec.channels)),
+        f"{len(paths)} {spec.color_mode} images resized to data.image_size={list(spec.size)}",
+        "Lower data.image_size (every image is resized to it), or read fewer images.",
+    )
     out = np.empty((len(paths), *spec.size, spec.channels), dtype=np.float32)
     for i, path in enumerate(paths):
         try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.raw import RawData, Task
+from harness.data.table import cell_text
 from harness.errors import DataError
 
 MAX_AUTO_CLASSES = 20
@@ -75,7 +76,7 @@ def _class_targets(raw: RawData, reason: str) -> Targets:
     if len(present) < 2:
         raise DataError(
             f"target {raw.target_name!r} of {raw.source} must hold at least 2 classes for classification. "
-            f"Received: only the class {names[int(present[0])]!r} in {len(y)} rows."
+            f"Received: only the class {cell_text(names[int(present[0])])} in {len(y)} rows."
         )
     return Targets("classification", indices.astype(np.int64), names, None, reason)
 
@@ -85,7 +86,7 @@ def _regression_targets(raw: RawData, reason: str) -> Targets:
         example = raw.y.reshape(-1)[0]
         raise DataError(
             f"target {raw.target_name!r} of {raw.source} must be numbers for data.task=regression. "
-            f"Received: text such as {str(example)!r}. Use data.task=classification or auto."
+            f"Received: text such as {cell_text(str(example))}. Use data.task=classification or auto."
         )
     y = raw.y.astype(np.float64)
     y = y[:, None] if y.ndim == 1 else y

@@ -10,6 +10,7 @@ import numpy as np
 
 from harness.config.schema import DataConfig
 from harness.data.labels import Targets, resolve_targets
+from harness.data.memory import check_memory, inputs_bytes
 from harness.data.prepared import PreparedData
 from harness.data.preprocess import Preprocessor, Scaler, TargetScaler
 from harness.data.raw import RawData
@@ -85,12 +86,25 @@ def _numeric_inputs(
     """
     if raw.table is not None:
         encoder = TableEncoder.fit(raw.table.take(train), raw.column_kinds, missing)
+        _check_encoded_size(raw, encoder)
         x, filled = encoder.encode(raw.table)
         return x, encoder, filled
     x = cast(np.ndarray, raw.x)
     names = raw.feature_names
     named = names is not None and x.ndim == 2 and len(names) == x.shape[1]
     return x, TableEncoder.numeric(names) if named and names else None, {}
+
+
+def _check_encoded_size(raw: RawData, encoder: TableEncoder) -> None:
+    """One-hot encoding gives a column one input per category: an ID-like column can need terabytes."""
+    widest = max(encoder.columns, key=lambda column: column.width)
+    width = sum(column.width for column in encoder.columns)
+    check_memory(
+        inputs_bytes(len(raw), (width,)),
+        f"{raw.source} encoded as {len(raw)} rows of {width} inputs (column {widest.name!r} alone gives "
+        f"{widest.width}, one per {'category' if widest.kind == 'categorical' else 'value'})",
+        "Leave ID-like text columns out of data.features (data.features lists the columns to use).",
+    )
 
 
 def _fit(

@@ -16,7 +16,7 @@ import numpy as np
 from harness.data.arrays import check_numeric, read_npz
 from harness.data.images import IMAGE_SUFFIXES, ImageSpec, list_images, read_images
 from harness.data.raw import Task
-from harness.data.table import TableEncoder, read_csv
+from harness.data.table import TableEncoder, name_list, read_csv
 from harness.errors import DataError
 from harness.io import write_json
 
@@ -291,7 +291,7 @@ class Preprocessor:
                 raise DataError(
                     f"CSV file {path} must have {self.input_shape[0]} feature columns (the training data "
                     f"had no column names, so columns are taken in file order). Received: {len(columns)}: "
-                    f"{', '.join(map(repr, columns))}"
+                    f"{name_list(columns)}"
                 )
             encoder = TableEncoder.numeric(columns)
         return encoder.encode(table)[0]

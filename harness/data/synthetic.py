@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.config.schema import DataConfig, SyntheticConfig
+from harness.data.memory import check_memory, inputs_bytes
 from harness.data.raw import RawData
 from harness.data.registry import DATASETS
+from harness.errors import ConfigError
 
 PATTERN_CELLS = 4
 """Class patterns are constant over square cells of this many pixels a side (at most)."""
@@ -38,6 +40,12 @@ def class_patterns(classes: int, shape: tuple[int, int, int], rng: np.random.Gen
 def load_synthetic_images(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     """data.synthetic.samples images: their class's pattern plus noise, clipped to [0, 1]."""
     spec = cfg.synthetic
+    _check_classes(spec)
+    check_memory(
+        inputs_bytes(spec.samples + spec.classes, spec.image_shape),  # the samples and a pattern per class
+        f"data.synthetic.samples={spec.samples} with data.synthetic.image_shape={list(spec.image_shape)}",
+        "Lower data.synthetic.samples or data.synthetic.image_shape.",
+    )
     rng = np.random.default_rng(seed)
     y = balanced_labels(spec.samples, spec.classes, rng)
     patterns = class_patterns(spec.classes, spec.image_shape, rng)
@@ -57,6 +65,13 @@ def load_synthetic_images(cfg: DataConfig, seed: int, base_dir: Path) -> RawData
 def load_synthetic_tabular(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     """Gaussian clusters, one centre per class; with data.task=regression a noisy linear target."""
     spec = cfg.synthetic
+    if cfg.task != "regression":
+        _check_classes(spec)
+    check_memory(
+        2 * inputs_bytes(spec.samples + spec.classes, (spec.features,)),  # float64 samples and class centres
+        f"data.synthetic.samples={spec.samples} with data.synthetic.features={spec.features}",
+        "Lower data.synthetic.samples or data.synthetic.features.",
+    )
     rng = np.random.default_rng(seed)
     names = [f"f{i}" for i in range(spec.features)]
     if cfg.task == "regression":
@@ -90,6 +105,15 @@ def _tabular_regression(
         task="regression",
         feature_names=names,
     )
+
+
+def _check_classes(spec: SyntheticConfig) -> None:
+    """Every class needs samples: more classes than samples only allocates patterns nobody sees."""
+    if spec.classes > spec.samples:
+        raise ConfigError(
+            f"data.synthetic.classes must not exceed data.synthetic.samples, so every class has samples. "
+            f"Received: data.synthetic.classes={spec.classes} with data.synthetic.samples={spec.samples}"
+        )
 
 
 def _describe(kind: str, spec: SyntheticConfig, shape: str, seed: int) -> str:

@@ -27,6 +27,19 @@ MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "?")
 
 DELIMITERS = (",", ";", "\t", "|")
 
+MOSTLY_NUMERIC = 0.8
+"""A column with at least this share of its present cells finite numbers is a numeric column with a
+few bad cells (a typo, stray text), not a text column: one-hot encoding it would silently turn every
+distinct number into a category of its own."""
+
+LISTED_CELLS = 5
+"""Messages quote at most this many cells; a column can hold millions."""
+
+CELL_CHARS = 40
+"""Messages quote at most this many characters of a cell."""
+
+LINE_NUMBERS = "line numbers as an editor shows them, the header being line 1"
+
 
 def _case_variants(token: str) -> list[str]:
     variants = [""]
@@ -43,8 +56,9 @@ MISSING_VARIANTS = np.array(sorted({v for token in MISSING_TOKENS for v in _case
 class Table:
     """A CSV file's cells as stripped text columns, with missing-cell masks and parsed numbers.
 
-    Masks and numbers are computed once when the file is read; `lines` keeps file line numbers
-    so messages can point at a row even after rows were dropped or split.
+    Masks and numbers are computed once when the file is read; `lines` keeps the file line
+    each row starts on (as an editor numbers them, the header being line 1), so messages can point
+    at a row even after rows were dropped or split.
     """
 
     path: Path
@@ -84,15 +98,56 @@ class Table:
         """Column `name` as float64 with NaN for missing cells, or None if a cell is not a number."""
         return self.parsed[name]
 
-    def first_non_number(self, name: str) -> tuple[int, str]:
-        """Line number and text of the first present cell of `name` that is not a finite number."""
-        for line, text, absent in zip(self.lines, self.columns[name], self.blanks[name], strict=True):
-            if not absent and not _is_finite_number(text):
-                return int(line), str(text)
-        raise ValueError(f"column {name!r} holds only finite numbers")
+    def non_numbers(self, name: str) -> np.ndarray:
+        """Mask of the present cells of column `name` that are not finite numbers (`abc`, `1.2.3`, `inf`).
+
+        Text columns are parsed per distinct value, so a categorical column of a million rows costs
+        as many parses as it has categories.
+        """
+        present = ~self.blanks[name]
+        parsed = self.parsed[name]
+        if parsed is not None:
+            return present & ~np.isfinite(parsed)
+        uniques, inverse = np.unique(self.columns[name], return_inverse=True)
+        finite = np.array([_is_finite_number(str(text)) for text in uniques], dtype=bool)
+        return present & ~finite[inverse.reshape(-1)]
+
+    def with_missing(self, name: str, cells: np.ndarray) -> Table:
+        """The table with the `cells` (a mask) of column `name` counted as missing values."""
+        blanks = {**self.blanks, name: self.blanks[name] | cells}
+        parsed = {**self.parsed, name: _parse_numbers(self.columns[name], blanks[name])}
+        return Table(self.path, self.columns, self.lines, blanks, parsed)
+
+    def describe_cells(self, name: str, cells: np.ndarray) -> str:
+        """`line 5: 'abc', line 9: '1.2.3' and 4 more`: the first few `cells` (a mask) of column `name`."""
+        where = np.flatnonzero(cells)
+        listed = ", ".join(
+            f"line {int(self.lines[i])}: {cell_text(str(self.columns[name][i]))}" for i in where[:LISTED_CELLS]
+        )
+        more = len(where) - LISTED_CELLS
+        return listed + (f" and {more} more" if more > 0 else "")
 
     def column_list(self) -> str:
-        return ", ".join(repr(name) for name in self.names)
+        return name_list(self.names)
+
+
+LISTED_NAMES = 30
+"""Messages list at most this many column names; a wide file can have thousands."""
+
+
+def name_list(names: list[str]) -> str:
+    """`'a', 'b' and 12 more`: the first few names, each cut short, for a message."""
+    listed = ", ".join(cell_text(name) for name in names[:LISTED_NAMES])
+    more = len(names) - LISTED_NAMES
+    return listed + (f" and {more} more" if more > 0 else "")
+
+
+def cell_text(text: str) -> str:
+    """A cell as a message quotes it: in quotes, cut short, and named for what it is when it is missing."""
+    if not text:
+        return "an empty cell"
+    quoted = repr(text if len(text) <= CELL_CHARS else text[:CELL_CHARS] + "...")
+    return f"{quoted} (a missing-value marker)" if np.isin(text, MISSING_VARIANTS) else quoted
 
 
 def _parse_numbers(values: np.ndarray, blank: np.ndarray) -> np.ndarray | None:
@@ -114,7 +169,7 @@ def read_csv(path: Path) -> Table:
     names = _column_names(path, header)
     if not rows:
         raise DataError(
-            f"CSV file {path} has a header row but no data rows. Received columns: {', '.join(names)}"
+            f"CSV file {path} has a header row but no data rows. Received columns: {name_list(names)}"
         )
     cells = np.array(rows, dtype=str)
     columns = {name: np.char.strip(cells[:, i]) for i, name in enumerate(names)}
@@ -147,8 +202,10 @@ def _parse_rows(path: Path, text: str, delimiter: str) -> tuple[list[str], list[
     header: list[str] = []
     rows: list[list[str]] = []
     lines: list[int] = []
+    ended = 0  # the line the previous record ended on: a quoted cell can span lines
     try:
         for record in reader:
+            start, ended = ended + 1, reader.line_num
             if not record:
                 continue
             if not header:
@@ -156,11 +213,11 @@ def _parse_rows(path: Path, text: str, delimiter: str) -> tuple[list[str], list[
                 continue
             if len(record) != len(header):
                 raise DataError(
-                    f"CSV file {path}: line {reader.line_num} must have {len(header)} fields like the "
+                    f"CSV file {path}: line {start} must have {len(header)} fields like the "
                     f"header. Received: {len(record)} fields"
                 )
             rows.append(record)
-            lines.append(reader.line_num)
+            lines.append(start)
     except csv.Error as err:
         raise DataError(f"CSV file {path} is not valid CSV near line {reader.line_num}: {err}") from None
     return header, rows, lines
@@ -182,6 +239,37 @@ def _is_finite_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+def stray_cells(table: Table, name: str) -> np.ndarray:
+    """Mask of the cells keeping a mostly numeric column from being numbers; all False otherwise.
+
+    A column is text (categorical) rather than numbers with stray cells when fewer than
+    MOSTLY_NUMERIC of its present cells are finite numbers.
+    """
+    bad = table.non_numbers(name)
+    present = int((~table.missing(name)).sum())
+    if table.numbers(name) is None and bad.sum() > (1 - MOSTLY_NUMERIC) * present:
+        return np.zeros(len(table), dtype=bool)
+    return bad
+
+
+def decimal_comma_cells(table: Table, name: str) -> np.ndarray:
+    """Mask of the cells of a text column that are numbers written with a decimal comma (`1,5`).
+
+    Such a column would otherwise be read as text, every distinct number a category of its own;
+    all False unless at least MOSTLY_NUMERIC of the present cells read as numbers that way.
+    """
+    none = np.zeros(len(table), dtype=bool)
+    if table.numbers(name) is not None:
+        return none
+    present = ~table.missing(name)
+    values = table.columns[name]
+    with_comma = np.char.find(values, ",") >= 0
+    uniques, inverse = np.unique(np.char.replace(values, ",", "."), return_inverse=True)
+    finite = np.array([_is_finite_number(str(text)) for text in uniques], dtype=bool)[inverse.reshape(-1)]
+    cells = present & finite & with_comma
+    return cells if cells.any() and (present & finite).sum() >= MOSTLY_NUMERIC * present.sum() else none
 
 
 def column_kind(table: Table, name: str) -> Kind:
@@ -284,7 +372,8 @@ def _fit_column(table: Table, name: str, kind: Kind, missing: Missing) -> Column
     if not present.any():
         raise DataError(
             f"column {name!r} of CSV file {table.path} must have values in the training split to learn "
-            f"from. Received: all {len(table)} training rows are empty"
+            f"from. Received: all {len(table)} training rows are missing it (empty cells or markers such "
+            f"as 'NA': {', '.join(repr(token) for token in MISSING_TOKENS if token)})"
         )
     if kind == "categorical":
         values = table.columns[name][present]
@@ -292,11 +381,11 @@ def _fit_column(table: Table, name: str, kind: Kind, missing: Missing) -> Column
         fill = None if missing == "drop" else _most_frequent(values)
         return Column(name, kind, fill, categories)
     numbers = table.numbers(name)
-    if numbers is None or not np.isfinite(numbers[present]).all():
-        line, text = table.first_non_number(name)
+    bad = table.non_numbers(name)
+    if numbers is None or bad.any():
         raise DataError(
-            f"CSV file {table.path}, line {line}: column {name!r} must hold finite numbers. "
-            f"Received: {text!r}"
+            f"CSV file {table.path}: column {name!r} must hold finite numbers. Received {int(bad.sum())} "
+            f"other cells: {table.describe_cells(name, bad)} ({LINE_NUMBERS})"
         )
     return Column(name, kind, _numeric_fill(numbers[present], missing))
 
@@ -322,11 +411,10 @@ def _encode_column(table: Table, column: Column, out: np.ndarray) -> int:
     """Write `column`'s encoding into `out` (a view of the feature matrix); return cells filled."""
     missing = table.missing(column.name)
     if missing.any() and column.fill is None:
-        line = int(table.lines[np.argmax(missing)])
         raise DataError(
-            f"CSV file {table.path}, line {line}: column {column.name!r} must have a value, because the "
-            "model was trained with data.missing=drop, which learns no fill value. Received: an empty cell "
-            f"({int(missing.sum())} in this column)"
+            f"CSV file {table.path}: column {column.name!r} must have a value in every row, because the "
+            "model was trained with data.missing=drop, which learns no fill value. Received "
+            f"{int(missing.sum())} missing: {table.describe_cells(column.name, missing)} ({LINE_NUMBERS})"
         )
     if column.kind == "numeric":
         _encode_numeric(table, column, missing, out)
@@ -337,11 +425,12 @@ def _encode_column(table: Table, column: Column, out: np.ndarray) -> int:
 
 def _encode_numeric(table: Table, column: Column, missing: np.ndarray, out: np.ndarray) -> None:
     numbers = table.numbers(column.name)
-    if numbers is None or not np.isfinite(numbers[~missing]).all():
-        line, text = table.first_non_number(column.name)
+    bad = table.non_numbers(column.name)
+    if numbers is None or bad.any():
         raise DataError(
-            f"CSV file {table.path}, line {line}: column {column.name!r} must hold finite numbers, as it "
-            f"did in training. Received: {text!r}"
+            f"CSV file {table.path}: column {column.name!r} must hold finite numbers, as it did in "
+            f"training. Received {int(bad.sum())} other cells: {table.describe_cells(column.name, bad)} "
+            f"({LINE_NUMBERS})"
         )
     if missing.any() and isinstance(column.fill, float | int):
         numbers = np.where(missing, column.fill, numbers)

@@ -6,6 +6,7 @@ an empty feature). Fill values and categories are learnt after the split, from t
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,16 @@ from harness.config.schema import DataConfig
 from harness.data.raw import RawData, resolve_data_path
 from harness.data.registry import DATASETS
 from harness.data.split import check_enough_rows
-from harness.data.table import Kind, Table, column_kind, missing_column_error, read_csv
+from harness.data.table import (
+    LINE_NUMBERS,
+    Kind,
+    Table,
+    column_kind,
+    decimal_comma_cells,
+    missing_column_error,
+    read_csv,
+    stray_cells,
+)
 from harness.errors import DataError
 
 
@@ -27,7 +37,13 @@ def load_csv(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     target = target_column(cfg, table)
     features = feature_columns(cfg, table, target)
     categorical = categorical_columns(cfg, table, features)
+    numeric = [name for name in (target, *features) if name not in categorical]
+    if cfg.task == "classification":
+        numeric.remove(target)  # class labels may be any text
+    table, coerced = check_numbers(table, numeric, target, cfg.coerce_numeric)
     table, notes = drop_rows(table, target, features, cfg)
+    if coerced:
+        notes["coerced_to_missing"] = coerced
     detail = _drop_detail(notes)
     check_enough_rows(len(table), cfg.validation_split, cfg.test_split, f"CSV file {path}", detail)
     kinds: dict[str, Kind] = {
@@ -95,6 +111,71 @@ def categorical_columns(cfg: DataConfig, table: Table, features: list[str]) -> l
     return forced
 
 
+LISTED_COLUMNS = 5
+"""Messages about bad cells describe at most this many columns."""
+
+
+def check_numbers(
+    table: Table, columns: list[str], target: str, coerce: bool
+) -> tuple[Table, dict[str, int]]:
+    """Refuse numeric columns with a few cells that are not numbers, or with `coerce` blank them out.
+
+    Read as they are, such columns would silently become categorical, every distinct number a
+    category. With data.coerce_numeric the cells become missing values (data.missing then applies)
+    and a warning lists them. Returns the table and the number of cells blanked per column.
+    """
+    _refuse_decimal_commas(table, columns)
+    stray = {name: cells for name in columns if (cells := stray_cells(table, name)).any()}
+    if not stray:
+        return table, {}
+    described = _describe_stray(table, stray)
+    if not coerce:
+        hint = (
+            f", or set data.task=classification if the target {target!r} holds class labels"
+            if target in stray
+            else ""
+        )
+        raise DataError(
+            f"CSV file {table.path}: mostly numeric columns must hold only numbers. Received: {described} "
+            f"({LINE_NUMBERS}). Correct those cells, set data.coerce_numeric=true to read them as missing "
+            "values (data.missing then applies), or list the column in data.categorical to treat it as "
+            f"text{hint}."
+        )
+    for name, cells in stray.items():
+        table = table.with_missing(name, cells)
+    print(
+        f"warning: CSV file {table.path}: data.coerce_numeric=true reads cells that are not numbers as "
+        f"missing values: {described} ({LINE_NUMBERS})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return table, {name: int(cells.sum()) for name, cells in stray.items()}
+
+
+def _describe_stray(table: Table, stray: dict[str, np.ndarray]) -> str:
+    parts = []
+    for name, cells in list(stray.items())[:LISTED_COLUMNS]:
+        present = int((~table.missing(name)).sum())
+        parts.append(
+            f"column {name!r} has {present - int(cells.sum())} numbers among its {present} values but "
+            f"{int(cells.sum())} other cells: {table.describe_cells(name, cells)}"
+        )
+    more = len(stray) - LISTED_COLUMNS
+    return "; ".join(parts) + (f"; and {more} more columns" if more > 0 else "")
+
+
+def _refuse_decimal_commas(table: Table, columns: list[str]) -> None:
+    for name in columns:
+        cells = decimal_comma_cells(table, name)
+        if cells.any():
+            raise DataError(
+                f"CSV file {table.path}: column {name!r} must hold numbers written with a decimal point. "
+                f"Received numbers with a decimal comma or a thousands separator: "
+                f"{table.describe_cells(name, cells)} ({LINE_NUMBERS}). Write them as 1.5 and 1234, or "
+                "list the column in data.categorical to treat it as text."
+            )
+
+
 def drop_rows(
     table: Table, target: str, features: list[str], cfg: DataConfig
 ) -> tuple[Table, dict[str, Any]]:
@@ -125,7 +206,7 @@ def _drop_detail(notes: dict[str, Any]) -> str:
         return ""
     worst = sorted(notes["missing_values"].items(), key=lambda item: -item[1])[:3]
     columns = ", ".join(f"{name!r}: {count}" for name, count in worst)
-    where = f"; empty cells per column: {columns}" if columns else ""
+    where = f"; missing cells (empty or a marker such as NA) per column: {columns}" if columns else ""
     hint = ". Fill them, leave such columns out of data.features, or set data.missing=mean" if columns else ""
     return (
         f" ({notes['rows_dropped']} of {notes['rows_read']} rows dropped: "

@@ -7,6 +7,7 @@ set can be fine-tuned on another. `build_model` records that, and `describe_mode
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -15,6 +16,11 @@ from harness.errors import ModelError
 from harness.models.base import Task, check_input_fits, output_layer, output_size, unique_name
 
 SUFFIX = ".keras"
+REQUIRED_MEMBER = "config.json"
+"""Every .keras archive holds the model's config; without it there is no model to build."""
+
+MESSAGE_CHARS = 300
+"""Errors from Keras are quoted up to this many characters: some echo a whole config."""
 
 
 def is_keras_file(name: str) -> bool:
@@ -37,15 +43,45 @@ def load_saved(
     return replace_head(model, num_outputs, task, name), True
 
 
-def _load(path: Path) -> keras.Model:
-    if not path.is_file():
+def check_keras_file(path: Path) -> None:
+    """Say exactly what is wrong with a .keras path before Keras tries it.
+
+    Keras reports a damaged or foreign file as "File not found", which sends people looking for
+    a file that is right there; a .keras file is a zip archive holding config.json.
+    """
+    if not path.exists():
         raise ModelError(f"model file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ModelError(f"model file {str(path)!r} is a folder; a saved Keras model is one .keras file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except PermissionError:
+        raise ModelError(f"model file {str(path)!r} exists but cannot be read (permission denied)") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ModelError(
+            f"model file {str(path)!r} exists ({path.stat().st_size} bytes) but is not a valid Keras model "
+            f"file: it is not a zip archive ({err}), which every .keras file is. It may be truncated (an "
+            "interrupted copy or save) or another kind of file with a .keras name."
+        ) from None
+    if REQUIRED_MEMBER not in members:
+        held = ", ".join(members[:10]) + (f" and {len(members) - 10} more" if len(members) > 10 else "")
+        raise ModelError(
+            f"model file {str(path)!r} is a zip archive but not a valid Keras model file: it has no "
+            f"{REQUIRED_MEMBER}. It holds: {held or 'nothing'}"
+        )
+
+
+def _load(path: Path) -> keras.Model:
+    check_keras_file(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:
+        text = str(err)
+        text = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
         raise ModelError(
-            f"model file {str(path)!r} is not a loadable Keras model: {type(err).__name__}: {err}"
-        ) from err
+            f"model file {str(path)!r} is a Keras model file but cannot be loaded: {type(err).__name__}: {text}"
+        ) from None
     if not isinstance(model, keras.Model):
         raise ModelError(
             f"model file {str(path)!r} must hold a keras.Model. Received: {type(model).__name__}"

@@ -95,6 +95,29 @@ def resolve_loss(name: str, task: str) -> Callable[..., tf.Tensor]:
         ) from None
 
 
+def check_global_batch(batch_size: int, replicas: int, train_samples: int) -> None:
+    """Refuse a global batch larger than the training split, before anything is allocated.
+
+    Every step's global batch is padded to full size with zero-weight samples, so a batch size
+    typed a few digits too long would allocate gigabytes of padding per epoch and train on the
+    whole split in one step anyway.
+    """
+    global_batch = batch_size * replicas
+    if global_batch <= train_samples:
+        return
+    per_replica = train_samples // replicas
+    what = (
+        f"training.batch_size={batch_size} must fit in the training split: {batch_size} per replica x {replicas} "
+        f"replica(s) is a global batch of {global_batch}, more than the {train_samples} training samples"
+    )
+    if per_replica:
+        raise ConfigError(f"{what}. Use training.batch_size={per_replica} or less.")
+    raise ConfigError(
+        f"{what}; even a batch of 1 per replica is too many. Use more data (data.max_samples, "
+        "data.validation_split and data.test_split decide how much is for training) or fewer replicas."
+    )
+
+
 class Trainer:
     """Builds model and optimizer in the strategy's scope and runs epochs of compiled chunks."""
 
@@ -108,6 +131,7 @@ class Trainer:
         heartbeat: Callable[[str], None] | None = None,
         stop_requested: Callable[[], bool] | None = None,
     ) -> None:
+        check_global_batch(config.training.batch_size, strategy.num_replicas, len(data.x_train))
         self.config = config
         self.cfg = config.training
         self.data = data
@@ -119,6 +143,7 @@ class Trainer:
         self.global_batch = self.cfg.batch_size * strategy.num_replicas
         self.local_batch = self.cfg.batch_size * strategy.local_replicas
         self.steps_per_epoch = max(1, math.ceil(len(data.x_train) / self.global_batch))
+        self.validation_steps = max(1, math.ceil(len(data.x_val) / self.global_batch))
         seed_everything(config.run.seed, config.run.deterministic)
         keras.mixed_precision.set_global_policy(self.cfg.precision)
         self.loss_fn = resolve_loss(self.cfg.loss, data.task)
@@ -260,10 +285,21 @@ class Trainer:
             var.assign(0.0)
 
     def evaluate_validation(self) -> dict[str, float]:
-        """Loss and metric over the whole validation split."""
+        """Loss and metric over the whole validation split, with the callbacks' test hooks around it.
+
+        As in `Model.fit`, validation calls `on_test_begin`, the test batch hooks and `on_test_end`
+        (logs without the `val_` prefix). The split runs as one compiled call, so the batch hooks
+        run once, with the first and the last step's index, as `Model.evaluate` calls them once
+        per `steps_per_execution` chunk.
+        """
+        self.callbacks.on_test_begin()
+        self.callbacks.on_test_batch_begin(0)
         self._reset(self.val_acc)
         self._eval_all(self._val_dataset)
-        return self._logs(self._sums(self.val_acc), prefix="val_")
+        logs = self._logs(self._sums(self.val_acc))
+        self.callbacks.on_test_batch_end(self.validation_steps - 1, logs)
+        self.callbacks.on_test_end(logs)
+        return {f"val_{name}": value for name, value in logs.items()}
 
     def current_lr(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
@@ -282,7 +318,10 @@ class Trainer:
         """Train from `state` (fresh if None) to the configured number of epochs.
 
         `run` is the chief's run directory writer (None on other ranks): it receives metrics
-        lines and checkpoints.
+        lines and checkpoints. Callbacks are called as `Model.fit` calls them with
+        `steps_per_execution`: the train batch hooks once per compiled chunk (the chunk's first
+        step index, then its last with the epoch's running logs), validation's test hooks at the end
+        of every epoch, and `on_train_end` with the last epoch's logs.
         """
         state = self._adapt(state or LoopState())
         history = list(run.history_until(state.epoch)) if run is not None else []
@@ -301,7 +340,7 @@ class Trainer:
                     break
         finally:
             self.reporter.close()
-        self.callbacks.on_train_end()
+        self.callbacks.on_train_end(history[-1] if history else None)
         if stopped_early and run is not None:
             self._save_final_checkpoint(state, run)
         return TrainResult(
@@ -362,6 +401,7 @@ class Trainer:
         sums = self._sums(self.train_acc, offset)
         while state.step_in_epoch < self.steps_per_epoch:
             steps = self._chunk_size(state)
+            self.callbacks.on_train_batch_begin(state.step_in_epoch)
             started = time.perf_counter()
             self._train_chunk(iterator, tf.constant(steps, tf.int64))
             sums = self._sums(self.train_acc, offset, stop_vote=self.stop_requested())
@@ -375,12 +415,15 @@ class Trainer:
             self._check_finite(self._logs(sums), epoch, state, run)
             self.heartbeat(f"training epoch {epoch + 1}, after global step {state.global_step}")
             self.reporter.update(state.step_in_epoch, self._logs(sums))
+            self.callbacks.on_train_batch_end(state.step_in_epoch - 1, self._logs(sums))
             stopping = sums["stop"] > 0 and state.step_in_epoch < self.steps_per_epoch
             if run is not None and (self._step_checkpoint_due(state) or stopping):
                 state.partial = {k: v for k, v in sums.items() if k != "stop"}
                 run.save_checkpoint(self, state, best=False)
             if stopping:
                 raise Preempted(self._stop_message(state))
+            if self.model.stop_training:
+                break  # a callback asked to stop (TerminateOnNaN does so mid-epoch), as Model.fit does
         new_samples = counted - offset.get("count", 0.0)
         logs = self._epoch_logs(epoch, state, self._logs(sums), epoch_time, new_samples)
         self.callbacks.on_epoch_end(epoch, logs)
