@@ -34,9 +34,22 @@ class Result:
     detail: str
 
 
-def smoke_overrides(config: Config, output_dir: Path, max_samples: int) -> list[str]:
-    limit = min(config.data.max_samples or max_samples, max_samples)
+def smoke_overrides(config: Config, output_dir: Path, max_samples: int, workers: int = 1) -> list[str]:
+    wanted = max(max_samples, samples_for_two_steps(config, workers))
+    limit = min(config.data.max_samples, wanted) if config.data.max_samples else wanted
     return [*SMOKE_OVERRIDES, f"run.output_dir={output_dir}", f"data.max_samples={limit}"]
+
+
+def samples_for_two_steps(config: Config, workers: int) -> int:
+    """A subset large enough for two global batches of training after the validation/test split.
+
+    Training refuses a global batch larger than the training split, so a subset cut below that
+    would make the smoke test fail where the real run would not.
+    """
+    per_process = config.distribute.cpu_replicas if config.distribute.strategy == "mirrored" else 1
+    global_batch = config.training.batch_size * workers * per_process
+    train_fraction = max(1.0 - config.data.validation_split - config.data.test_split, 0.05)
+    return math.ceil(2 * global_batch / train_fraction)
 
 
 def run_smoke(
@@ -49,7 +62,7 @@ def run_smoke(
     """Train the shrunk config with `run(args, workers)` and check what it produced."""
     base = load_config(config_path, overrides)
     output_dir = Path(tempfile.mkdtemp(prefix="harness-smoke-"))
-    extra = smoke_overrides(base, output_dir, max_samples)
+    extra = smoke_overrides(base, output_dir, max_samples, workers)
     load_config(config_path, [*overrides, *extra])  # the shrunk config must validate too
     args = ["train", *([str(config_path)] if config_path else []), *overrides, *extra]
     code = run(args, workers)

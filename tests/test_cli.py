@@ -114,3 +114,17 @@ def test_starting_workers_and_submitting_do_not_import_tensorflow() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_smoke_subset_holds_two_global_batches_of_training() -> None:
+    """Training refuses a global batch larger than its split, so smoke must not cut below that."""
+    from harness.config import load_config
+    from harness.smoke import smoke_overrides
+
+    config = load_config(None, ["training.batch_size=256"])
+    extra = dict(item.split("=", 1) for item in smoke_overrides(config, Path("/tmp/x"), 512, workers=2))
+    subset = int(extra["data.max_samples"])
+    train_fraction = 1 - config.data.validation_split - config.data.test_split
+    assert int(subset * train_fraction) >= 2 * 256 * 2
+    small = load_config(None, ["training.batch_size=8"])
+    assert dict(item.split("=", 1) for item in smoke_overrides(small, Path("/tmp/x"), 512))["data.max_samples"] == "512"
