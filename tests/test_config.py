@@ -486,3 +486,8 @@ def test_override_lines_replace_the_file_lines_below_them(tmp_path: Path) -> Non
     path = write(tmp_path, "model:\n  filters: [8, 16]\n")
     with pytest.raises(ConfigError, match=r"model.filters\[0\] \(command line\)"):
         load_config(path, ["model.filters=[0]"])
+
+
+def test_path_too_long_to_be_a_file_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot be read: File name too long"):
+        load_config(tmp_path / ("x" * 300 + ".yaml"))

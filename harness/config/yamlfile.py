@@ -65,10 +65,10 @@ def read_yaml_file(path: Path, what: str = "config file") -> YamlDoc:
 
 def read_text(path: Path, what: str) -> str:
     """The file as text, or an error that says why it cannot be read (not always 'missing')."""
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a directory, not a file; give the path of a YAML file")
     try:
         data = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a file; give the path of a YAML file") from None
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
     except PermissionError:
