@@ -113,7 +113,7 @@ def split_config_and_overrides(items: Sequence[str]) -> tuple[Path | None, list[
     config: Path | None = None
     overrides: list[str] = []
     for item in items:
-        if "=" in item and not Path(item).exists():
+        if "=" in item and not _names_a_file(item):
             overrides.append(item)
         elif config is None:
             config = Path(item)
@@ -123,6 +123,14 @@ def split_config_and_overrides(items: Sequence[str]) -> tuple[Path | None, list[
                 "Overrides look like section.key=value"
             )
     return config, overrides
+
+
+def _names_a_file(item: str) -> bool:
+    """Whether `item` is an existing path; an override too long to be a file name is not one."""
+    try:
+        return Path(item).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _evaluate(args: argparse.Namespace) -> int:

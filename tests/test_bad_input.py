@@ -236,3 +236,143 @@ def test_truncated_keras_file_is_not_called_missing(workdir: Path, capsys: pytes
     err = run_bad_unchanged(workdir, capsys, *IRIS_MLP, f"model.name={workdir / 'cut.keras'}")
     assert "cut.keras" in err and "not a valid Keras model file" in err and "truncated" in err
     assert "not found" not in err.lower() and "does not exist" not in err
+# --- config ---
+
+import importlib  # noqa: E402
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with the content of its files, to prove nothing was written or deleted."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def config_file(workdir: Path, data: bytes | str, name: str = "exp.yaml") -> Path:
+    path = workdir / name
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "training.optimizer.learning_rate=.inf",
+        "training.optimizer.learning_rate=inf",
+        "data.validation_split=.nan",
+        "distribute.timeout_s=-.inf",
+    ],
+)
+def test_config_non_finite_number(workdir: Path, capsys: pytest.CaptureFixture[str], override: str) -> None:
+    err = run_bad(workdir, capsys, override)
+    assert override.split("=")[0] in err and "finite number" in err and "(command line)" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("training.epochs=true", "training.epochs"),
+        ("training.batch_size=false", "training.batch_size"),
+        ("model.filters=[32, true]", "model.filters[1]"),
+        ("model.freeze=true", "model.freeze"),
+    ],
+)
+def test_config_boolean_for_a_number(
+    workdir: Path, capsys: pytest.CaptureFixture[str], override: str, key: str
+) -> None:
+    err = run_bad(workdir, capsys, override)
+    assert key in err and "not a boolean" in err and ("True" in err or "False" in err)
+
+
+def test_config_boolean_for_a_number_in_a_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(workdir, "training:\n  batch_size: true\n")
+    err = run_bad(workdir, capsys, str(path))
+    assert "exp.yaml" in err and "training.batch_size (line 2)" in err and "not a boolean" in err
+
+
+@pytest.mark.parametrize("seed", ["4294967296", "-1"])
+def test_config_seed_out_of_range(workdir: Path, capsys: pytest.CaptureFixture[str], seed: str) -> None:
+    err = run_bad(workdir, capsys, f"run.seed={seed}")
+    assert f"run.seed={seed}" in err and ("4294967295" in err or "greater than or equal to 0" in err)
+
+
+def test_config_duplicate_key(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(workdir, "training:\n  epochs: 1\n  batch_size: 8\n  epochs: 50\n")
+    err = run_bad(workdir, capsys, str(path))
+    assert "exp.yaml" in err and "training.epochs twice" in err and "lines 2 and 4" in err
+
+
+def test_config_not_utf8(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(workdir, b"run:\n  name: r\xe9sum\xe9\n", name="latin1.yaml")
+    err = run_bad(workdir, capsys, str(path))
+    assert "latin1.yaml" in err and "not UTF-8" in err and "byte offset 14 (line 2)" in err
+
+
+def test_config_alias_bomb(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    levels = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = config_file(workdir, "model:\n  kwargs:\n" + "".join(f"    {line}\n" for line in levels))
+    err = run_bad(workdir, capsys, str(path))
+    assert "exp.yaml" in err and "aliases" in err and "more than 100000 values" in err
+    assert len(err) < 500
+
+
+def test_config_huge_value_is_echoed_briefly(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_bad(workdir, capsys, "run.name=" + "n" * 100_000)
+    assert "run.name" in err and "(100000 characters)" in err and len(err) < 1000
+
+
+def test_config_path_is_a_directory(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "confdir").mkdir()
+    err = run_bad(workdir, capsys, str(workdir / "confdir"))
+    assert "confdir" in err and "is a directory" in err and "does not exist" not in err
+
+
+def test_config_xla_with_deterministic_ops(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_bad(workdir, capsys, "training.jit_compile=true")
+    assert "training.jit_compile=true" in err and "run.deterministic=true" in err
+    assert "run.deterministic=false" in err
+
+
+def test_config_empty_output_dir(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_bad(workdir, capsys, "run.output_dir=")
+    assert "run.output_dir" in err and "empty" in err
+
+
+@pytest.mark.parametrize("name", [".", "..", "ABSOLUTE", "nested/run", "../outside", ""])
+def test_config_run_name_not_one_component_deletes_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """With --overwrite, such names once deleted sibling runs, files beside runs/ or an absolute folder."""
+    (workdir / "runs" / "other-run").mkdir(parents=True)
+    (workdir / "runs" / "other-run" / "keep.txt").write_text("a sibling run")
+    (workdir / "beside-runs.txt").write_text("not a run")
+    (workdir / "victim").mkdir()
+    (workdir / "victim" / "data.csv").write_text("precious")
+    name = str(workdir / "victim") if name == "ABSOLUTE" else name
+    before = tree(workdir)
+    code = cli.main(["train", *FAST, f"run.name={name}", "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "run.name" in err and "one plain folder name" in err and repr(name) in err
+    assert tree(workdir) == before
+
+
+# submitit configures logging when first imported, which closes pytest's capture handlers when it
+# happens inside a test: load it while the module is collected.
+importlib.import_module("harness.slurm.submit")
+
+
+def test_config_duplicate_key_in_a_cluster_profile(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profiles = config_file(
+        workdir, "profiles:\n  mine:\n    partition: gpu\n    nodes: 1\n    partition: cpu\n", "clusters.yaml"
+    )
+    before = tree(workdir)
+    code = cli.main(["submit", "--dry-run", "--profile", "mine", "--profiles", str(profiles)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "clusters.yaml" in err and "profiles.mine.partition twice" in err and "lines 3 and 5" in err
+    assert tree(workdir) == before

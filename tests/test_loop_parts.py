@@ -102,7 +102,7 @@ def test_bar_reporter_renders_on_a_terminal() -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["training.jit_compile=true"],
+        ["training.jit_compile=true", "run.deterministic=false"],
         ["training.precision=mixed_bfloat16"],
         ["training.precision=mixed_float16"],
     ],

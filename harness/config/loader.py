@@ -6,14 +6,16 @@ the key stands, and the closest valid key when a name is misspelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from harness.config.messages import bullet_list, clip, echo
 from harness.config.schema import Config
+from harness.config.yamlfile import Loc, YamlProblem, dotted, line_key, parse_yaml, read_yaml_file
 from harness.errors import ConfigError
 from harness.registry import closest
 
@@ -23,10 +25,12 @@ DEFAULT_SOURCE = "<packaged default>"
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Return the validated config from `path` (or the packaged default) plus overrides."""
     source = str(path) if path is not None else DEFAULT_SOURCE
-    raw, lines = ({}, {}) if path is None else _read_yaml(Path(path))
+    raw, lines = ({}, {}) if path is None else _read_config(Path(path))
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(raw, key, value, source)
+        for known in [k for k in lines if k == key or k.startswith(key + ".")]:
+            del lines[known]
         lines[key] = "command line"
     return validate_config(raw, source, lines)
 
@@ -35,23 +39,55 @@ def validate_config(
     raw: Mapping[str, Any], source: str, lines: Mapping[str, int | str] | None = None
 ) -> Config:
     """Validate a raw mapping; every problem is reported in one ConfigError."""
+    lines = lines or {}
+    nul = [_nul_problem(loc, text, lines) for loc, text in _nul_strings(raw, ())]
+    if nul:
+        raise ConfigError(f"invalid config {source}:{bullet_list(nul)}")
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        problems = [_describe(e, lines or {}) for e in err.errors()]
-        raise ConfigError(f"invalid config {source}:\n  - " + "\n  - ".join(problems)) from None
+        problems = [_describe(e, lines) for e in err.errors()]
+        raise ConfigError(f"invalid config {source}:{bullet_list(problems)}") from None
+
+
+def _nul_problem(loc: Loc, text: str, lines: Mapping[str, int | str]) -> str:
+    name = clip(dotted(loc))
+    return (
+        f"{name}{_where(loc, lines)}: contains a NUL character (\\0), which no name, path or command "
+        f"line can hold. Received: {name}={echo(text)}"
+    )
+
+
+def _nul_strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    """Strings holding NUL (YAML's "\\0"): the operating system refuses them as paths or arguments."""
+    if isinstance(value, str) and "\x00" in value:
+        yield loc, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _nul_strings(item, (*loc, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _nul_strings(item, (*loc, index))
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """Split `a.b=value`; the value is parsed as YAML so numbers, lists and null work."""
+    """Split `a.b=value`; the value is parsed as YAML (same rules as a file) so numbers, lists and null work.
+
+    A value that is not valid YAML at all (`x: y: z`) is taken as the plain string.
+    """
     key, sep, text = item.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. training.epochs=5")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {echo(item)} must look like section.key=value, e.g. training.epochs=5")
+    if not text.strip():
+        return key, ""
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = parse_yaml(text, prefix=tuple(key.split("."))).data
+    except YamlProblem as err:
+        raise ConfigError(f"override {clip(key)}={clip(text)}: the value {err}") from None
     except yaml.YAMLError:
         value = text
-    return key.strip(), value
+    return key, value
 
 
 def to_yaml(config: Config) -> str:
@@ -59,36 +95,16 @@ def to_yaml(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int | str]]:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}: {err.problem}") from None
-    if raw is None:
+def _read_config(path: Path) -> tuple[dict[str, Any], dict[str, int | str]]:
+    doc = read_yaml_file(path, "config file")
+    if doc.data is None:
         return {}, {}
-    if not isinstance(raw, dict):
+    if not isinstance(doc.data, dict):
         raise ConfigError(
             f"config file {path} must hold a mapping of sections (run, data, model, ...); "
-            f"it holds a {type(raw).__name__}"
+            f"it holds a {type(doc.data).__name__}"
         )
-    return raw, _key_lines(node)
-
-
-def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int | str]:
-    """Map each dotted key of a composed YAML document to its 1-based line number."""
-    lines: dict[str, int | str] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            dotted = f"{prefix}{key_node.value}"
-            lines[dotted] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, dotted + "."))
-    return lines
+    return doc.data, dict(doc.lines)
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -98,37 +114,41 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"override {key}=... in {source}: {where} is not a section")
+            raise ConfigError(f"override {clip(key)}=... in {source}: {clip(where)} is not a section")
         node = child
     node[parts[-1]] = value
 
 
 def _describe(error: Any, lines: Mapping[str, int | str]) -> str:
-    loc = [str(p) for p in error["loc"]]
-    dotted = ".".join(loc)
-    where = _where(dotted, lines)
+    loc: Loc = tuple(error["loc"])
+    name = clip(dotted(loc))
+    where = _where(loc, lines)
     if error["type"] == "extra_forbidden":
-        return _unknown_key(loc, where)
+        return _unknown_key([str(part) for part in loc], where)
+    message = error["msg"].removeprefix("Value error, ").rstrip(".")
     if not loc:
-        return error["msg"].removeprefix("Value error, ")
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{dotted}{where}: {message}. Received: {dotted}={error['input']!r}"
+        return message
+    if isinstance(error["input"], Mapping):  # a section-wide rule: its message names the values
+        return f"{name}{where}: {message}"
+    return f"{name}{where}: {message}. Received: {name}={echo(error['input'])}"
 
 
-def _where(dotted: str, lines: Mapping[str, int | str]) -> str:
-    line = lines.get(dotted)
-    if line is None:
-        return ""
-    return " (command line)" if isinstance(line, str) else f" (line {line})"
+def _where(loc: Loc, lines: Mapping[str, int | str]) -> str:
+    """Where the value was set: its own line, else the line of the closest enclosing key."""
+    for end in range(len(loc), 0, -1):
+        line = lines.get(line_key(loc[:end]))
+        if line is not None:
+            return " (command line)" if isinstance(line, str) else f" (line {line})"
+    return ""
 
 
 def _unknown_key(loc: list[str], where: str) -> str:
-    dotted = ".".join(loc)
+    name = clip(".".join(loc))
     valid = _fields_at(loc[:-1])
     hint = closest(loc[-1], valid)
     prefix = ".".join(loc[:-1])
     suggestion = f" Did you mean {prefix + '.' if prefix else ''}{hint}?" if hint else ""
-    return f"unknown key {dotted}{where}.{suggestion} Valid keys here: {', '.join(valid)}"
+    return f"unknown key {name}{where}.{suggestion} Valid keys here: {', '.join(valid)}"
 
 
 def _fields_at(loc: list[str]) -> list[str]:

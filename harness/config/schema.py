@@ -6,39 +6,98 @@ file and `configs/default.yaml` describe the same run. Unknown keys are errors e
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from annotated_types import Gt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from harness.config.messages import echo
 
 SCHEMA_VERSION = 1
+SEED_MAX = 2**32 - 1  # NumPy's and scikit-learn's seeds are unsigned 32-bit integers
+NAME_MAX_BYTES = 255  # the longest file name most file systems accept
+
+
+def _not_bool(value: Any) -> Any:
+    """Refuse `true`/`false` for a number: pydantic would silently read them as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean (true/false)")
+    return value
+
+
+# Every number in the config uses these: no booleans, and (with allow_inf_nan=False) no inf or NaN.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+PosInt = Annotated[int, BeforeValidator(_not_bool), Gt(0)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 class Section(BaseModel):
-    """Base of every config section: frozen, and unknown keys are rejected."""
+    """Base of every config section: frozen, unknown keys rejected, floats finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a run directory's name, or None.
+
+    The run directory is `run.output_dir/run.name`, and `--overwrite` deletes it: a name that is
+    not exactly one new path component could point at a parent, a sibling or an absolute path.
+    """
+    if not name.strip():
+        return "it is empty"
+    if name in (".", ".."):
+        return f"{name!r} names an existing folder, not a new one"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "it contains a control character"
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        return f"it is longer than {NAME_MAX_BYTES} bytes"
+    return None
 
 
 class RunConfig(Section):
-    name: str = Field("digits-cnn", min_length=1, description="name of the run directory")
+    name: str = Field("digits-cnn", description="name of the run directory: one folder name, no '/'")
     output_dir: str = Field("runs", description="folder holding run directories")
-    seed: int = Field(42, ge=0, description="seeds data splits, shuffling and initialisation")
+    seed: Int = Field(42, ge=0, le=SEED_MAX, description="seeds data splits, shuffling and initialisation")
     deterministic: bool = Field(True, description="enable TensorFlow op determinism")
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        problem = run_name_problem(name)
+        if problem:
+            raise ValueError(
+                "must be one plain folder name inside run.output_dir (not empty, '.' or '..'; no '/', "
+                f"'\\' or control characters; at most {NAME_MAX_BYTES} bytes), but {problem}"
+            )
+        return name
+
+    @field_validator("output_dir")
+    @classmethod
+    def _usable_folder(cls, output_dir: str) -> str:
+        if not output_dir.strip():
+            raise ValueError("must name a folder (use '.' for the current folder), but it is empty")
+        if "\x00" in output_dir:
+            raise ValueError("must be a path, but it contains a NUL character")
+        return output_dir
 
 
 class SyntheticConfig(Section):
-    samples: PositiveInt = 2048
-    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (32, 32, 3)
-    features: PositiveInt = 20
-    classes: PositiveInt = Field(10, ge=2)
-    noise: float = Field(0.5, ge=0.0)
+    samples: PosInt = 2048
+    image_shape: tuple[PosInt, PosInt, PosInt] = (32, 32, 3)
+    features: PosInt = 20
+    classes: PosInt = Field(10, ge=2)
+    noise: Float = Field(0.5, ge=0.0)
 
 
 class DataConfig(Section):
     dataset: str = Field("digits", description="registered dataset name")
     path: str | None = Field(None, description="file or folder for csv, npz and image_folder")
     target: str | None = Field(None, description="csv: name of the target column")
-    features: list[str] | None = Field(None, description="csv: feature columns (default: all others)")
+    features: list[str] | None = Field(
+        None, min_length=1, description="csv: feature columns (default: all others)"
+    )
     categorical: list[str] | None = Field(
         None, description="csv: categorical feature columns (default: non-numeric columns)"
     )
@@ -49,16 +108,16 @@ class DataConfig(Section):
         "(with a warning) instead of refusing the file",
     )
     task: Literal["auto", "classification", "regression"] = "auto"
-    validation_split: float = Field(0.15, gt=0.0, lt=1.0)
-    test_split: float = Field(0.15, gt=0.0, lt=1.0)
+    validation_split: Float = Field(0.15, gt=0.0, lt=1.0)
+    test_split: Float = Field(0.15, gt=0.0, lt=1.0)
     stratify: bool = True
     scaling: Literal["standard", "minmax", "none"] = "standard"
-    image_size: tuple[PositiveInt, PositiveInt] = (64, 64)
+    image_size: tuple[PosInt, PosInt] = (64, 64)
     color_mode: Literal["rgb", "grayscale"] = "rgb"
     x_key: str = Field("x", description="npz: array name of the inputs")
     y_key: str = Field("y", description="npz: array name of the targets")
     synthetic: SyntheticConfig = SyntheticConfig()
-    max_samples: PositiveInt | None = Field(
+    max_samples: PosInt | None = Field(
         None, description="use a seeded subset of about this many samples (smoke tests, quick trials)"
     )
 
@@ -67,7 +126,7 @@ class DataConfig(Section):
         if self.validation_split + self.test_split >= 0.9:
             raise ValueError(
                 "data.validation_split + data.test_split must be below 0.9 so training data "
-                f"remains. Received: {self.validation_split} + {self.test_split}"
+                f"remains. Received: {echo(self.validation_split)} + {echo(self.test_split)}"
             )
         return self
 
@@ -77,16 +136,16 @@ class ModelConfig(Section):
         "cnn",
         description="mlp, cnn, resnet, applications.<Name>, 'pkg.module:function' or a .keras file",
     )
-    hidden_units: list[PositiveInt] = Field([128], description="dense layers before the output")
-    filters: list[PositiveInt] = Field([32, 64], description="cnn: filters per conv block")
-    kernel_size: PositiveInt = 3
-    blocks_per_stage: list[PositiveInt] = Field([2, 2], description="resnet: residual blocks per stage")
-    width: PositiveInt = Field(16, description="resnet: filters of the first stage")
-    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    hidden_units: list[PosInt] = Field([128], description="dense layers before the output")
+    filters: list[PosInt] = Field([32, 64], description="cnn: filters per conv block")
+    kernel_size: PosInt = 3
+    blocks_per_stage: list[PosInt] = Field([2, 2], description="resnet: residual blocks per stage")
+    width: PosInt = Field(16, description="resnet: filters of the first stage")
+    dropout: Float = Field(0.25, ge=0.0, lt=1.0)
     activation: str = "relu"
     batch_norm: bool = True
     weights: str | None = Field(None, description="applications: local weights file")
-    freeze: int | list[str] = Field(
+    freeze: Annotated[int | list[str], BeforeValidator(_not_bool)] = Field(
         0, description="fine-tuning: freeze the first N layers, or the named layers"
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra builder arguments")
@@ -94,24 +153,24 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _freeze_non_negative(self) -> ModelConfig:
         if isinstance(self.freeze, int) and self.freeze < 0:
-            raise ValueError(f"model.freeze must be >= 0 or a list of layer names. Received: {self.freeze}")
+            raise ValueError(f"model.freeze must be >= 0 or a list of layer names. Received: {echo(self.freeze)}")
         return self
 
 
 class OptimizerConfig(Section):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(2e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop")
-    clipnorm: float | None = Field(None, gt=0.0)
+    learning_rate: Float = Field(2e-3, gt=0.0)
+    weight_decay: Float = Field(0.0, ge=0.0)
+    momentum: Float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop")
+    clipnorm: Float | None = Field(None, gt=0.0)
 
 
 class ScheduleConfig(Section):
     name: Literal["constant", "cosine", "step"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    step_epochs: PositiveInt = Field(10, description="step: epochs between decays")
-    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: decay factor")
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine: final LR / base LR")
+    warmup_epochs: Float = Field(0.0, ge=0.0)
+    step_epochs: PosInt = Field(10, description="step: epochs between decays")
+    gamma: Float = Field(0.1, gt=0.0, le=1.0, description="step: decay factor")
+    min_lr_ratio: Float = Field(0.0, ge=0.0, le=1.0, description="cosine: final LR / base LR")
 
 
 MONITORS = ("loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae")
@@ -120,24 +179,24 @@ MONITORS = ("loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae")
 class EarlyStoppingConfig(Section):
     enabled: bool = False
     monitor: Literal["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae"] = "val_loss"
-    patience: PositiveInt = 5
-    min_delta: float = Field(0.0, ge=0.0)
+    patience: PosInt = 5
+    min_delta: Float = Field(0.0, ge=0.0)
     restore_best: bool = True
 
 
 class CheckpointConfig(Section):
-    every_epochs: int = Field(1, ge=0, description="0 disables epoch checkpoints")
-    every_steps: PositiveInt | None = Field(None, description="also save every N steps")
+    every_epochs: Int = Field(1, ge=0, description="0 disables epoch checkpoints")
+    every_steps: PosInt | None = Field(None, description="also save every N steps")
     monitor: Literal["loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae"] = "val_loss"
 
 
 class TrainingConfig(Section):
-    epochs: PositiveInt = 12
-    batch_size: PositiveInt = Field(32, description="per replica")
+    epochs: PosInt = 12
+    batch_size: PosInt = Field(32, description="per replica")
     loss: str = Field("auto", description="auto follows the task, or a Keras loss name")
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    steps_per_execution: PositiveInt = Field(16, description="training steps per compiled call")
+    steps_per_execution: PosInt = Field(16, description="training steps per compiled call")
     jit_compile: bool = False
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
@@ -154,13 +213,13 @@ class DistributeConfig(Section):
         "auto", description="auto picks from the environment and says what it picked"
     )
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    cpu_replicas: PositiveInt = Field(
+    cpu_replicas: PosInt = Field(
         2, description="mirrored on a machine without GPUs: logical CPU devices to mirror over"
     )
     horovod_controller: Literal["gloo", "mpi"] = Field(
         "gloo", description="local launcher: Horovod transport"
     )
-    timeout_s: float = Field(
+    timeout_s: Float = Field(
         300.0, gt=0.0, description="preflight and watchdog: seconds a collective or step may stall"
     )
 
@@ -171,16 +230,16 @@ class SlurmConfig(Section):
     partition: str | None = Field(None, description="default: the cluster's default partition")
     account: str | None = None
     qos: str | None = None
-    nodes: PositiveInt = 1
-    gpus_per_node: int = Field(0, ge=0)
+    nodes: PosInt = 1
+    gpus_per_node: Int = Field(0, ge=0)
     gpu_type: str | None = Field(None, description="GPU model for --gpus-per-node=TYPE:N, e.g. a100")
-    tasks_per_node: PositiveInt | None = Field(
+    tasks_per_node: PosInt | None = Field(
         None,
         description="default: one per GPU for multiworker/horovod, else one per node",
     )
-    cpus_per_task: PositiveInt = 1
-    mem_gb: float | None = Field(None, gt=0.0, description="memory per node")
-    time_minutes: PositiveInt = 60
+    cpus_per_task: PosInt = 1
+    mem_gb: Float | None = Field(None, gt=0.0, description="memory per node")
+    time_minutes: PosInt = 60
     constraint: str | None = None
     additional: dict[str, str] = Field(default_factory=dict, description="extra sbatch options")
     setup: list[str] = Field(
@@ -188,8 +247,8 @@ class SlurmConfig(Section):
         description="raw shell lines run before the job starts, e.g. 'module load cuda' (not quoted)",
     )
     env: dict[str, str] = Field(default_factory=dict, description="environment variables of the job (quoted)")
-    max_requeues: int = Field(3, ge=0, description="requeues after preemption or time limit before giving up")
-    signal_delay_s: PositiveInt = Field(
+    max_requeues: Int = Field(3, ge=0, description="requeues after preemption or time limit before giving up")
+    signal_delay_s: PosInt = Field(
         120, description="seconds before the time limit at which the job checkpoints and requeues"
     )
     profile: str | None = Field(None, description="cluster profile from the profiles file (configs/clusters.yaml)")
@@ -219,7 +278,14 @@ class Config(Section):
     def _cross_section_rules(self) -> Config:
         needs_path = {"csv", "npz", "image_folder"}
         if self.data.dataset in needs_path and not self.data.path:
-            raise ValueError(f"data.path is required for dataset {self.data.dataset!r}")
+            raise ValueError(f"data.path is required for dataset {echo(self.data.dataset)}")
         if self.data.dataset == "csv" and not self.data.target:
             raise ValueError("data.target (the target column) is required for dataset 'csv'")
+        if self.training.jit_compile and self.run.deterministic:
+            raise ValueError(
+                "training.jit_compile=true cannot be combined with run.deterministic=true (the default): "
+                "XLA has no deterministic implementation of some gradient ops (MaxPool's among them), so "
+                "training would stop at its first step. Set run.deterministic=false to use XLA, or "
+                "training.jit_compile=false to keep deterministic ops"
+            )
         return self

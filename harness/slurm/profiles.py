@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from harness.config import SlurmConfig
+from harness.config import SlurmConfig, echo, read_yaml_file
 from harness.errors import ConfigError
 from harness.registry import closest
 
@@ -42,7 +41,7 @@ def candidate_files(cwd: Path, environ: Mapping[str, str]) -> list[Path]:
 
 def find_profiles_file(explicit: Path | None, cwd: Path, environ: Mapping[str, str]) -> Path:
     if explicit is not None:
-        if not explicit.is_file():
+        if not explicit.exists():
             raise ConfigError(f"profiles file {explicit} does not exist")
         return explicit
     candidates = candidate_files(cwd, environ)
@@ -57,10 +56,7 @@ def find_profiles_file(explicit: Path | None, cwd: Path, environ: Mapping[str, s
 
 def load_profiles(path: Path) -> dict[str, SlurmConfig]:
     """Every profile of a file, validated; the error names the file, the profile and the key."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"profiles file {path} is not valid YAML: {err}") from None
+    raw = read_yaml_file(path, "profiles file").data or {}
     profiles = raw.get("profiles") if isinstance(raw, dict) else None
     if not isinstance(profiles, dict):
         raise ConfigError(f"profiles file {path} must hold a mapping 'profiles: {{NAME: {{partition: ...}}}}'")
@@ -87,9 +83,9 @@ def _problems(err: ValidationError, settings: Mapping[str, Any]) -> str:
         key = ".".join(map(str, error["loc"]))
         if error["type"] == "extra_forbidden":
             hint = closest(key, known)
-            problems.append(f"unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+            problems.append(f"unknown key {echo(key)}" + (f" (did you mean {hint!r}?)" if hint else ""))
         else:
-            problems.append(f"{key}: {error['msg']}. Received: {key}={error['input']!r}")
+            problems.append(f"{key}: {error['msg']}. Received: {key}={echo(error['input'])}")
     return "; ".join(problems)
 
 
