@@ -40,6 +40,10 @@ class WriteError(UserInputError, OSError):
     def no_space(self) -> bool:
         return self.errno in NO_SPACE
 
+    def explained(self, extra: str) -> WriteError:
+        """The same failure with one more sentence (e.g. how much space the whole run needs)."""
+        return WriteError(f"{self.message.rstrip('.')}. {extra}", self.target, self.errno, self.needed)
+
     def moved(self, target: Path) -> WriteError:
         """The same failure told for `target`: a file written in a staging folder before its rename."""
         message = self.message.replace(str(self.target), str(target))

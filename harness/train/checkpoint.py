@@ -57,12 +57,14 @@ def save(
     io.make_dirs(directory)
     name = f"step-{state.global_step:08d}"
     tmp = io.temp_dir(directory, f".{name}.")
+    final = directory / name
     try:
         _write_arrays(tmp / "model.npz", variables)
         _write_arrays(tmp / "optimizer.npz", opt_variables)
         io.write_json(tmp / "state.json", asdict(state))
-        final = directory / name
         _replace_folder(tmp, final)
+    except io.WriteError as err:  # named as the file it was to become, not its temporary folder
+        raise err.moved(final / err.target.name) if err.target.parent == tmp else err from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     before = _pointed(directory, "latest")

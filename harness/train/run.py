@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from harness import io
 from harness.config import Config, to_yaml
@@ -61,6 +62,7 @@ class Progress:
 
     started: bool = False
     created: bool = False
+    space_needed: int | None = None  # bytes the whole run directory will take, once the model is known
 
 
 def train(
@@ -87,9 +89,10 @@ def train(
         _record(cluster, request, progress, "interrupted", error="interrupted (Ctrl-C)")
         raise
     except io.WriteError as err:
-        if not _remove_unfinished(cluster, request, progress):
+        removed = _remove_unfinished(cluster, request, progress)
+        if not removed:
             _record(cluster, request, progress, "failed", error=str(err)[:2000])
-        raise
+        raise _explain_write_failure(err, request, progress, removed) from None
     except BaseException as err:
         _record(cluster, request, progress, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
@@ -103,6 +106,18 @@ def _record(cluster: ClusterEnv, request: RunRequest, progress: Progress, state:
         rundir.write_state(request.run_dir, state, **fields)
     except OSError as err:
         print(f"harness: could not record state {state!r} in {request.run_dir / rundir.STATE}: {err}", file=sys.stderr)
+
+
+def _explain_write_failure(err: io.WriteError, request: RunRequest, progress: Progress, removed: bool) -> io.WriteError:
+    """Add what the user can do: how much space the run needs, and whether it can be resumed."""
+    if err.no_space and progress.space_needed:
+        needed = io.format_size(progress.space_needed)
+        err = err.explained(
+            f"The whole run directory needs about {needed} (checkpoints, the saved model and the reports)"
+        )
+    if progress.started and not removed and rundir.checkpoint.candidates(request.run_dir / rundir.CHECKPOINTS):
+        err = err.explained(f"{request.run_dir} keeps its checkpoint: continue with --resume once the problem is fixed")
+    return err
 
 
 def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> bool:
@@ -148,6 +163,7 @@ def _train(
             heartbeat=watchdog.beat,
             stop_requested=stop_requested,
         )
+        progress.space_needed = estimate_run_bytes(trainer)
         state = restore(trainer, run_dir, config) if resume else None
         writer = start_run_dir(request, config, data, strategy, ranks, progress) if strategy.is_chief else None
         result = fit_or_explain(trainer, state, writer, watchdog, cluster)
@@ -163,6 +179,28 @@ def _train(
         evaluation = finish_run_dir(run_dir, config, data, trainer, result)
         reporter.message(result_lines(run_dir, evaluation, result))
     return run_dir
+
+
+REPORTS_BYTES = 2 * 1024 * 1024
+"""About what report.html (plots embedded), the other reports and the metrics take."""
+
+
+def estimate_run_bytes(trainer: Trainer) -> int:
+    """Space a run directory needs: up to three checkpoints kept plus one being written, the
+    saved model, and the reports; so a full disk can be told how much to free."""
+    model = _variable_bytes(trainer.model.variables)
+    optimizer = _variable_bytes(trainer.optimizer.variables)
+    return 4 * (model + optimizer) + model + REPORTS_BYTES
+
+
+def _variable_bytes(variables: Sequence[Any]) -> int:
+    total = 0
+    for var in variables:
+        count = 1
+        for dim in var.shape:
+            count *= int(dim or 1)
+        total += count * np.dtype(str(getattr(var.dtype, "name", var.dtype))).itemsize
+    return total
 
 
 def restore(trainer: Trainer, run_dir: Path, config: Config) -> LoopState:

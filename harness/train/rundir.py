@@ -84,7 +84,7 @@ def _check_resume_target(path: Path, auto: bool) -> None:
 
 def check_output_dir(output_dir: Path) -> None:
     """run.output_dir must be a writable folder, or one that can be created (exit 2 before any work)."""
-    out = Path(output_dir)
+    out = Path(output_dir).absolute()
     if out.exists():
         if not out.is_dir():
             raise RunDirError(f"run.output_dir={str(output_dir)!r}: {out} is a file, not a folder; choose another")
@@ -94,7 +94,7 @@ def check_output_dir(output_dir: Path) -> None:
                 "choose another run.output_dir"
             )
         return
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    parent = next((p for p in out.parents if p.exists()), None)
     if parent is None:
         return
     if not parent.is_dir():
