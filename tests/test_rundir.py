@@ -118,18 +118,6 @@ def test_overwrite_refuses_what_is_not_a_harness_run(
     assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize("name", [".", "..", "ABSOLUTE", "group/nested", "unmarked", "link"])
-def test_overwrite_through_the_cli_deletes_nothing(
-    workdir: Path, surroundings: Path, capsys: pytest.CaptureFixture[str], name: str
-) -> None:
-    name = str(workdir / "elsewhere" / "marked-outside") if name == "ABSOLUTE" else name
-    before = snapshot(workdir)
-    code, err = harness(capsys, "train", *IRIS, f"run.name={name}", "--overwrite")
-    assert code == 2, err
-    assert err.startswith("error: ") and "run.name" in err
-    assert snapshot(workdir) == before
-
-
 def test_overwrite_removes_a_marked_run_and_an_older_unmarked_one(workdir: Path) -> None:
     runs = workdir / "runs"
     marked = make_run(runs, "marked")
@@ -166,42 +154,30 @@ def test_a_new_run_directory_appears_complete_with_its_marker(workdir: Path) -> 
     assert sorted(p.name for p in runs.iterdir()) == ["new"], "a failed start leaves nothing"
 
 
-# ---- #2 a refused run writes nothing ---------------------------------------------------------
+# ---- #2 who records a failure ----------------------------------------------------------
 
 
-def test_training_a_completed_run_again_is_refused_and_writes_nothing(
-    workdir: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("resume", "recorded"), [(True, "completed"), ("auto", "failed")])
+def test_a_failure_before_the_start_is_recorded_only_by_a_requeued_job(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, resume: bool | str, recorded: str
 ) -> None:
-    run_dir = fake_run(workdir, "done", 2, "training.epochs=2")
-    before = snapshot(workdir)
-    code, err = harness(capsys, "train", *IRIS, "run.name=done", "training.epochs=2")
-    assert code == 2 and "already exists" in err
-    assert snapshot(workdir) == before
-    assert rundir.read_state(run_dir)["state"] == "completed"
+    """`harness train --resume` that fails before starting leaves the run's record alone; a requeued
+    Slurm job continuing its own run reports its failure, for `harness status`."""
+    from harness.errors import DataError
+    from harness.train.run import RunRequest, train
+
+    def missing(*args: object, **kwargs: object) -> None:
+        raise DataError("data.path /gone.csv does not exist")
+
+    monkeypatch.setattr("harness.train.run.prepare_data", missing)
+    run_dir = fake_run(workdir, "r", 1)
+    config = load_config(run_dir / "config.yaml")
+    with pytest.raises(DataError):
+        train(RunRequest(config, resume=resume))  # type: ignore[arg-type]
+    assert rundir.read_state(run_dir)["state"] == recorded
 
 
 # ---- #4 --resume with changed settings ---------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("override", "words"),
-    [
-        ("training.optimizer.learning_rate=0.5", ["training.optimizer.learning_rate", "0.002", "0.5"]),
-        ("model.hidden_units=[4]", ["model.hidden_units", "[8]", "[4]"]),
-        ("data.dataset=wine", ["data.dataset", "'iris'", "'wine'"]),
-        ("training.epochs=2", ["training.epochs=2", "lower than the 3 epochs already done"]),
-    ],
-)
-def test_resume_refuses_what_may_not_change(
-    workdir: Path, capsys: pytest.CaptureFixture[str], override: str, words: list[str]
-) -> None:
-    fake_run(workdir, "r", 3, "training.epochs=5")
-    before = snapshot(workdir)
-    code, err = harness(capsys, "train", *IRIS, "run.name=r", "training.epochs=5", override, "--resume")
-    assert code == 2, err
-    for word in words:
-        assert word in err
-    assert snapshot(workdir) == before
 
 
 def test_resume_accepts_display_distribution_and_location_changes(workdir: Path) -> None:
@@ -490,15 +466,6 @@ def no_data_loading(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the data was loaded before run.output_dir was checked")
 
     monkeypatch.setattr("harness.train.run.prepare_data", fail)
-
-
-def test_output_dir_that_is_a_file(workdir: Path, capsys: pytest.CaptureFixture[str], no_data_loading: None) -> None:
-    (workdir / "out").write_text("a file")
-    for output_dir in ("out", "out/runs"):
-        code, err = harness(capsys, "train", *IRIS, f"run.output_dir={output_dir}")
-        assert code == 2, err
-        assert "run.output_dir" in err and "is a file" in err and str(workdir / "out") in err
-    assert (workdir / "out").read_text() == "a file"
 
 
 @pytest.fixture

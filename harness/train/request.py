@@ -109,7 +109,7 @@ def check_resumable(run_dir: Path, config: Config) -> None:
     if done is not None and config.training.epochs < done:
         raise ConfigError(
             f"cannot resume {run_dir}: training.epochs={config.training.epochs} is lower than the {done} "
-            f"epochs already done (the run started with training.epochs={saved.training.epochs}). "
+            f"epochs already done (its saved config says training.epochs={saved.training.epochs}). "
             f"Use training.epochs={done} or more"
         )
 

@@ -99,8 +99,14 @@ def train(
 
 
 def _record(cluster: ClusterEnv, request: RunRequest, progress: Progress, state: str, **fields: Any) -> None:
-    """The chief notes how the run ended, if this run started it; never hiding the error itself."""
-    if not (cluster.is_chief and progress.started):
+    """The chief notes how the run ended, if the run is its own; never hiding the error itself.
+
+    Its own: this process started it, or it is a submitted job (`resume="auto"`) continuing the
+    run it started before a requeue, whose failure `harness status` must show. A command refused
+    before starting (a completed run trained again, a wrong resume) leaves the record as it was.
+    """
+    requeued = request.resume == "auto" and (request.run_dir / rundir.STATE).is_file()
+    if not (cluster.is_chief and (progress.started or requeued)):
         return
     try:
         rundir.write_state(request.run_dir, state, **fields)
