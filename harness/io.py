@@ -164,7 +164,11 @@ def _size(path: Path) -> int | None:
 def atomic_write(
     target: Path, writer: Callable[[IO[Any]], object], binary: bool = False, needed: int | None = None
 ) -> None:
-    """Call `writer` with an open temporary file, then rename it onto `target`."""
+    """Call `writer` with an open temporary file, then rename it onto `target`.
+
+    `needed`: the bytes to be written, if known (a `Payload` knows its own), for a full-disk message.
+    """
+    needed = needed if needed is not None else getattr(writer, "needed", None)
     with atomic_path(target, needed=needed) as tmp:
         with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
             writer(handle)
@@ -172,13 +176,23 @@ def atomic_write(
             os.fsync(handle.fileno())
 
 
+class Payload:
+    """A writer for bytes known in advance: it knows how much space it needs."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.needed = len(data)
+
+    def __call__(self, handle: IO[Any]) -> None:
+        handle.write(self.data)
+
+
 def write_text(target: Path, text: str) -> None:
-    data = text.encode("utf-8")
-    atomic_write(target, lambda handle: handle.write(data), binary=True, needed=len(data))
+    atomic_write(target, Payload(text.encode("utf-8")), binary=True)
 
 
 def write_bytes(target: Path, data: bytes) -> None:
-    atomic_write(target, lambda handle: handle.write(data), binary=True, needed=len(data))
+    atomic_write(target, Payload(data), binary=True)
 
 
 def write_json(target: Path, obj: Any) -> None:
