@@ -376,3 +376,94 @@ def test_config_duplicate_key_in_a_cluster_profile(workdir: Path, capsys: pytest
     assert "Traceback" not in err
     assert "clusters.yaml" in err and "profiles.mine.partition twice" in err and "lines 3 and 5" in err
     assert tree(workdir) == before
+# --- run directory ---
+
+
+def run_refused(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run `harness train ARGS`; check exit 2, one message, no traceback, and nothing changed anywhere."""
+    from .test_rundir import snapshot
+
+    before = snapshot(workdir)
+    code = cli.main(["train", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert snapshot(workdir) == before, "a refused run must write and delete nothing"
+    return err
+
+
+@pytest.fixture
+def around_runs(workdir: Path) -> Path:
+    """Runs and other files around run.output_dir that --overwrite must never touch."""
+    from .test_rundir import make_run
+
+    runs = workdir / "runs"
+    make_run(runs, "sibling")
+    make_run(runs, "unmarked", marker=False)
+    (workdir / "beside.txt").write_text("mine")
+    make_run(workdir / "elsewhere", "marked")
+    make_run(runs / "group", "nested")
+    return runs
+
+
+@pytest.mark.parametrize("name", [".", "..", "ABSOLUTE", "group/nested", "unmarked"])
+def test_overwrite_never_deletes_what_is_not_a_run(
+    workdir: Path, around_runs: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    from .test_rundir import IRIS
+
+    name = str(workdir / "elsewhere" / "marked") if name == "ABSOLUTE" else name
+    err = run_refused(workdir, capsys, *IRIS, f"run.name={name}", "--overwrite")
+    assert "run.name" in err
+
+
+def test_training_a_completed_run_again_writes_nothing(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.train import rundir
+
+    from .test_rundir import IRIS, fake_run
+
+    run_dir = fake_run(workdir, "done", 2, "training.epochs=2")
+    err = run_refused(workdir, capsys, *IRIS, "run.name=done", "training.epochs=2")
+    assert str(Path("runs") / "done") in err and "already exists" in err
+    assert rundir.read_state(run_dir)["state"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("training.optimizer.learning_rate=0.5", ["training.optimizer.learning_rate", "0.002", "0.5"]),
+        ("model.hidden_units=[4]", ["model.hidden_units", "[8]", "[4]"]),
+        ("data.dataset=wine", ["data.dataset", "'iris'", "'wine'"]),
+        ("training.epochs=2", ["training.epochs=2", "lower than the 3 epochs already done", "training.epochs=5"]),
+    ],
+)
+def test_resume_with_a_setting_that_may_not_change(
+    workdir: Path, capsys: pytest.CaptureFixture[str], override: str, words: list[str]
+) -> None:
+    from .test_rundir import IRIS, fake_run
+
+    fake_run(workdir, "r", 3, "training.epochs=5")
+    err = run_refused(workdir, capsys, *IRIS, "run.name=r", "training.epochs=5", override, "--resume")
+    assert str(Path("runs") / "r") in err
+    for word in words:
+        assert word in err
+
+
+def test_resume_of_a_run_directory_that_is_a_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "runs").mkdir()
+    (workdir / "runs" / "r").write_text("not a run")
+    err = run_refused(workdir, capsys, *FAST, "run.name=r", "--resume")
+    assert str(Path("runs") / "r") in err and "is not a folder" in err
+
+
+@pytest.mark.parametrize("output_dir", ["out", "out/runs"])
+def test_output_dir_that_is_a_file_is_refused_before_loading_data(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, output_dir: str
+) -> None:
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was loaded before run.output_dir was checked")
+
+    monkeypatch.setattr("harness.train.run.prepare_data", no_data)
+    (workdir / "out").write_text("a file")
+    err = run_refused(workdir, capsys, *FAST, f"run.output_dir={output_dir}")
+    assert "run.output_dir" in err and "is a file" in err and str(workdir / "out") in err

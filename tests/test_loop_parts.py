@@ -62,8 +62,11 @@ def test_checkpoint_round_trip_and_pruning(tmp_path: Path) -> None:
     variables[0].assign(np.zeros((2, 3)))
     second = checkpoint.save(tmp_path, variables, opt, LoopState(epoch=2, global_step=10), best=False)
     third = checkpoint.save(tmp_path, variables, opt, LoopState(epoch=3, global_step=15), best=False)
+    assert checkpoint.resolve(tmp_path, "previous") == second  # kept to fall back to
+    fourth = checkpoint.save(tmp_path, variables, opt, LoopState(epoch=4, global_step=20), best=False)
     assert checkpoint.resolve(tmp_path, "best") == first
-    assert checkpoint.resolve(tmp_path, "latest") == third
+    assert checkpoint.resolve(tmp_path, "latest") == fourth
+    assert checkpoint.resolve(tmp_path, "previous") == third
     assert not second.exists(), "a checkpoint no pointer names is deleted"
     assert not list(tmp_path.glob(".step-*")), "no temporary folder is left behind"
     state = checkpoint.load(first, variables, opt)

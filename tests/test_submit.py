@@ -316,6 +316,7 @@ def test_existing_run_directory_needs_overwrite(
     fake_slurm: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (workdir / "runs" / "digits-cnn").mkdir(parents=True)
+    (workdir / "runs" / "digits-cnn" / ".harness-run").write_text("{}")  # made by harness: may be replaced
     code, _, err = run_cli(["submit"], capsys)
     assert code == 2 and "already exists" in err and "--overwrite" in err
     assert not (fake_slurm / "script.sh").exists()
@@ -403,7 +404,7 @@ def test_submission_sends_exactly_the_dry_run_script(
     saved = (run_dir / "slurm" / "config.yaml").read_text()
     assert f"output_dir: {workdir / 'runs'}" in saved and "nodes: 2" in saved
     assert records.lookup_job(FAKE_JOB_ID) == run_dir
-    assert {p.name for p in run_dir.iterdir()} == {"submission.json", "slurm"}
+    assert {p.name for p in run_dir.iterdir()} == {"submission.json", "slurm", ".harness-run"}
 
 
 def test_refused_submission_leaves_nothing(fake_slurm: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,6 +21,7 @@ from harness.slurm.profiles import resolve_profile
 from harness.slurm.resources import check_fit, describe, effective_strategy, merge, total_tasks, with_tasks
 from harness.slurm.scheduler import Partition, SchedulerUnavailable
 from harness.slurm.script import check_script_values
+from harness.train import rundir
 
 GRACE_EXTRA_S = 60
 """How long past the signal delay a stopped non-chief rank waits to be ended by the requeue."""
@@ -94,7 +95,7 @@ def plan(options: SubmitOptions, partitions: PartitionQuery | None = None, dry_r
     check_data(config)
     partition, notes = _partition(slurm.executor, config, partitions or scheduler.query_partitions, dry_run)
     if not dry_run:
-        check_run_dir(run_dir, options.overwrite)
+        check_run_dir(run_dir, options.overwrite, Path(config.run.output_dir))
     elif run_dir.exists() and not options.overwrite:
         notes = (*notes, f"{run_dir} exists: submitting needs --overwrite or another run.name")
     strategy = effective_strategy(config.distribute.strategy, total_tasks(slurm), slurm.gpus_per_node)
@@ -130,9 +131,10 @@ def _partition(
     return scheduler.check_partition(config.slurm, known), ()
 
 
-def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Never replace a run by accident, nor one whose job is still queued or running."""
-    if not run_dir.exists():
+def check_run_dir(run_dir: Path, overwrite: bool, output_dir: Path) -> None:
+    """Never replace a run by accident, nor one whose job is still queued or running, nor anything
+    that is not a run directory."""
+    if not (run_dir.exists() or run_dir.is_symlink()):
         return
     if not overwrite:
         raise RunDirError(
@@ -145,6 +147,7 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
             f"run directory {run_dir} belongs to job {active}, which is still queued or running; "
             f"cancel it first (harness cancel {run_dir})"
         )
+    rundir.check_removable(run_dir, output_dir)
 
 
 def active_job(run_dir: Path) -> str | None:
@@ -164,9 +167,11 @@ def active_job(run_dir: Path) -> str | None:
 
 def submit(plan: Plan, command: str) -> Submitted:
     """Create the run directory, submit the job and record it; on failure nothing is left behind."""
-    if plan.run_dir.exists():
-        shutil.rmtree(plan.run_dir)
-    plan.folder.mkdir(parents=True)
+    if plan.run_dir.exists() or plan.run_dir.is_symlink():
+        rundir.remove_run_dir(plan.run_dir, Path(plan.config.run.output_dir))
+    plan.run_dir.mkdir(parents=True)
+    rundir.write_marker(plan.run_dir, "harness submit")
+    plan.folder.mkdir()
     try:
         (plan.folder / CONFIG_NAME).write_text(to_yaml(plan.config))
         job = backends.submit(

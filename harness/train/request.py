@@ -14,22 +14,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config import Config
-from harness.errors import ConfigError
+from harness.errors import ConfigError, RunDirError
 from harness.train import rundir
 
-# Settings a resumed run may change: more epochs, display, and how the work is spread (the
-# worker count and per-replica batch; the loop restarts a partial epoch if the global batch changed).
+# Settings a resumed run may change, because the training they describe stays the same: display
+# and reports, how often to save, how the work is run and spread over processes (the worker count
+# may change), and the resources of the next Slurm job. `training.epochs` may change but not below
+# the epochs already done; `training.batch_size` only with the global batch kept (checked once the
+# strategy knows the replicas: `check_global_batch`).
 RESUMABLE_KEYS = {
     "training.epochs",
+    "training.batch_size",
     "training.progress",
     "training.callbacks",
     "training.tensorboard",
-    "training.batch_size",
+    "training.steps_per_execution",
+    "training.checkpoint.every_epochs",
+    "training.checkpoint.every_steps",
     "distribute.strategy",
     "distribute.cpu_replicas",
     "distribute.horovod_controller",
     "distribute.timeout_s",
+    "report.html",
+    "report.plots",
+    "run.output_dir",  # where the run is, not what it is: it was found there already
+    "run.name",
 }
+RESUMABLE_SECTIONS = ("slurm.",)
+SHOWN_VALUE = 120
 
 
 @dataclass(frozen=True)
@@ -55,13 +67,14 @@ class RunRequest:
 def wants_resume(request: RunRequest) -> bool:
     """`resume="auto"` continues when the run directory has a checkpoint (a requeued job)."""
     if request.resume == "auto":
-        return rundir.checkpoint.resolve(request.run_dir / rundir.CHECKPOINTS) is not None
+        return bool(rundir.checkpoint.candidates(request.run_dir / rundir.CHECKPOINTS))
     return bool(request.resume)
 
 
 def check_request(request: RunRequest, config: Config) -> None:
     """Refuse to clobber or wrongly resume a run directory, before anything is started."""
-    rundir.check_target(request.run_dir, resume=request.resume, overwrite=request.overwrite)
+    output_dir = Path(request.config.run.output_dir)
+    rundir.check_target(request.run_dir, output_dir, resume=request.resume, overwrite=request.overwrite)
     if wants_resume(request):
         check_resumable(request.run_dir, config)
 
@@ -75,17 +88,84 @@ def absolute_data_path(config: Config, base_dir: Path) -> Config:
 
 
 def check_resumable(run_dir: Path, config: Config) -> None:
-    """A resumed run must use the config it started with (more epochs are allowed)."""
+    """A resumed run must use the config it started with; see RESUMABLE_KEYS for what may change."""
     from harness.config import load_config
 
-    saved = load_config(run_dir / "config.yaml")
-    changed = sorted(k for k in diff_keys(saved.model_dump(), config.model_dump()) if k not in RESUMABLE_KEYS)
+    saved_path = run_dir / rundir.CONFIG
+    saved = load_config(saved_path)
+    before, now = _comparable(saved), _comparable(config)
+    changed = [key for key in diff_keys(before, now) if not _may_change(key)]
     if changed:
-        raise ConfigError(
-            f"cannot resume {run_dir}: the config differs from the one the run started with in "
-            f"{', '.join(changed)}. Resume with the saved config ({run_dir / 'config.yaml'}), "
-            "or start a new run with --overwrite or another run.name"
+        shown = "; ".join(
+            f"{key} was {_show(_lookup(before, key))} and is {_show(_lookup(now, key))} now" for key in changed
         )
+        raise ConfigError(
+            f"cannot resume {run_dir}: the config differs from the one the run started with "
+            f"({saved_path}): {shown}. On --resume only training.epochs, display, checkpoint-frequency "
+            "and distribution settings may change. Resume with the saved config "
+            f"(harness train {saved_path} --resume), or start a new run with another run.name"
+        )
+    done = epochs_done(run_dir)
+    if done is not None and config.training.epochs < done:
+        raise ConfigError(
+            f"cannot resume {run_dir}: training.epochs={config.training.epochs} is lower than the {done} "
+            f"epochs already done (its saved config says training.epochs={saved.training.epochs}). "
+            f"Use training.epochs={done} or more"
+        )
+
+
+def epochs_done(run_dir: Path) -> int | None:
+    """Complete epochs in the newest checkpoint whose loop state can be read."""
+    for folder in rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS):
+        try:
+            return rundir.checkpoint.read_state(folder).epoch
+        except RunDirError:
+            continue
+    return None
+
+
+def check_global_batch(run_dir: Path, config: Config, global_batch: int, saved_global_batch: int) -> None:
+    """`training.batch_size` may change on resume only to keep the global batch (another worker count).
+
+    Called on every rank once the strategy knows the number of replicas, before anything is written.
+    """
+    from harness.config import load_config
+
+    saved = load_config(run_dir / rundir.CONFIG).training.batch_size
+    now = config.training.batch_size
+    if now == saved or global_batch == saved_global_batch:
+        return
+    known = f"global batch {saved_global_batch}" if saved_global_batch else "a global batch not recorded"
+    raise ConfigError(
+        f"cannot resume {run_dir}: training.batch_size was {saved} (per replica, {known}) and is {now} now "
+        f"(global batch {global_batch}). On --resume the per-replica batch may change only to keep the "
+        f"global batch with another number of workers; use training.batch_size={saved}, or start a new run"
+    )
+
+
+def _comparable(config: Config) -> dict[str, Any]:
+    """The config as compared on resume: `data.path` as the file it names, however it is spelled."""
+    dumped = config.model_dump(mode="json")
+    path = dumped["data"].get("path")
+    if path:
+        dumped["data"]["path"] = str(Path(path).resolve())
+    return dumped
+
+
+def _may_change(key: str) -> bool:
+    return key in RESUMABLE_KEYS or key.startswith(RESUMABLE_SECTIONS)
+
+
+def _lookup(tree: dict[str, Any], key: str) -> Any:
+    value: Any = tree
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE] + "..."
 
 
 def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from harness import io
 from harness.config import Config, to_yaml
@@ -28,16 +32,37 @@ from harness.evaluate import write_report
 from harness.imports import import_object
 from harness.models import describe_model
 from harness.train import rundir
-from harness.train.checkpoint import LoopState
+from harness.train.checkpoint import CorruptCheckpoint, LoopState
 from harness.train.evaluation import evaluate_test_split
 from harness.train.loop import Trainer, TrainResult
 from harness.train.progress import make_reporter
-from harness.train.request import RunRequest, absolute_data_path, check_request, invocation, wants_resume
+from harness.train.request import (
+    RunRequest,
+    absolute_data_path,
+    check_global_batch,
+    check_request,
+    invocation,
+    wants_resume,
+)
 
 __all__ = ["RunRequest", "invocation", "train"]
 
 PREPROCESSING = "preprocessing.json"
 MODEL = "model.keras"
+
+
+@dataclass
+class Progress:
+    """How far this process got with the run directory, to decide what a failure may touch.
+
+    `started`: this run wrote its start into the run directory, so its end may be recorded
+    there too; a run refused before that (bad input, exit 2) writes nothing. `created`: this run
+    made the directory, so it may remove it again if a write failed before any checkpoint.
+    """
+
+    started: bool = False
+    created: bool = False
+    space_needed: int | None = None  # bytes the whole run directory will take, once the model is known
 
 
 def train(
@@ -50,23 +75,69 @@ def train(
     In a multi-process job every rank calls this; only the chief checks and writes the run
     directory, the others train their shard and return. When `stop_requested()` turns true on
     any rank, all ranks stop at the same step, the chief saves a checkpoint, and `Preempted`
-    is raised. The chief records the run's state in state.json throughout.
+    is raised. The chief records the run's state in state.json throughout: `preempted`,
+    `interrupted` (Ctrl-C) or `failed` at the end of a run that does not complete.
     """
     cluster = detect(os.environ)
+    progress = Progress()
     try:
-        return _train(request, cluster, extra_callbacks, stop_requested)
+        return _train(request, cluster, extra_callbacks, stop_requested, progress)
     except Preempted:
-        _record(cluster, request.run_dir, "preempted")
+        _record(cluster, request, progress, "preempted")
         raise
+    except KeyboardInterrupt:
+        _record(cluster, request, progress, "interrupted", error="interrupted (Ctrl-C)")
+        raise
+    except io.WriteError as err:
+        removed = _remove_unfinished(cluster, request, progress)
+        if not removed:
+            _record(cluster, request, progress, "failed", error=str(err)[:2000])
+        raise _explain_write_failure(err, request, progress, removed) from None
     except BaseException as err:
-        _record(cluster, request.run_dir, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+        _record(cluster, request, progress, "failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
 
 
-def _record(cluster: ClusterEnv, run_dir: Path, state: str, **fields: Any) -> None:
-    """The chief notes a final state, if the run directory was ever created."""
-    if cluster.is_chief and (run_dir / "config.yaml").is_file():
-        rundir.write_state(run_dir, state, **fields)
+def _record(cluster: ClusterEnv, request: RunRequest, progress: Progress, state: str, **fields: Any) -> None:
+    """The chief notes how the run ended, if the run is its own; never hiding the error itself.
+
+    Its own: this process started it, or it is a submitted job (`resume="auto"`) continuing the
+    run it started before a requeue, whose failure `harness status` must show. A command refused
+    before starting (a completed run trained again, a wrong resume) leaves the record as it was.
+    """
+    requeued = request.resume == "auto" and (request.run_dir / rundir.STATE).is_file()
+    if not (cluster.is_chief and (progress.started or requeued)):
+        return
+    try:
+        rundir.write_state(request.run_dir, state, **fields)
+    except OSError as err:
+        print(f"harness: could not record state {state!r} in {request.run_dir / rundir.STATE}: {err}", file=sys.stderr)
+
+
+def _explain_write_failure(err: io.WriteError, request: RunRequest, progress: Progress, removed: bool) -> io.WriteError:
+    """Add what the user can do: how much space the run needs, and whether it can be resumed."""
+    if err.no_space and progress.space_needed:
+        needed = io.format_size(progress.space_needed)
+        err = err.explained(
+            f"The whole run directory needs about {needed} (checkpoints, the saved model and the reports)"
+        )
+    if progress.started and not removed and rundir.checkpoint.candidates(request.run_dir / rundir.CHECKPOINTS):
+        err = err.explained(f"{request.run_dir} keeps its checkpoint: continue with --resume once the problem is fixed")
+    return err
+
+
+def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> bool:
+    """After a failed write (a full disk), remove the run directory this run made if it holds no
+    checkpoint: nothing is lost, and a rerun is not blocked by a half-made directory."""
+    run_dir = request.run_dir
+    if not (cluster.is_chief and progress.created) or rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS):
+        return False
+    try:
+        rundir.remove_run_dir(run_dir, Path(request.config.run.output_dir))
+    except (OSError, RunDirError):
+        return False
+    print(f"harness: removed {run_dir}, which this run had created and which held no checkpoint yet", file=sys.stderr)
+    return True
 
 
 def _train(
@@ -74,6 +145,7 @@ def _train(
     cluster: ClusterEnv,
     extra_callbacks: Sequence[keras.callbacks.Callback],
     stop_requested: Callable[[], bool] | None,
+    progress: Progress,
 ) -> Path:
     config = absolute_data_path(request.config, request.base_dir)
     run_dir = request.run_dir
@@ -97,8 +169,9 @@ def _train(
             heartbeat=watchdog.beat,
             stop_requested=stop_requested,
         )
-        writer = start_run_dir(request, config, data, strategy, ranks) if strategy.is_chief else None
-        state = trainer.restore(_latest(run_dir)) if resume else None
+        progress.space_needed = estimate_run_bytes(trainer)
+        state = restore(trainer, run_dir, config) if resume else None
+        writer = start_run_dir(request, config, data, strategy, ranks, progress) if strategy.is_chief else None
         result = fit_or_explain(trainer, state, writer, watchdog, cluster)
         watchdog.pause()
         if strategy.num_replicas > 1:
@@ -112,6 +185,56 @@ def _train(
         evaluation = finish_run_dir(run_dir, config, data, trainer, result)
         reporter.message(result_lines(run_dir, evaluation, result))
     return run_dir
+
+
+REPORTS_BYTES = 2 * 1024 * 1024
+"""About what report.html (plots embedded), the other reports and the metrics take."""
+
+
+def estimate_run_bytes(trainer: Trainer) -> int:
+    """Space a run directory needs: up to three checkpoints kept plus one being written, the
+    saved model, and the reports; so a full disk can be told how much to free."""
+    model = _variable_bytes(trainer.model.variables)
+    optimizer = _variable_bytes(trainer.optimizer.variables)
+    return 4 * (model + optimizer) + model + REPORTS_BYTES
+
+
+def _variable_bytes(variables: Sequence[Any]) -> int:
+    total = 0
+    for var in variables:
+        count = 1
+        for dim in var.shape:
+            count *= int(dim or 1)
+        total += count * np.dtype(str(getattr(var.dtype, "name", var.dtype))).itemsize
+    return total
+
+
+def restore(trainer: Trainer, run_dir: Path, config: Config) -> LoopState:
+    """Load the newest readable checkpoint; a damaged one is named and an older one used instead.
+
+    Every rank reads the same files and so picks the same checkpoint.
+    """
+    folders = rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS)
+    problems: list[str] = []
+    for folder in folders:
+        try:
+            state = trainer.restore(folder)
+        except CorruptCheckpoint as err:
+            problems.append(str(err))
+            continue
+        if problems and trainer.strategy.is_chief:
+            warnings.warn(
+                rundir.RunDirWarning(f"{'; '.join(problems)}. Resuming from the older checkpoint {folder} instead"),
+                stacklevel=2,
+            )
+        check_global_batch(run_dir, config, trainer.global_batch, state.global_batch)
+        return state
+    if not folders:
+        raise RunDirError(f"run directory {run_dir} has no checkpoint to resume from")
+    raise RunDirError(
+        f"cannot resume {run_dir}: no checkpoint can be read: {'; '.join(problems)}. "
+        "Start again with --overwrite, or restore the files from a backup"
+    )
 
 
 def fit_or_explain(
@@ -192,19 +315,45 @@ def _user_callbacks(path: str, key: str) -> list[keras.callbacks.Callback]:
 
 
 def start_run_dir(
-    request: RunRequest, config: Config, data: PreparedData, strategy: Strategy, ranks: list[dict[str, Any]]
+    request: RunRequest,
+    config: Config,
+    data: PreparedData,
+    strategy: Strategy,
+    ranks: list[dict[str, Any]],
+    progress: Progress,
 ) -> rundir.RunWriter:
-    """Create the run directory and write what is known before training starts."""
+    """Create the run directory (or continue the existing one) with what is known before training.
+
+    A new run directory is assembled under a temporary name and appears complete, so a full
+    disk here leaves nothing behind; a resumed one gets its config, environment and state updated.
+    """
     run_dir = request.run_dir
-    rundir.prepare(run_dir, overwrite=request.overwrite)
-    io.write_text(run_dir / "config.yaml", to_yaml(config))
-    data.preprocessor.save(run_dir / PREPROCESSING)
-    extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
-    io.write_json(run_dir / "env.json", environment(request.base_dir, extra))
-    rundir.write_state(
-        run_dir, "running", starting=True, epochs=config.training.epochs, requeues=requeues(), error=None
-    )
+    if run_dir.is_dir() and not request.overwrite:
+        _write_start(run_dir, request, config, data, strategy, ranks)
+    else:
+        output_dir = Path(config.run.output_dir)
+        with rundir.new_run_dir(run_dir, output_dir, overwrite=request.overwrite) as staging:
+            _write_start(staging, request, config, data, strategy, ranks)
+        progress.created = True
+    progress.started = True
     return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard)
+
+
+def _write_start(
+    folder: Path,
+    request: RunRequest,
+    config: Config,
+    data: PreparedData,
+    strategy: Strategy,
+    ranks: list[dict[str, Any]],
+) -> None:
+    io.write_text(folder / rundir.CONFIG, to_yaml(config))
+    data.preprocessor.save(folder / PREPROCESSING)
+    extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
+    io.write_json(folder / "env.json", environment(request.base_dir, extra))
+    rundir.write_state(
+        folder, "running", starting=True, epochs=config.training.epochs, requeues=requeues(), error=None
+    )
 
 
 def result_lines(run_dir: Path, evaluation: dict[str, Any], result: TrainResult) -> str:
@@ -259,10 +408,3 @@ def reproduce_command(run_dir: Path) -> str:
     """The command that re-runs exactly this experiment from its saved config."""
     config = shlex.quote(str(run_dir / "config.yaml"))
     return f"harness train {config} run.name={shlex.quote(run_dir.name)}-repro"
-
-
-def _latest(run_dir: Path) -> Path:
-    folder = rundir.checkpoint.resolve(run_dir / rundir.CHECKPOINTS)
-    if folder is None:
-        raise RunDirError(f"run directory {run_dir} has no checkpoint to resume from")
-    return folder
