@@ -7,7 +7,6 @@ created, so bad input leaves nothing behind.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from harness.data import PreparedData, prepare_data
 from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
-from harness.distribute.watchdog import Heartbeats, Watchdog
+from harness.distribute.watchdog import Heartbeats, Watchdog, summarize_error
 from harness.envinfo import environment, node_name
 from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
@@ -134,10 +133,7 @@ def fit_or_explain(
 
 def summarize_op_error(err: Exception) -> str:
     """The line of a TensorFlow error that says what happened, without graph-node noise."""
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(err, "message", "") or str(err))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
-    return (useful or lines or [type(err).__name__])[0][:300]
+    return summarize_error(getattr(err, "message", "") or str(err)) or type(err).__name__
 
 
 def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
