@@ -1,7 +1,16 @@
 """The `harness` command: parse arguments, make one library call, map errors to exit codes.
 
-Exit codes: 0 success, 1 a failure during a run, 2 bad input (nothing was run or written),
-130 interrupted.
+Exit codes (README.md lists the same):
+  0    success
+  1    a failure during a run (the last good checkpoint is kept); `doctor`: a required part is
+       missing; `smoke`: a check failed
+  2    bad input: arguments, config, data, run directory or a damaged run file (nothing was run,
+       written or deleted)
+  3    the watchdog ended a distributed run: a rank made no progress for distribute.timeout_s
+  75   stopped by SIGTERM or SIGUSR2 (preemption, time limit) after saving a checkpoint: resumable
+  130  interrupted (Ctrl-C)
+  128+N  `train --workers`: a worker was killed by signal N; otherwise the launcher exits with
+       the code of the first worker that failed
 """
 
 from __future__ import annotations
@@ -12,13 +21,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.config import DistributeConfig
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, RunDirError
 
 if TYPE_CHECKING:
     from harness.train.request import RunRequest
@@ -146,13 +156,29 @@ def _report(args: argparse.Namespace) -> int:
 
     run_dirs = [Path(d) for d in args.run_dirs]
     if len(run_dirs) == 1 and args.out is None:
-        report = load_report(run_dirs[0])
-        render_report(run_dirs[0], report["config"]["report"]["html"], report["config"]["report"]["plots"])
+        html, plots = report_settings(run_dirs[0], load_report(run_dirs[0]))
+        render_report(run_dirs[0], html, plots)
         print(f"report: {run_dirs[0] / 'report.md'}")
         return 0
     out = gather_reports(run_dirs, Path(args.out or "comparison"))
     print(f"comparison: {out}")
     return 0
+
+
+def report_settings(run_dir: Path, report: Mapping[str, Any]) -> tuple[bool, bool]:
+    """`report.html` and `report.plots` as the run was configured (true where report.json lacks them)."""
+    section = report.get("config")
+    section = section.get("report") if isinstance(section, Mapping) else None
+    found = section if isinstance(section, Mapping) else {}
+    values = []
+    for key in ("html", "plots"):
+        value = found.get(key, True)
+        if not isinstance(value, bool):
+            raise RunDirError(
+                f"{run_dir / 'report.json'}: config.report.{key} must be true or false. Received: {value!r:.200}"
+            )
+        values.append(value)
+    return values[0], values[1]
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -400,10 +426,29 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     return args
 
 
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: object = None,
+) -> None:
+    """A warning as one line naming what it is about (a skipped metrics line...), not our source line."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"warning: {kind}{message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_command_line(build_parser(), argv)
     handler: Callable[[argparse.Namespace], int] = args.func
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return _run(handler, args)
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except HarnessError as err:
