@@ -248,6 +248,15 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def path_arg(text: str) -> str:
+    """A path the filesystem accepts: a name too long for it is a usage error, not a traceback later."""
+    try:
+        Path(text).exists()
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"not a usable path ({err.strerror or err}): {text[:200]!r}") from None
+    return text
+
+
 def positive_number(text: str) -> float:
     try:
         value = float(text)
@@ -324,13 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.set_defaults(func=_smoke)
 
     evaluate = sub.add_parser("evaluate", help="re-run the test-split evaluation of a finished run")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", type=path_arg)
     evaluate.set_defaults(func=_evaluate)
 
     predict = sub.add_parser("predict", help="predict a CSV or NPZ file with a trained run")
-    predict.add_argument("run_dir", metavar="RUN_DIR")
-    predict.add_argument("input", metavar="INPUT", help="CSV with the training feature columns, or NPZ")
-    predict.add_argument("-o", "--output", help="output CSV (default: INPUT with .predictions.csv)")
+    predict.add_argument("run_dir", metavar="RUN_DIR", type=path_arg)
+    predict.add_argument(
+        "input", metavar="INPUT", type=path_arg, help="CSV with the training feature columns, or NPZ"
+    )
+    predict.add_argument("-o", "--output", type=path_arg, help="output CSV (default: INPUT with .predictions.csv)")
     predict.set_defaults(func=_predict)
 
     report = sub.add_parser(
@@ -339,8 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="With one RUN_DIR: rebuild report.md/report.html from report.json. "
         "With several (or --out): write a comparison table and plots.",
     )
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    report.add_argument("--out", help="folder for the comparison (default: ./comparison)")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=path_arg)
+    report.add_argument(
+        "--out",
+        type=path_arg,
+        help="folder for the comparison (default: ./comparison); a new or empty folder, or one an earlier "
+        "`harness report` made",
+    )
     report.set_defaults(func=_report)
 
     doctor = sub.add_parser(

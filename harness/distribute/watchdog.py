@@ -86,6 +86,9 @@ class Heartbeats:
         self.world_size = world_size
         self.host = host
         self.started = time.time()
+        # Folders the heartbeat may create (runs/ on a first run): removed again when left empty,
+        # so a run that fails before its run directory exists leaves nothing behind.
+        self._missing_parents = [path for path in folder.parents if not path.exists()]
 
     def clear_stale(self) -> None:
         """Remove heartbeat files an earlier run left behind (a rank killed with SIGKILL cannot retire).
@@ -164,14 +167,15 @@ class Heartbeats:
 
         Each rank removes only its own file (after its writer thread has stopped), so a rank that
         finishes early cannot have its folder re-created by a slower peer; the last one out
-        removes the empty folder.
+        removes the empty folder, and the output folder if the heartbeats created it.
         """
         for name in (f"rank-{self.rank}", f".rank-{self.rank}.tmp"):
             (self.folder / name).unlink(missing_ok=True)
-        try:
-            self.folder.rmdir()
-        except OSError:
-            pass  # another rank is still running, or the folder never existed
+        for folder in (self.folder, *self._missing_parents):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # another rank is still running, the run directory is there, or nothing was made
 
 
 def _well_formed(record: Any) -> bool:

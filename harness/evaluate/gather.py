@@ -29,6 +29,7 @@ COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 COMPARISON_HTML = "comparison.html"
 COMPARISON_MARKER = ".harness-comparison"
+SHOWN_CHARS = 200
 COMPARISON_FILES = frozenset({COMPARISON_JSON, COMPARISON_MD, COMPARISON_HTML, COMPARISON_MARKER})
 IGNORED_CONFIG_KEYS = frozenset({"run.name"})
 VALIDATION_KEYS = ("val_loss", "val_accuracy", "val_mae")
@@ -89,7 +90,14 @@ def check_out_dir(out_dir: Path, run_dirs: Sequence[Path]) -> None:
     Refused: an existing file; the current folder or one of its parents; a run directory or a
     folder holding one; a non-empty folder that `harness report` did not make.
     """
-    shown = str(out_dir)
+    shown = str(out_dir)[:SHOWN_CHARS]
+    try:
+        _check_out_dir(out_dir, shown, run_dirs)
+    except OSError as err:  # e.g. a name too long for the filesystem, or a folder that cannot be listed
+        raise RunDirError(f"--out {shown}: {err.strerror or err}; choose another folder for the comparison") from None
+
+
+def _check_out_dir(out_dir: Path, shown: str, run_dirs: Sequence[Path]) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirError(f"--out {shown} is an existing file, not a folder; choose a new folder for the comparison")
     target = out_dir.resolve()

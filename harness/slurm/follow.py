@@ -83,7 +83,11 @@ class Run:
 def locate(target: str, environ: Mapping[str, str] | None = None) -> Run:
     """A run directory, or a job id looked up in the index and then in Slurm itself."""
     path = Path(target)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as err:  # e.g. a name too long for the filesystem
+        raise RunDirError(f"{target[:SHOWN_CHARS]!r} is not a usable path: {err.strerror or err}") from None
+    if is_dir:
         return Run(path, read_submission(path))
     if not target.replace("_", "").isdigit():
         raise RunDirError(f"{target[:SHOWN_CHARS]!r} is neither a run directory nor a job id")
@@ -109,6 +113,11 @@ def read_submission(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(
             f"{path} is damaged: job_id must be a Slurm job id or a process id (digits). "
             f"Received: {record.get('job_id')!r:.{SHOWN_CHARS}}; fix or remove the value"
+        )
+    if record.get("executor") == "local" and local_pid(job_id) is None:
+        raise RunDirError(
+            f"{path} is damaged: job_id of a local job must be its process id (1 or more). "
+            f"Received: {job_id!r:.{SHOWN_CHARS}}; fix or remove the value"
         )
     return record
 
