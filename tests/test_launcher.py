@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,34 @@ def test_a_damaged_heartbeat_file_does_not_stop_the_watchdog_from_exiting(tmp_pa
     finally:
         watchdog.stop()
     assert codes == [EXIT_STALLED]
+
+
+def test_heartbeats_leave_no_output_folder_behind_when_a_run_fails_early(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / ".r.heartbeats"
+    ranks = [Heartbeats(folder, rank, 2, "n1") for rank in range(2)]
+    for heartbeats in ranks:
+        heartbeats.write(1, "connecting")
+    for heartbeats in ranks:
+        heartbeats.retire()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_heartbeats_keep_an_output_folder_that_was_there_or_holds_a_run(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    Heartbeats(tmp_path / "runs" / ".r.heartbeats", 0, 1, "n1").write(1, "x")
+    Heartbeats(tmp_path / "runs" / ".r.heartbeats", 0, 1, "n1").retire()
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+    made = Heartbeats(tmp_path / "new" / ".r.heartbeats", 0, 1, "n1")
+    made.write(1, "x")
+    (tmp_path / "new" / "r").mkdir()  # the chief created the run directory
+    made.retire()
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["r"]
+
+
+def test_status_of_a_job_that_ended_before_training_names_the_exception(tmp_path: Path) -> None:
+    from harness.slurm import follow
+
+    run = follow.Run(tmp_path, {"job_id": "7", "executor": "slurm", "job_folder": str(tmp_path)})
+    (tmp_path / "7_0_log.err").write_text("srun: starting\n" + PYTHON_TRACEBACK)
+    found = follow.derive_status(run, {}, None, None, None, datetime.now(UTC))
+    assert found.state == "failed" and found.error == "ValueError: Attempt to convert a value"
