@@ -74,10 +74,19 @@ def stop_on_signals() -> Callable[[], bool]:
         print(f"received {signal.Signals(signum).name}: saving a checkpoint at the next step", flush=True)
         requested.set()
 
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
-            signal.signal(sig, request)
-    return requested.is_set
+    def install() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGUSR2, signal.SIGTERM):
+                signal.signal(sig, request)
+
+    def stop_requested() -> bool:
+        # TensorFlow's coordination service (multiworker) installs its own SIGTERM handler when the
+        # strategy starts, which swallows the signal: take it back each time training asks.
+        install()
+        return requested.is_set()
+
+    install()
+    return stop_requested
 
 
 def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:

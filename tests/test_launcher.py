@@ -241,6 +241,8 @@ def test_summaries_pick_the_error_not_a_traceback_frame() -> None:
     assert last_error_line(PYTHON_TRACEBACK) == "ValueError: Attempt to convert a value"
     assert last_error_line("[x]\nerror: unknown model 'nope'\n") == "error: unknown model 'nope'"
     assert last_error_line('File "<frozen runpy>", line 198, in _run_module_as_main\n') is None
+    died = last_error_line("[x]\nterminate called after throwing\n  what():  oops\n")
+    assert died == "terminate called after throwing"
     assert len(summarize_error("x" * 5000) or "") == 300
 
 

@@ -37,7 +37,10 @@ _NOISE = (
     "During handling of the above exception",
     "The above exception was the direct cause",
 )
-_ERROR_LINE = re.compile(r"(error: |Fatal Python error|(?:[A-Za-z_][\w.]*)?(Error|Exception|Exit|Interrupt)\b(:|$))")
+_ERROR_LINE = re.compile(
+    r"error: |Fatal Python error|terminate called"  # ours, the interpreter's, C++'s std::terminate
+    r"|(?:[A-Za-z_][\w.]*)?(Error|Exception|Exit|Interrupt)\b(:|$)"  # a traceback's last line
+)
 SUMMARY_CHARS = 300
 
 
