@@ -16,6 +16,7 @@ Exit codes (README.md lists the same):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -91,11 +92,16 @@ def stop_on_signals() -> Callable[[], bool]:
 
 def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:
     """Check everything once here, then start the worker processes."""
+    from harness.distribute.watchdog import heartbeat_folder, remove_heartbeats
     from harness.train.request import absolute_data_path, check_request
 
     check_request(request, absolute_data_path(request.config, request.base_dir))
     flags = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
-    return launch_workers(["train", *args.items, *flags], args.workers, request.config.distribute)
+    try:
+        return launch_workers(["train", *args.items, *flags], args.workers, request.config.distribute)
+    finally:  # every worker has ended: a killed one left its heartbeat file behind
+        with contextlib.suppress(OSError):
+            remove_heartbeats(heartbeat_folder(request.config.run.output_dir, request.config.run.name))
 
 
 def launch_workers(child_args: list[str], workers: int, cfg: DistributeConfig) -> int:

@@ -23,7 +23,9 @@ from harness.distribute.watchdog import (
     EXIT_STALLED,
     Heartbeats,
     Watchdog,
+    heartbeat_folder,
     last_error_line,
+    remove_heartbeats,
     summarize_error,
 )
 
@@ -343,3 +345,30 @@ def test_status_of_a_job_that_ended_before_training_names_the_exception(tmp_path
     (tmp_path / "7_0_log.err").write_text("srun: starting\n" + PYTHON_TRACEBACK)
     found = follow.derive_status(run, {}, None, None, None, datetime.now(UTC))
     assert found.state == "failed" and found.error == "ValueError: Attempt to convert a value"
+
+
+def test_remove_heartbeats_takes_only_heartbeat_files(tmp_path: Path) -> None:
+    folder = heartbeat_folder(tmp_path, "r")
+    beat(folder, 0, age_s=0)
+    beat(folder, 1, age_s=0)
+    (folder / ".rank-1.tmp").write_text("{")
+    remove_heartbeats(folder)
+    assert not folder.exists()
+    beat(folder, 0, age_s=0)
+    (folder / "notes.txt").write_text("not ours")
+    remove_heartbeats(folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_the_launcher_clears_the_heartbeats_of_a_killed_worker(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import cli
+
+    def killed_rank(child_args: list[str], workers: int, cfg: object) -> int:
+        beat(heartbeat_folder("runs", "k"), 1, age_s=0)  # rank 1 died with SIGKILL: it could not retire
+        return 128 + signal.SIGKILL
+
+    monkeypatch.setattr(cli, "launch_workers", killed_rank)
+    assert cli.main(["train", "run.name=k", "distribute.strategy=multiworker", "--workers", "2"]) == 137
+    assert list((workdir / "runs").iterdir()) == []

@@ -80,6 +80,24 @@ def last_error_line(text: str) -> str | None:
     return found[-1][:SUMMARY_CHARS] if found else None
 
 
+def heartbeat_folder(output_dir: Path | str, run_name: str) -> Path:
+    """Where a run's ranks keep their heartbeat files: beside the run directory, never inside it."""
+    return Path(output_dir) / f".{run_name}.heartbeats"
+
+
+def remove_heartbeats(folder: Path) -> None:
+    """Remove every rank's file and the folder, once all ranks have ended (one killed cannot retire)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if _RANK_FILE.fullmatch(path.name) and not path.is_symlink() and path.is_file():
+            path.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something that is not a heartbeat file is in it: not ours to delete
+
+
 class Heartbeats:
     """Per-rank heartbeat files beside the run directory (never inside it)."""
 

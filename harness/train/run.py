@@ -20,7 +20,7 @@ from harness.data import PreparedData, prepare_data
 from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
-from harness.distribute.watchdog import Heartbeats, Watchdog, summarize_error
+from harness.distribute.watchdog import Heartbeats, Watchdog, heartbeat_folder, summarize_error
 from harness.envinfo import environment, node_name
 from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
@@ -140,7 +140,7 @@ def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
     """Armed only when several processes take part: a single process cannot wait for a peer."""
     output = Path(config.run.output_dir)
     heartbeats = Heartbeats(
-        output / f".{config.run.name}.heartbeats", cluster.rank, cluster.world_size, node_name()
+        heartbeat_folder(output, config.run.name), cluster.rank, cluster.world_size, node_name()
     )
     watchdog = Watchdog(config.distribute.timeout_s, lambda: describe_ranks(cluster), heartbeats)
     return watchdog.start() if cluster.is_distributed else watchdog
