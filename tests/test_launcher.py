@@ -372,3 +372,18 @@ def test_the_launcher_clears_the_heartbeats_of_a_killed_worker(
     monkeypatch.setattr(cli, "launch_workers", killed_rank)
     assert cli.main(["train", "run.name=k", "distribute.strategy=multiworker", "--workers", "2"]) == 137
     assert list((workdir / "runs").iterdir()) == []
+
+
+def test_cancel_still_cancels_a_run_whose_state_json_is_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.slurm import follow, scheduler
+
+    cancelled: list[str] = []
+    monkeypatch.setattr(scheduler, "cancel", cancelled.append)
+    record = {"schema_version": 1, "job_id": "7", "executor": "slurm"}
+    (tmp_path / "submission.json").write_text(json.dumps(record))
+    (tmp_path / "state.json").write_text('{"state": "runn')
+    _, message = follow.cancel(str(tmp_path))
+    assert cancelled == ["7"] and message.startswith("cancelled job 7")
+    assert follow.read_state(tmp_path)["state"] == "cancelled"

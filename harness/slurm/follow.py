@@ -112,12 +112,12 @@ def read_submission(run_dir: Path) -> dict[str, Any]:
     if not JOB_ID.fullmatch(job_id):  # it reaches scancel and kill: never an option or a process group
         raise RunDirError(
             f"{path} is damaged: job_id must be a Slurm job id or a process id (digits). "
-            f"Received: {record.get('job_id')!r:.{SHOWN_CHARS}}; fix or remove the value"
+            f"Received: {record.get('job_id')!r:.{SHOWN_CHARS}}"
         )
     if record.get("executor") == "local" and local_pid(job_id) is None:
         raise RunDirError(
             f"{path} is damaged: job_id of a local job must be its process id (1 or more). "
-            f"Received: {job_id!r:.{SHOWN_CHARS}}; fix or remove the value"
+            f"Received: {job_id!r:.{SHOWN_CHARS}}"
         )
     return record
 
