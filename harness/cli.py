@@ -1,24 +1,35 @@
 """The `harness` command: parse arguments, make one library call, map errors to exit codes.
 
-Exit codes: 0 success, 1 a failure during a run, 2 bad input (nothing was run or written),
-130 interrupted.
+Exit codes (README.md lists the same):
+  0    success
+  1    a failure during a run (the last good checkpoint is kept); `doctor`: a required part is
+       missing; `smoke`: a check failed
+  2    bad input: arguments, config, data, run directory or a damaged run file (nothing was run,
+       written or deleted)
+  3    the watchdog ended a distributed run: a rank made no progress for distribute.timeout_s
+  75   stopped by SIGTERM or SIGUSR2 (preemption, time limit) after saving a checkpoint: resumable
+  130  interrupted (Ctrl-C)
+  128+N  `train --workers`: a worker was killed by signal N; otherwise the launcher exits with
+       the code of the first worker that failed
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.config import DistributeConfig
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, RunDirError
 
 if TYPE_CHECKING:
     from harness.train.request import RunRequest
@@ -64,19 +75,33 @@ def stop_on_signals() -> Callable[[], bool]:
         print(f"received {signal.Signals(signum).name}: saving a checkpoint at the next step", flush=True)
         requested.set()
 
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
-            signal.signal(sig, request)
-    return requested.is_set
+    def install() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGUSR2, signal.SIGTERM):
+                signal.signal(sig, request)
+
+    def stop_requested() -> bool:
+        # TensorFlow's coordination service (multiworker) installs its own SIGTERM handler when the
+        # strategy starts, which swallows the signal: take it back each time training asks.
+        install()
+        return requested.is_set()
+
+    install()
+    return stop_requested
 
 
 def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:
     """Check everything once here, then start the worker processes."""
+    from harness.distribute.watchdog import heartbeat_folder, remove_heartbeats
     from harness.train.request import absolute_data_path, check_request
 
     check_request(request, absolute_data_path(request.config, request.base_dir))
     flags = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
-    return launch_workers(["train", *args.items, *flags], args.workers, request.config.distribute)
+    try:
+        return launch_workers(["train", *args.items, *flags], args.workers, request.config.distribute)
+    finally:  # every worker has ended: a killed one left its heartbeat file behind
+        with contextlib.suppress(OSError):
+            remove_heartbeats(heartbeat_folder(request.config.run.output_dir, request.config.run.name))
 
 
 def launch_workers(child_args: list[str], workers: int, cfg: DistributeConfig) -> int:
@@ -154,13 +179,29 @@ def _report(args: argparse.Namespace) -> int:
 
     run_dirs = [Path(d) for d in args.run_dirs]
     if len(run_dirs) == 1 and args.out is None:
-        report = load_report(run_dirs[0])
-        render_report(run_dirs[0], report["config"]["report"]["html"], report["config"]["report"]["plots"])
+        html, plots = report_settings(run_dirs[0], load_report(run_dirs[0]))
+        render_report(run_dirs[0], html, plots)
         print(f"report: {run_dirs[0] / 'report.md'}")
         return 0
     out = gather_reports(run_dirs, Path(args.out or "comparison"))
     print(f"comparison: {out}")
     return 0
+
+
+def report_settings(run_dir: Path, report: Mapping[str, Any]) -> tuple[bool, bool]:
+    """`report.html` and `report.plots` as the run was configured (true where report.json lacks them)."""
+    section = report.get("config")
+    section = section.get("report") if isinstance(section, Mapping) else None
+    found = section if isinstance(section, Mapping) else {}
+    values = []
+    for key in ("html", "plots"):
+        value = found.get(key, True)
+        if not isinstance(value, bool):
+            raise RunDirError(
+                f"{run_dir / 'report.json'}: config.report.{key} must be true or false. Received: {value!r:.200}"
+            )
+        values.append(value)
+    return values[0], values[1]
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -228,6 +269,15 @@ def _cancel(args: argparse.Namespace) -> int:
     _, message = cancel(args.target)
     print(message)
     return 0
+
+
+def path_arg(text: str) -> str:
+    """A path the filesystem accepts: a name too long for it is a usage error, not a traceback later."""
+    try:
+        Path(text).exists()
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"not a usable path ({err.strerror or err}): {text[:200]!r}") from None
+    return text
 
 
 def positive_number(text: str) -> float:
@@ -306,13 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.set_defaults(func=_smoke)
 
     evaluate = sub.add_parser("evaluate", help="re-run the test-split evaluation of a finished run")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", type=path_arg)
     evaluate.set_defaults(func=_evaluate)
 
     predict = sub.add_parser("predict", help="predict a CSV or NPZ file with a trained run")
-    predict.add_argument("run_dir", metavar="RUN_DIR")
-    predict.add_argument("input", metavar="INPUT", help="CSV with the training feature columns, or NPZ")
-    predict.add_argument("-o", "--output", help="output CSV (default: INPUT with .predictions.csv)")
+    predict.add_argument("run_dir", metavar="RUN_DIR", type=path_arg)
+    predict.add_argument(
+        "input", metavar="INPUT", type=path_arg, help="CSV with the training feature columns, or NPZ"
+    )
+    predict.add_argument("-o", "--output", type=path_arg, help="output CSV (default: INPUT with .predictions.csv)")
     predict.set_defaults(func=_predict)
 
     report = sub.add_parser(
@@ -321,8 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="With one RUN_DIR: rebuild report.md/report.html from report.json. "
         "With several (or --out): write a comparison table and plots.",
     )
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    report.add_argument("--out", help="folder for the comparison (default: ./comparison)")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=path_arg)
+    report.add_argument(
+        "--out",
+        type=path_arg,
+        help="folder for the comparison (default: ./comparison); a new or empty folder, or one an earlier "
+        "`harness report` made",
+    )
     report.set_defaults(func=_report)
 
     doctor = sub.add_parser(
@@ -408,10 +465,29 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
     return args
 
 
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: object = None,
+) -> None:
+    """A warning as one line naming what it is about (a skipped metrics line...), not our source line."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"warning: {kind}{message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_command_line(build_parser(), argv)
     handler: Callable[[argparse.Namespace], int] = args.func
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return _run(handler, args)
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except HarnessError as err:

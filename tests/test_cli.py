@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import keras
@@ -13,7 +14,7 @@ from harness import cli
 from harness.data import Preprocessor
 from harness.evaluate import load_report
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, ROOT
 
 SUBCOMMANDS = ["train", "evaluate", "predict", "report", "doctor", "smoke", "submit", "status", "logs", "cancel"]
 
@@ -128,3 +129,53 @@ def test_smoke_subset_holds_two_global_batches_of_training() -> None:
     assert int(subset * train_fraction) >= 2 * 256 * 2
     small = load_config(None, ["training.batch_size=8"])
     assert dict(item.split("=", 1) for item in smoke_overrides(small, Path("/tmp/x"), 512))["data.max_samples"] == "512"
+def every_exit_code() -> set[str]:
+    """Every code the command can return, found where the code defines them."""
+    from harness import errors
+    from harness.distribute import launcher, watchdog
+
+    classes = [errors.HarnessError]
+    for cls in classes:
+        classes.extend(cls.__subclasses__())
+    codes = {cls.exit_code for cls in classes}
+    codes |= {0, 2, watchdog.EXIT_STALLED, launcher.EXIT_INTERRUPTED}  # 2: argparse usage errors
+    return {str(code) for code in codes} | {"128+N"}
+
+
+def test_readme_and_docstring_list_every_exit_code() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([0-9+N]+)` \|", readme, flags=re.MULTILINE))
+    assert documented == every_exit_code()
+    assert {"1", "2", "3", "75", "130"} <= every_exit_code()
+    docstring = cli.__doc__ or ""
+    assert {code for code in every_exit_code() if re.search(rf"^  {re.escape(code)}\s", docstring, re.MULTILINE)} == (
+        every_exit_code()
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "x" * 5000],
+        ["report", ".", "--out", "y" * 5000],
+        ["evaluate", "x" * 5000],
+        ["predict", "x" * 5000, "in.csv"],
+    ],
+    ids=["report", "report-out", "evaluate", "predict"],
+)
+def test_a_path_the_filesystem_refuses_is_a_usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "not a usable path (File name too long)" in err and "Traceback" not in err and len(err) < 2000
+
+
+def test_warnings_print_as_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_bad_input import finished_run
+
+    runs = [finished_run(workdir, "a"), finished_run(workdir, "b")]
+    (runs[1] / "metrics.jsonl").write_text('{"epoch": 1}\n[2]\n{"epoch": 2}\n')
+    assert cli.main(["report", *map(str, runs), "--out", "c"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {runs[1] / 'metrics.jsonl'}:2: skipping a line that is not a JSON object\n" == err

@@ -252,6 +252,39 @@ def test_killed_worker_makes_the_others_exit_naming_it(tmp_path: Path) -> None:
     assert json.loads((latest / "state.json").read_text())["epoch"] >= 1
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+def test_a_stop_signal_to_the_launcher_checkpoints_every_rank_and_exits_75(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM reaches multiworker ranks too (TensorFlow's coordination service installs its own handler)."""
+    env = {**os.environ, **THREADS}
+    args = [*COMMON, "run.name=t", "distribute.strategy=multiworker", "training.batch_size=16", "training.epochs=5000"]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "harness", "train", *args, "--workers", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        metrics = tmp_path / "runs" / "t" / "metrics.jsonl"
+        deadline = time.monotonic() + 180
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
+            time.sleep(0.2)
+        launcher.send_signal(sig)
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 75, err[-3000:]
+    assert f"[rank 0] received {sig.name}" in out and f"[rank 1] received {sig.name}" in out
+    state = json.loads((tmp_path / "runs" / "t" / "state.json").read_text())
+    assert state["state"] == "preempted"
+    from harness.train import checkpoint
+
+    assert checkpoint.resolve(tmp_path / "runs" / "t" / "checkpoints") is not None
+
+
 def test_smoke_passes_and_fails(tmp_path: Path) -> None:
     done = harness(["smoke", "data.dataset=wine", "model.name=mlp", "--workers", "2"], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -506,3 +506,26 @@ def test_evaluate_does_not_import_tensorflow_or_keras() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_failed_comparison_write_names_the_file_and_leaves_no_half_made_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = [make_run(tmp_path, "a"), make_run(tmp_path, "b")]
+    real_write = io.write_text
+
+    def full_disk(path: Path, text: str) -> None:
+        if path.name == "comparison.md":
+            raise OSError(28, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(io, "write_text", full_disk)
+    with pytest.raises(RunDirError, match=r"cannot write .*new/comparison\.md: No space left on device"):
+        gather_reports(runs, tmp_path / "out" / "new")
+    assert not (tmp_path / "out").exists()
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "comparison.json").write_text("{}")  # an older comparison, no marker
+    with pytest.raises(RunDirError):
+        gather_reports(runs, tmp_path / "kept")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["comparison.json"]  # only what it added went

@@ -2,8 +2,13 @@
 
 Workers get the launcher's environment (`HARNESS_RANK`, ...) and a free port range; over Gloo,
 Horovod workers meet at a rendezvous served by rank 0 (as inside a Slurm step), over MPI they
-are started through `horovodrun`. When one worker
-fails, the others are stopped at once and the message names the rank that failed first.
+are started through `horovodrun`. When one worker fails, the others are stopped at once, the
+message names the rank that failed first and its error line, and the launcher exits with that
+rank's code (2 for bad input, 75 when stopped with a checkpoint, 128+N when killed by signal N).
+
+SIGTERM and SIGUSR2 (a scheduler's stop or time-limit warning) are passed on to every worker,
+which checkpoints and stops; like after Ctrl-C, a worker still running after a grace period is
+killed, so no worker outlives the launcher.
 """
 
 from __future__ import annotations
@@ -16,13 +21,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import IO
 
 from harness.distribute.cluster import launcher_env
+from harness.distribute.watchdog import last_error_line
 from harness.errors import LaunchError
 
 GRACE_S = 10.0
+POLL_S = 0.2
+FORWARDED = (signal.SIGTERM, signal.SIGUSR2)
+EXIT_INTERRUPTED = 130
+TAIL_LINES = 200
 
 
 def free_port_range(count: int, attempts: int = 50) -> int:
@@ -68,10 +80,14 @@ def horovodrun_command(child: list[str], workers: int, controller: str) -> list[
 
 
 class _Worker:
-    """One child process whose output is copied to ours, line by line, with a rank prefix."""
+    """One child process whose output is copied to ours, line by line, with a rank prefix.
+
+    The last lines are kept so a failure can be explained by the worker's own error line.
+    """
 
     def __init__(self, rank: int, command: list[str], extra_env: Mapping[str, str], prefix: bool) -> None:
         self.rank = rank
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             command,
@@ -79,73 +95,181 @@ class _Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="replace",
             start_new_session=True,
         )
         label = f"[rank {rank}] " if prefix else ""
-        self.pump = threading.Thread(target=_copy_lines, args=(self.process.stdout, label), daemon=True)
+        self.pump = threading.Thread(
+            target=_copy_lines, args=(self.process.stdout, label, self.tail), daemon=True
+        )
         self.pump.start()
 
-    def stop(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
+        """Send `sig` to the worker and everything it started (its own session)."""
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:
                 pass
 
+    def error_line(self) -> str | None:
+        self.pump.join(timeout=5)  # the last lines arrive after the exit status
+        return last_error_line("\n".join(self.tail))
 
-def _copy_lines(stream: IO[str] | None, label: str) -> None:
+
+def _copy_lines(stream: IO[str] | None, label: str, tail: deque[str]) -> None:
     if stream is None:
         return
     for line in stream:
-        sys.stdout.write(label + line)
-        sys.stdout.flush()
+        tail.append(line.rstrip("\n"))
+        try:
+            sys.stdout.write(label + line)
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # our output is gone (a closed pipe): keep draining so the worker never blocks
+
+
+def exit_code_of(returncode: int) -> int:
+    """A worker killed by signal N reads 128+N, as a shell reports it."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def launch(args: Sequence[str], workers: int, strategy: str, controller: str = "gloo") -> int:
     """Run `harness ARGS` in `workers` processes; 0 only if every process exits 0."""
-    commands = worker_commands(args, workers, strategy, controller)
-    started = [_Worker(rank, cmd, env, prefix=len(commands) > 1) for rank, (cmd, env) in enumerate(commands)]
-    try:
-        return _wait(started)
-    except KeyboardInterrupt:
-        for worker in started:
-            worker.stop(signal.SIGINT)
-        _reap(started, GRACE_S)
-        return 130
+    return run_workers(worker_commands(args, workers, strategy, controller))
 
 
-def _wait(workers: list[_Worker]) -> int:
-    while True:
-        codes = {w.rank: w.process.poll() for w in workers}
-        failed = [rank for rank, code in codes.items() if code not in (None, 0)]
-        if failed:
-            rank = failed[0]
-            others = [w for w in workers if w.process.poll() is None]
-            if others:
-                print(
-                    f"error: rank {rank} exited with code {codes[rank]}; stopping ranks "
-                    f"{', '.join(str(w.rank) for w in others)}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                for worker in others:
-                    worker.stop(signal.SIGTERM)
-                _reap(workers, GRACE_S)
-            for worker in workers:
-                worker.pump.join(timeout=5)
-            return 1
-        if all(code == 0 for code in codes.values()):
-            for worker in workers:
-                worker.pump.join(timeout=5)
-            return 0
-        time.sleep(0.2)
-
-
-def _reap(workers: list[_Worker], grace_s: float) -> None:
-    deadline = time.monotonic() + grace_s
-    for worker in workers:
+def run_workers(commands: Sequence[tuple[list[str], Mapping[str, str]]], grace_s: float = GRACE_S) -> int:
+    """Start one process per command and supervise them; the exit code of the first to fail, else 0."""
+    received: list[int] = []
+    with _forwarding(received):
+        started = _start(commands)
         try:
-            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.stop(signal.SIGKILL)
-            worker.process.wait()
+            return _supervise(started, received, grace_s)
+        except KeyboardInterrupt:
+            for worker in started:
+                worker.send(signal.SIGINT)
+            _reap(started, {}, grace_s)
+            return EXIT_INTERRUPTED
+
+
+def _start(commands: Sequence[tuple[list[str], Mapping[str, str]]]) -> list[_Worker]:
+    """Start every worker, or none: a worker that cannot start stops those already running."""
+    started: list[_Worker] = []
+    try:
+        for rank, (command, env) in enumerate(commands):
+            started.append(_Worker(rank, command, env, prefix=len(commands) > 1))
+    except BaseException as err:
+        for worker in started:
+            worker.send(signal.SIGKILL)
+        _reap(started, {}, 0.0)
+        if isinstance(err, OSError):
+            program = commands[len(started)][0][0]
+            raise LaunchError(f"could not start worker {len(started)} ({program}): {err}") from None
+        raise
+    return started
+
+
+@contextmanager
+def _forwarding(received: list[int]) -> Iterator[None]:
+    """Note SIGTERM and SIGUSR2 while the workers run (only the main thread can handle signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in FORWARDED}
+    for sig in FORWARDED:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(workers: list[_Worker], received: list[int], grace_s: float) -> int:
+    ended: dict[int, int] = {}  # rank -> exit code, in the order the exits were seen
+    while True:
+        _poll(workers, ended)
+        if received:
+            return _stop_on_request(workers, received, ended, grace_s)
+        failed = [rank for rank, code in ended.items() if code != 0]
+        if failed:
+            return _stop_after_failure(workers, failed[0], ended, grace_s)
+        if len(ended) == len(workers):
+            _join(workers)
+            return 0
+        time.sleep(POLL_S)
+
+
+def _stop_after_failure(workers: list[_Worker], rank: int, ended: dict[int, int], grace_s: float) -> int:
+    """Stop the other ranks (they would wait for the failed one for ever) and return its code."""
+    code = ended[rank]
+    others = [w for w in workers if w.rank not in ended]
+    if len(workers) > 1:
+        reason = workers[rank].error_line()
+        stopping = f"; stopping ranks {', '.join(str(w.rank) for w in others)}" if others else ""
+        print(
+            f"error: rank {rank} exited with code {code}{f' ({reason})' if reason else ''}{stopping}",
+            file=sys.stderr,
+            flush=True,
+        )
+    for worker in others:
+        worker.send(signal.SIGTERM)
+    _reap(workers, ended, grace_s)
+    _join(workers)
+    return code
+
+
+def _stop_on_request(workers: list[_Worker], received: list[int], ended: dict[int, int], grace_s: float) -> int:
+    """Pass the stop signal(s) on, give the workers `grace_s` to checkpoint, then follow their codes."""
+    names = ", ".join(signal.Signals(sig).name for sig in received)
+    running = [w for w in workers if w.rank not in ended]
+    if running:
+        print(
+            f"received {names}: passing it to ranks {', '.join(str(w.rank) for w in running)}; "
+            f"waiting up to {grace_s:g}s for them to save a checkpoint and stop",
+            file=sys.stderr,
+            flush=True,
+        )
+    forwarded = 0
+    deadline = time.monotonic() + grace_s
+    while True:
+        for sig in received[forwarded:]:
+            for worker in workers:
+                worker.send(sig)
+        forwarded = len(received)
+        _poll(workers, ended)
+        if len(ended) == len(workers) or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    _reap(workers, ended, 0.0)
+    _join(workers)
+    return next((code for code in ended.values() if code != 0), 0)
+
+
+def _poll(workers: list[_Worker], ended: dict[int, int]) -> None:
+    for worker in workers:
+        if worker.rank not in ended and (code := worker.process.poll()) is not None:
+            ended[worker.rank] = exit_code_of(code)
+
+
+def _reap(workers: list[_Worker], ended: dict[int, int], grace_s: float) -> None:
+    """Wait up to `grace_s` for every worker to exit, then kill the rest; a second Ctrl-C kills at once."""
+    deadline = time.monotonic() + grace_s
+    try:
+        while True:
+            _poll(workers, ended)
+            if len(ended) == len(workers) or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        pass
+    for worker in workers:
+        if worker.rank not in ended:
+            worker.send(signal.SIGKILL)
+            ended[worker.rank] = exit_code_of(worker.process.wait())
+
+
+def _join(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.pump.join(timeout=5)

@@ -14,7 +14,9 @@ everybody waits for.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -23,6 +25,77 @@ from pathlib import Path
 from typing import Any
 
 EXIT_STALLED = 3
+CLOCK_SKEW_S = 60.0
+"""Heartbeats dated this much before our own start come from an earlier run, not from a peer."""
+_RANK_FILE = re.compile(r"\.?rank-(\d+)(\.tmp)?")
+_FRAME = re.compile(r'File "[^"]*", line \d+')
+_NOISE = (
+    "Graph execution error",
+    "Detected at node",
+    "Node: ",
+    "<stack traces unavailable>",
+    "During handling of the above exception",
+    "The above exception was the direct cause",
+)
+_ERROR_LINE = re.compile(
+    r"error: |Fatal Python error|terminate called"  # ours, the interpreter's, C++'s std::terminate
+    r"|(?:[A-Za-z_][\w.]*)?(Error|Exception|Exit|Interrupt)\b(:|$)"  # a traceback's last line
+)
+SUMMARY_CHARS = 300
+
+
+def message_lines(text: str) -> list[str]:
+    """The lines of an error text that say something, without traceback frames and TF's node noise.
+
+    A traceback's frames (`File "<frozen runpy>", line 198, ...` and the source lines under them)
+    are indented below a `... (most recent call last):` header; TensorFlow puts the same kind
+    of block in front of the real message of every graph error.
+    """
+    kept: list[str] = []
+    in_frames = False
+    for raw in re.sub(r"\{\{[^}]*\}\}\s*", "", text).splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.endswith("(most recent call last):"):
+            in_frames = True
+            continue
+        if in_frames and raw[:1].isspace():
+            continue
+        in_frames = False
+        if not _FRAME.match(line) and not line.startswith(_NOISE):
+            kept.append(line)
+    return kept
+
+
+def summarize_error(text: str) -> str | None:
+    """The line of one error message that says what happened (for an OpError: not its frames)."""
+    lines = message_lines(text)
+    return lines[0][:SUMMARY_CHARS] if lines else None
+
+
+def last_error_line(text: str) -> str | None:
+    """Why a process failed, from its output: the last exception line (`ValueError: ...`) or `error:` line."""
+    found = [line for line in message_lines(text) if _ERROR_LINE.match(line)]
+    return found[-1][:SUMMARY_CHARS] if found else None
+
+
+def heartbeat_folder(output_dir: Path | str, run_name: str) -> Path:
+    """Where a run's ranks keep their heartbeat files: beside the run directory, never inside it."""
+    return Path(output_dir) / f".{run_name}.heartbeats"
+
+
+def remove_heartbeats(folder: Path) -> None:
+    """Remove every rank's file and the folder, once all ranks have ended (one killed cannot retire)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if _RANK_FILE.fullmatch(path.name) and not path.is_symlink() and path.is_file():
+            path.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something that is not a heartbeat file is in it: not ours to delete
 
 
 class Heartbeats:
@@ -33,6 +106,30 @@ class Heartbeats:
         self.rank = rank
         self.world_size = world_size
         self.host = host
+        self.started = time.time()
+        # Folders the heartbeat may create (runs/ on a first run): removed again when left empty,
+        # so a run that fails before its run directory exists leaves nothing behind.
+        self._missing_parents = [path for path in folder.parents if not path.exists()]
+
+    def clear_stale(self) -> None:
+        """Remove heartbeat files an earlier run left behind (a rank killed with SIGKILL cannot retire).
+
+        Every rank removes its own old file before it writes a new one. The chief also removes the
+        files of ranks this run does not have and peers' files dated before it started (a peer's
+        fresh file removed by a clock skew is rewritten within a second). Nothing but `rank-N`
+        heartbeat files is touched, and a folder that is not a plain directory is left alone.
+        """
+        if self.folder.is_symlink() or not self.folder.is_dir():
+            return
+        for path in self.folder.iterdir():
+            match = _RANK_FILE.fullmatch(path.name)
+            if match is None or path.is_symlink() or not path.is_file():
+                continue
+            rank, temporary = int(match.group(1)), match.group(2) is not None
+            if rank == self.rank or rank >= self.world_size or (
+                self.rank == 0 and not temporary and self._record(path, since=self.started) is None
+            ):
+                path.unlink(missing_ok=True)
 
     def write(self, progress: int, what: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -48,13 +145,23 @@ class Heartbeats:
         os.replace(tmp, self.folder / f"rank-{self.rank}")
 
     def read(self) -> dict[int, dict[str, Any]]:
+        """This run's heartbeat of every rank that wrote one; unreadable or older files count as none."""
         found = {}
         for rank in range(self.world_size):
-            try:
-                found[rank] = json.loads((self.folder / f"rank-{rank}").read_text())
-            except (OSError, ValueError):
-                continue
+            record = self._record(self.folder / f"rank-{rank}", since=self.started - CLOCK_SKEW_S)
+            if record is not None:
+                found[rank] = record
         return found
+
+    def _record(self, path: Path, since: float) -> dict[str, Any] | None:
+        """A well-formed record written at `since` or later, else None."""
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not _well_formed(record):
+            return None
+        return record if record["time"] >= since else None
 
     def culprits(self, dead_after_s: float, include_behind: bool = True) -> list[str]:
         """Other ranks that stopped beating (dead); else, optionally, those alive but behind."""
@@ -81,14 +188,30 @@ class Heartbeats:
 
         Each rank removes only its own file (after its writer thread has stopped), so a rank that
         finishes early cannot have its folder re-created by a slower peer; the last one out
-        removes the empty folder.
+        removes the empty folder, and the output folder if the heartbeats created it.
         """
         for name in (f"rank-{self.rank}", f".rank-{self.rank}.tmp"):
             (self.folder / name).unlink(missing_ok=True)
-        try:
-            self.folder.rmdir()
-        except OSError:
-            pass  # another rank is still running, or the folder never existed
+        for folder in (self.folder, *self._missing_parents):
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # another rank is still running, the run directory is there, or nothing was made
+
+
+def _well_formed(record: Any) -> bool:
+    """The fields `culprits` uses, with their types: a damaged file must not stop the watchdog."""
+    return (
+        isinstance(record, dict)
+        and _number(record.get("time"))
+        and _number(record.get("progress"))
+        and isinstance(record.get("host"), str)
+        and isinstance(record.get("what"), str)
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Watchdog:
@@ -114,6 +237,11 @@ class Watchdog:
         self._thread = threading.Thread(target=self._watch, name="harness-watchdog", daemon=True)
 
     def start(self) -> Watchdog:
+        if self.heartbeats is not None:
+            try:
+                self.heartbeats.clear_stale()
+            except OSError:
+                pass  # an unreachable folder only costs the naming of lost ranks
         self._armed = True
         self._thread.start()
         return self
@@ -167,7 +295,10 @@ class Watchdog:
         )
 
     def _fail(self, stalled: float) -> None:
-        culprits = self.heartbeats.culprits(dead_after_s=max(5.0, 5 * self._interval)) if self.heartbeats else []
+        try:
+            culprits = self.heartbeats.culprits(dead_after_s=max(5.0, 5 * self._interval)) if self.heartbeats else []
+        except OSError:
+            culprits = []  # the exit below matters more than naming the culprits
         named = f" Waiting for: {'; '.join(culprits)}." if culprits else ""
         print(
             f"error: no progress for {stalled:.0f}s (distribute.timeout_s={self.timeout_s:g}) after "

@@ -2,6 +2,10 @@
 
 Everything is read from each run's report.json and metrics.jsonl, the run-directory contract,
 so runs from different machines, tasks or harness builds of the same schema can be compared.
+
+The output folder is written only if harness made it: a new or empty folder gets a marker file,
+and a folder is written into again only when it has that marker (or holds nothing but an older
+comparison). Nothing in it is ever deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from harness.evaluate.store import REPORT_SCHEMA_VERSION, load_report, part, utc
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 COMPARISON_HTML = "comparison.html"
+COMPARISON_MARKER = ".harness-comparison"
+SHOWN_CHARS = 200
+COMPARISON_FILES = frozenset({COMPARISON_JSON, COMPARISON_MD, COMPARISON_HTML, COMPARISON_MARKER})
 IGNORED_CONFIG_KEYS = frozenset({"run.name"})
 VALIDATION_KEYS = ("val_loss", "val_accuracy", "val_mae")
 LOWER_IS_BETTER = frozenset({"val_loss", "val_mae"})
@@ -42,10 +49,13 @@ def gather_reports(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write comparison.json, comparison.md and comparison.html into `out_dir`; return the .md path.
 
     Every run must have a report; the first one without names its directory in the error.
+    Everything is read and checked before anything is written.
     """
     if not run_dirs:
         raise RunDirError("gathering needs at least one run directory. Received: none")
     dirs = [Path(run_dir) for run_dir in run_dirs]
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, dirs)
     reports = [load_report(run_dir) for run_dir in dirs]
     histories = [read_history(run_dir) for run_dir in dirs]
     labels = run_labels(reports, dirs)
@@ -60,14 +70,100 @@ def gather_reports(run_dirs: list[Path], out_dir: Path) -> Path:
         "differing_config_keys": differing,
         "runs": rows,
     }
-    out_dir = Path(out_dir)
-    io.write_json(out_dir / COMPARISON_JSON, comparison)
     problems: list[str] = []
     images = comparison_images(rows, dict(zip(labels, histories, strict=True)), problems)
     document = comparison_document(comparison, images.keys(), problems)
-    io.write_text(out_dir / COMPARISON_MD, document_to_markdown(document))
-    io.write_text(out_dir / COMPARISON_HTML, document_to_html(document, images))
+    write_comparison(
+        out_dir,
+        {
+            COMPARISON_JSON: _json_text(comparison),
+            COMPARISON_MD: document_to_markdown(document),
+            COMPARISON_HTML: document_to_html(document, images),
+        },
+    )
     return out_dir / COMPARISON_MD
+
+
+def check_out_dir(out_dir: Path, run_dirs: Sequence[Path]) -> None:
+    """Refuse an output folder that is not harness's to write into, before anything is read or written.
+
+    Refused: an existing file; the current folder or one of its parents; a run directory or a
+    folder holding one; a non-empty folder that `harness report` did not make.
+    """
+    shown = str(out_dir)[:SHOWN_CHARS]
+    try:
+        _check_out_dir(out_dir, shown, run_dirs)
+    except OSError as err:  # e.g. a name too long for the filesystem, or a folder that cannot be listed
+        raise RunDirError(f"--out {shown}: {err.strerror or err}; choose another folder for the comparison") from None
+
+
+def _check_out_dir(out_dir: Path, shown: str, run_dirs: Sequence[Path]) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"--out {shown} is an existing file, not a folder; choose a new folder for the comparison")
+    target = out_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise RunDirError(
+            f"--out {shown} is the current folder or one of its parents; choose a new folder for the comparison, "
+            "e.g. --out comparison"
+        )
+    for run_dir in run_dirs:
+        resolved = run_dir.resolve()
+        if target == resolved or target in resolved.parents:
+            raise RunDirError(
+                f"--out {shown} is run directory {run_dir} or holds it; choose a new folder for the comparison"
+            )
+    if out_dir.is_dir() and not _ours(out_dir):
+        raise RunDirError(
+            f"--out {shown} is a folder that `harness report` did not create (it has no {COMPARISON_MARKER} "
+            "and is not empty); choose a new folder for the comparison, or empty this one"
+        )
+
+
+def _ours(folder: Path) -> bool:
+    """Empty, marked by harness, or holding only the files of an older comparison."""
+    names = {path.name for path in folder.iterdir()}
+    return not names or COMPARISON_MARKER in names or (COMPARISON_JSON in names and names <= COMPARISON_FILES)
+
+
+def write_comparison(out_dir: Path, files: Mapping[str, str]) -> None:
+    """Mark the folder as a comparison, then write each file atomically; a failure names the file.
+
+    Folders this call created are removed again if writing fails, so no half-made folder
+    blocks the next attempt; in an existing folder only files that did not exist before are removed.
+    """
+    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
+    written: list[Path] = []
+    path = out_dir
+    try:
+        for name, text in {COMPARISON_MARKER: _marker_text(), **files}.items():
+            path = out_dir / name
+            existed = path.exists()
+            io.write_text(path, text)
+            if not existed:
+                written.append(path)
+    except OSError as err:
+        for done in written:
+            done.unlink(missing_ok=True)
+        _remove_empty(created)
+        raise RunDirError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _marker_text() -> str:
+    return _json_text({"created_by": "harness report", "created": utc_now()})
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str) + "\n"
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders this call created, innermost first, as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def run_labels(reports: Sequence[Mapping[str, Any]], dirs: Sequence[Path]) -> list[str]:

@@ -2,6 +2,7 @@
 
 Both are optional for a report. A run killed mid-write (preemption, timeout) leaves a truncated
 last line in `metrics.jsonl`; that line is dropped, because the report is still worth having.
+Any other bad line, or a file that cannot be read, is skipped with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
+    try:
+        records = parse_jsonl(path)
+    except OSError as err:
+        warnings.warn(f"{path}: cannot read the metrics log, skipping its tables and plots ({err})", stacklevel=2)
+        return []
     by_epoch: dict[int, dict[str, Any]] = {}
-    for record in parse_jsonl(path):
+    for record in records:
         epoch = record.get("epoch")
         if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and math.isfinite(epoch):
             by_epoch.setdefault(int(epoch), {}).update(_numeric_items(record))
@@ -59,6 +65,8 @@ def parse_jsonl(path: Path) -> list[dict[str, Any]]:
             continue
         if isinstance(record, dict):
             records.append(record)
+        else:
+            warnings.warn(f"{path}:{index + 1}: skipping a line that is not a JSON object", stacklevel=2)
     return records
 
 

@@ -5,12 +5,17 @@ error, requeues) and submission.json says which job runs it. The scheduler (sque
 scontrol) is the second: it tells a queued job from a running one, and notices a job that
 ended without the run recording an end (killed at its time limit, a node failure). sacct is
 never needed, since accounting is often off or slow.
+
+Those files are read as untrusted: a damaged submission.json or state.json (not JSON, or a
+field of the wrong type) is reported by file, key and value (exit 2) instead of a traceback,
+and a bad line of metrics.jsonl is skipped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.distribute.watchdog import last_error_line
 from harness.errors import RunDirError
 from harness.slurm import records, scheduler
 from harness.slurm.scheduler import ACTIVE, JobInfo, SchedulerUnavailable
@@ -27,6 +33,31 @@ from harness.train.progress import format_logs
 STATE = "state.json"
 METRICS = "metrics.jsonl"
 FINAL = ("completed", "failed")
+SHOWN_CHARS = 200
+JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
+
+# The fields status, logs and cancel use, with the types they must have (None: absent or null).
+_WHOLE = "a whole number >= 0"
+_TEXT = "a string"
+SUBMISSION_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "job_id": ("a job id", (str, int)),
+    "executor": (_TEXT, (str,)),
+    "job_folder": (_TEXT, (str,)),
+    "tasks": (_WHOLE, (int,)),
+    "epochs": (_WHOLE, (int,)),
+    "submitted": (_TEXT, (str,)),
+    "cancelled": (_TEXT, (str,)),
+    "resources": ("an object", (dict,)),
+    "resources.max_requeues": (_WHOLE, (int,)),
+}
+STATE_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "state": (_TEXT, (str,)),
+    "epoch": (_WHOLE, (int,)),
+    "epochs": (_WHOLE, (int,)),
+    "requeues": (_WHOLE, (int,)),
+    "updated": (_TEXT, (str,)),
+    "error": (_TEXT, (str,)),
+}
 
 
 @dataclass(frozen=True)
@@ -52,17 +83,69 @@ class Run:
 def locate(target: str, environ: Mapping[str, str] | None = None) -> Run:
     """A run directory, or a job id looked up in the index and then in Slurm itself."""
     path = Path(target)
-    if path.is_dir():
-        return Run(path, records.read_submission(path))
+    try:
+        is_dir = path.is_dir()
+    except OSError as err:  # e.g. a name too long for the filesystem
+        raise RunDirError(f"{target[:SHOWN_CHARS]!r} is not a usable path: {err.strerror or err}") from None
+    if is_dir:
+        return Run(path, read_submission(path))
     if not target.replace("_", "").isdigit():
-        raise RunDirError(f"{target!r} is neither a run directory nor a job id")
-    run_dir = records.lookup_job(target, environ) or _run_dir_from_slurm(target)
+        raise RunDirError(f"{target[:SHOWN_CHARS]!r} is neither a run directory nor a job id")
+    run_dir = _lookup_job(target, environ) or _run_dir_from_slurm(target)
     if run_dir is None:
         raise RunDirError(
             f"job {target} is not in this user's submission index ({records.index_path(environ)}) and Slurm "
             "does not know it (any more); pass the run directory instead"
         )
-    return Run(run_dir, records.read_submission(run_dir))
+    return Run(run_dir, read_submission(run_dir))
+
+
+def read_submission(run_dir: Path) -> dict[str, Any]:
+    """submission.json, with the fields used here checked; an unreadable file is named, not a traceback."""
+    path = run_dir / records.SUBMISSION
+    try:
+        record = records.read_submission(run_dir)
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
+    check_fields(path, record, SUBMISSION_FIELDS)
+    job_id = str(record.get("job_id", ""))
+    if not JOB_ID.fullmatch(job_id):  # it reaches scancel and kill: never an option or a process group
+        raise RunDirError(
+            f"{path} is damaged: job_id must be a Slurm job id or a process id (digits). "
+            f"Received: {record.get('job_id')!r:.{SHOWN_CHARS}}"
+        )
+    if record.get("executor") == "local" and local_pid(job_id) is None:
+        raise RunDirError(
+            f"{path} is damaged: job_id of a local job must be its process id (1 or more). "
+            f"Received: {job_id!r:.{SHOWN_CHARS}}"
+        )
+    return record
+
+
+def _lookup_job(job_id: str, environ: Mapping[str, str] | None) -> Path | None:
+    try:
+        return records.lookup_job(job_id, environ)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunDirError(
+            f"cannot read the submission index {records.index_path(environ)} ({type(err).__name__}: "
+            f"{str(err)[:SHOWN_CHARS]}); pass the run directory instead"
+        ) from None
+
+
+def check_fields(path: Path, record: Mapping[str, Any], fields: Mapping[str, tuple[str, tuple[type, ...]]]) -> None:
+    """Refuse a record whose fields have the wrong type, naming the file, the key and the value."""
+    for dotted, (expected, types) in fields.items():
+        value: Any = record
+        for key in dotted.split("."):
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is None:
+            continue
+        wrong_type = isinstance(value, bool) or not isinstance(value, types)
+        if wrong_type or (expected == _WHOLE and value < 0):
+            raise RunDirError(
+                f"{path} is damaged: {dotted} must be {expected}. Received: {value!r:.{SHOWN_CHARS}}; "
+                "fix or remove the value"
+            )
 
 
 def _run_dir_from_slurm(job_id: str) -> Path | None:
@@ -100,9 +183,10 @@ class Status:
 
 def status(target: str, environ: Mapping[str, str] | None = None) -> Status:
     run = locate(target, environ)
+    state = read_state(run.run_dir)
+    metrics = last_metrics(run.run_dir / METRICS)
     job, scheduler_note = _job(run)
-    state = read_json(run.run_dir / STATE)
-    return derive_status(run, state, job, scheduler_note, last_metrics(run.run_dir / METRICS), _now())
+    return derive_status(run, state, job, scheduler_note, metrics, _now())
 
 
 def _now() -> datetime:
@@ -121,11 +205,22 @@ def _job(run: Run) -> tuple[JobInfo | None, str | None]:
 
 
 def _pid_alive(job_id: str) -> bool:
+    pid = local_pid(job_id)
+    if pid is None:
+        return False
     try:
-        os.kill(int(job_id), 0)
-    except (ValueError, ProcessLookupError, PermissionError):
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def local_pid(job_id: str) -> int | None:
+    """The process id a local job id stands for; None unless it is one (0 or -1 would signal a group)."""
+    if not job_id.isdigit():
+        return None
+    pid = int(job_id)
+    return pid if 0 < pid < 2**31 else None
 
 
 def derive_status(
@@ -208,11 +303,10 @@ def _not_started(run: Run, job: JobInfo | None, active: bool, note: str | None) 
 def _log_error(run: Run) -> str | None:
     """The last line of the chief's stderr that names an error (a traceback's last line)."""
     path = run.log_path(0, err=True)
-    if not path.is_file():
+    try:
+        return last_error_line(path.read_text(errors="replace")) if path.is_file() else None
+    except OSError:
         return None
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error:" in line or "Exception" in line]
-    return errors[-1] if errors else None
 
 
 def _elapsed(submission: Mapping[str, Any], state: Mapping[str, Any], name: str, now: datetime) -> float | None:
@@ -249,30 +343,60 @@ def _scheduler_line(job: JobInfo | None) -> str | None:
 def _metrics_line(metrics: Mapping[str, Any] | None) -> str | None:
     if not metrics:
         return None
-    values = {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float)) and key != "epoch"}
+    values = {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch"
+    }
     values.pop("step", None)
     return f"epoch {metrics.get('epoch')}: {format_logs(values)}"
 
 
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """state.json with the fields status uses checked; {} before the run has written it."""
+    path = run_dir / STATE
+    state = read_json(path)
+    check_fields(path, state, STATE_FIELDS)
+    return state
+
+
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; {} if there is no such file. A damaged one is an error naming it."""
     try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
         return {}
-    return found if isinstance(found, dict) else {}
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{path} is damaged: not UTF-8 text (byte {err.start})") from None
+    try:
+        found = json.loads(text)
+    except ValueError as err:
+        raise RunDirError(f"{path} is damaged: not valid JSON ({err})") from None
+    if not isinstance(found, dict):
+        raise RunDirError(f"{path} is damaged: it must hold a JSON object. Received: {type(found).__name__}")
+    return found
 
 
 def last_metrics(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    for line in reversed(path.read_text().splitlines()):
+    """The last epoch line of metrics.jsonl; lines that are cut short or damaged are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
+    for line in reversed(text.splitlines()):
         try:
             found = json.loads(line)
         except ValueError:
             continue
-        if isinstance(found, dict):
+        if isinstance(found, dict) and _whole(found.get("epoch")):
             return found
     return None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def format_status(status: Status) -> str:
@@ -320,14 +444,20 @@ def log_text(target: str, rank: int = 0, tail: int | None = None, err: bool = Fa
     path = run.log_path(rank, err)
     if not path.is_file():
         raise RunDirError(f"no log yet for rank {rank} of job {run.job_id} ({path}): has the job started?")
-    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    try:
+        lines = path.read_text(errors="replace").splitlines(keepends=True)
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
     return "".join(lines[-tail:] if tail else lines)
 
 
 def cancel(target: str) -> tuple[Run, str]:
     """Cancel the job; the run then reads as cancelled (the chief cannot record it once killed)."""
     run = locate(target)
-    state = str(read_json(run.run_dir / STATE).get("state") or "")
+    try:
+        state = str(read_state(run.run_dir).get("state") or "")
+    except RunDirError:
+        state = ""  # a damaged state.json must not keep a job from being cancelled
     if state in FINAL:
         return run, f"job {run.job_id} already ended: the run is {state}; nothing to cancel"
     if run.submission.get("cancelled"):
@@ -351,7 +481,9 @@ def cancel(target: str) -> tuple[Run, str]:
 
 def _interrupt_local(job_id: str) -> None:
     """submitit's local controller stops its tasks on SIGINT (on SIGTERM they would only checkpoint and stop)."""
+    pid = local_pid(job_id)
     try:
-        os.kill(int(job_id), signal.SIGINT)
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
         pass

@@ -7,7 +7,6 @@ created, so bad input leaves nothing behind.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 import warnings
@@ -25,7 +24,7 @@ from harness.data import PreparedData, prepare_data
 from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
-from harness.distribute.watchdog import Heartbeats, Watchdog
+from harness.distribute.watchdog import Heartbeats, Watchdog, heartbeat_folder, summarize_error
 from harness.envinfo import environment, node_name
 from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
@@ -257,17 +256,14 @@ def fit_or_explain(
 
 def summarize_op_error(err: Exception) -> str:
     """The line of a TensorFlow error that says what happened, without graph-node noise."""
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(err, "message", "") or str(err))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node"))]
-    return (useful or lines or [type(err).__name__])[0][:300]
+    return summarize_error(getattr(err, "message", "") or str(err)) or type(err).__name__
 
 
 def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
     """Armed only when several processes take part: a single process cannot wait for a peer."""
     output = Path(config.run.output_dir)
     heartbeats = Heartbeats(
-        output / f".{config.run.name}.heartbeats", cluster.rank, cluster.world_size, node_name()
+        heartbeat_folder(output, config.run.name), cluster.rank, cluster.world_size, node_name()
     )
     watchdog = Watchdog(config.distribute.timeout_s, lambda: describe_ranks(cluster), heartbeats)
     return watchdog.start() if cluster.is_distributed else watchdog
