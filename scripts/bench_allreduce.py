@@ -43,6 +43,7 @@ from benchlib import (
     add_output_arguments,
     load_average,
     markers,
+    pin_gpu,
     pinning_env,
     provenance,
     provenance_line,
@@ -152,6 +153,7 @@ def worker_horovod(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
     hvd.init()
+    pin_gpu(hvd.local_rank())
     tensor = tf.fill([args.elements], float(hvd.rank() + 1))
     small = tf.ones([1])
 

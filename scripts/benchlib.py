@@ -184,3 +184,13 @@ def provenance_line(info: dict[str, Any] | None) -> str:
         f"AMX {yes(info['amx'])}), {info['gpus']} GPU(s); TensorFlow {info['tensorflow']} ({build} build); "
         f"threads: {threads}."
     )
+
+
+def pin_gpu(local_rank: int) -> None:
+    """On a GPU node, one GPU per rank (as harness's own bind_gpu does); nothing on CPU nodes."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)
