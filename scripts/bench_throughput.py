@@ -127,6 +127,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def xla_advice(ratio: float) -> str:
+    """What to do with training.jit_compile, from the measured ratio (±5% is noise here)."""
+    if ratio >= 1.05:
+        return "XLA is faster for this model: turn it on (with run.deterministic=false)."
+    if ratio <= 0.95:
+        return "XLA is slower for this model here: leave it off."
+    return "no clear difference: leave XLA off unless your own model measures faster with it."
+
+
 def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     config = summary["config"]
     res = summary["results"]
@@ -166,11 +175,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"harness with XLA / without = {summary['ratio_xla']:.2f} ("
         + ", ".join(f"{r:.2f}" for r in summary["ratios_xla"])
         + "): "
-        + (
-            "turn XLA on for this kind of model."
-            if summary["ratio_xla"] >= 1.05
-            else "no clear gain here; leave XLA off unless your model measures faster with it."
-        ),
+        + xla_advice(summary["ratio_xla"]),
         "",
         "The harness loop also validates every epoch and reads its metrics once per compiled chunk; "
         "`fit` here runs without validation data.",
