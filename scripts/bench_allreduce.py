@@ -43,7 +43,10 @@ from benchlib import (
     add_output_arguments,
     load_average,
     markers,
+    pin_gpu,
     pinning_env,
+    provenance,
+    provenance_line,
     publish,
     source_version,
     start_process,
@@ -53,6 +56,17 @@ NAME = "bench_allreduce"
 MARK_BEGIN, MARK_END = markers(NAME)
 RESULT_TAG = "ALLREDUCE_RESULT"
 CONTENDERS = ("multiworker_auto", "multiworker_ring", "horovod_gloo", "horovod_mpi", "mpi4py")
+# Settings tried on top of the default paths (issue: collectives on CPU nodes), selectable with
+# --contenders: name -> (base contender, environment, implementation / extra launcher arguments).
+VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
+    "multiworker_ring_pack4m": ("multiworker_ring", {}, "ring:4194304"),
+    "multiworker_ring_pack64m": ("multiworker_ring", {}, "ring:67108864"),
+    "horovod_gloo_nofusion": ("horovod_gloo", {"HOROVOD_FUSION_THRESHOLD": "0"}, ""),
+    "horovod_gloo_cycle0.1": ("horovod_gloo", {"HOROVOD_CYCLE_TIME": "0.1"}, ""),
+    "horovod_mpi_nofusion": ("horovod_mpi", {"HOROVOD_FUSION_THRESHOLD": "0"}, ""),
+    "horovod_mpi_cycle0.1": ("horovod_mpi", {"HOROVOD_CYCLE_TIME": "0.1"}, ""),
+    "horovod_mpi_fusion128m": ("horovod_mpi", {"HOROVOD_FUSION_THRESHOLD": str(128 * 2**20)}, ""),
+}
 
 
 # --------------------------------------------------------------------------- worker side
@@ -97,8 +111,11 @@ def worker_tf(args: argparse.Namespace) -> None:
             task_id=cluster.rank,
             rpc_layer="grpc",
         )
-        implementation = getattr(tf.distribute.experimental.CommunicationImplementation, args.implementation.upper())
-        options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
+        kind, _, pack = args.implementation.partition(":")
+        implementation = getattr(tf.distribute.experimental.CommunicationImplementation, kind.upper())
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation, bytes_per_pack=int(pack or 0)
+        )
         strategy = TFStrategy(
             "multiworker",
             tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options),
@@ -118,9 +135,15 @@ def worker_tf(args: argparse.Namespace) -> None:
     tiny = tf.function(lambda: strategy.run(all_reduce_sum, args=(small,)))
 
     out: list[Any] = []
-    times = time_iterations(lambda: out.append(big()), tiny, args.warmup, args.iterations)
+    times = time_iterations(lambda: _keep_last(out, big()), tiny, args.warmup, args.iterations)
     check = float(np.asarray(_local(out[-1]))[0])
     report(rank, times, args.elements * 4, check, float(sum(range(1, strategy.world_size + 1))))
+
+
+def _keep_last(out: list[Any], value: Any) -> None:
+    """Keep only the latest result: holding every 64 MiB output made each call map fresh memory,
+    and the benchmark measured page faults instead of the all-reduce."""
+    out[:] = [value]
 
 
 def _local(value: Any) -> Any:
@@ -135,6 +158,7 @@ def worker_horovod(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
     hvd.init()
+    pin_gpu(hvd.local_rank())
     tensor = tf.fill([args.elements], float(hvd.rank() + 1))
     small = tf.ones([1])
 
@@ -144,7 +168,7 @@ def worker_horovod(args: argparse.Namespace) -> None:
 
     out: list[Any] = []
     times = time_iterations(
-        lambda: out.append(big(tensor)),
+        lambda: _keep_last(out, big(tensor)),
         lambda: hvd.allreduce(small, op=hvd.Sum, name="barrier"),
         args.warmup,
         args.iterations,
@@ -216,16 +240,21 @@ def run_contender(name: str, args: argparse.Namespace, env: dict[str, str]) -> d
 
     ranks = 2
     horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
-    if name.startswith("multiworker"):
-        implementation = "harness" if name == "multiworker_auto" else "ring"
+    base, extra_env, variant_arg = VARIANTS.get(name, (name, {}, ""))
+    env = {**env, **extra_env}
+    if base.startswith("multiworker"):
+        implementation = "harness" if base == "multiworker_auto" else (variant_arg or "ring")
         port = free_port_range(ranks)
         processes = [
             start_process(worker_args(args, "tf", implementation), {**env, **launcher_env(rank, ranks, port)})
             for rank in range(ranks)
         ]
-    elif name.startswith("horovod"):
-        controller = name.split("_", 1)[1]
-        extra = ["--mpi-args=--allow-run-as-root"] if controller == "mpi" and os.geteuid() == 0 else []
+    elif base.startswith("horovod"):
+        controller = base.split("_", 1)[1]
+        mpi_args = variant_arg.removeprefix("--mpi-args=")
+        if controller == "mpi" and os.geteuid() == 0:
+            mpi_args = f"--allow-run-as-root {mpi_args}".strip()
+        extra = [f"--mpi-args={mpi_args}"] if mpi_args else []
         command = [horovodrun, "-np", str(ranks), "-H", f"localhost:{ranks}", f"--{controller}", *extra]
         processes = [start_process([*command, *worker_args(args, "horovod")], env)]
     else:
@@ -241,6 +270,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     loads = [load_average()]
     with tempfile.TemporaryDirectory(prefix="bench_allreduce_pin_") as hook_dir:
         env = pinning_env(Path(hook_dir), ROOT)
+        machine = provenance(env)
         for repeat in range(args.repeats):
             order = args.contenders if repeat % 2 == 0 else list(reversed(args.contenders))
             for name in order:
@@ -262,6 +292,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "source": source_version(),
         "settings": {"repeats": args.repeats, "iterations": args.iterations, "warmup": args.warmup},
+        "provenance": machine,
     }
 
 
@@ -298,14 +329,17 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
         f"{cfg['repeats']} interleaved repeats. Load average before and after each repeat: "
         f"{' | '.join(measured['loads'])} (the machine was shared with other jobs).",
         "",
+        provenance_line(measured.get("provenance")),
+        "",
         "Algorithm bandwidth = bytes / time (for 2 ranks equal to the bus bandwidth).",
         "",
         "| path | median time (ms) | median GB/s | / mpi4py (median) | GB/s per repeat |",
         "|---|---|---|---|---|",
     ]
     for name in seconds:
+        label = labels[name] if name in labels else _variant_label(name)
         lines.append(
-            f"| {labels[name]} | {statistics.median(seconds[name]) * 1e3:.0f} | "
+            f"| {label} | {statistics.median(seconds[name]) * 1e3:.0f} | "
             f"{statistics.median(gbps[name]):.2f} | **{statistics.median(ratios[name]):.2f}** | "
             + ", ".join(f"{v:.2f}" for v in gbps[name])
             + " |"
@@ -314,6 +348,16 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
         lines += ["", analysis.read_text().strip()]
     lines.append(MARK_END)
     return "\n".join(lines) + "\n"
+
+
+def _variant_label(name: str) -> str:
+    base, env, arg = VARIANTS[name]
+    settings = [f"{k}={v}" for k, v in env.items()]
+    if arg.startswith("ring:"):
+        settings.append(f"bytes_per_pack={int(arg.split(':')[1]) // 2**20} MiB")
+    elif arg:
+        settings.append(f"`{arg}`")
+    return f"{base}, " + ", ".join(settings)
 
 
 def _mpi_version() -> str:
@@ -331,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=7, help="timed iterations per run (>= 5)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--elements", type=int, default=16 * 2**20, help="float32 elements (64 MiB)")
-    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument(
+        "--contenders", nargs="+", choices=[*CONTENDERS, *VARIANTS], default=list(CONTENDERS), help="mpi4py is needed"
+    )
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it is killed")
     add_output_arguments(parser, "timings")
     parser.add_argument("--worker", choices=("tf", "horovod", "mpi4py"), help=argparse.SUPPRESS)

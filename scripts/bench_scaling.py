@@ -48,6 +48,8 @@ from benchlib import (
     load_average,
     markers,
     pinning_env,
+    provenance,
+    provenance_line,
     publish,
     source_version,
     start_process,
@@ -189,9 +191,11 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         str(args.samples),
     ]
 
-    def harness(strategy: str, name: str, workers: int) -> Callable[[Path], list[list[str]]]:
+    def harness(
+        strategy: str, name: str, workers: int, extra: tuple[str, ...] | list[str] = ()
+    ) -> Callable[[Path], list[list[str]]]:
         def build(out: Path) -> list[list[str]]:
-            items = harness_overrides(args, strategy, out, name)
+            items = [*harness_overrides(args, strategy, out, name), *extra]
             if workers == 1:
                 return [pin_single([*cli, *items])]
             return [[*cli, *items, "--workers", str(workers)]]
@@ -209,6 +213,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         Contender("single_x2", 2, independent, read_harness),
         Contender("multiworker_1", 1, harness("multiworker", "mw1", 1), read_harness),
         Contender("multiworker_2", 2, harness("multiworker", "mw2", 2), read_harness),
+        Contender("mirrored_1", 1, harness("mirrored", "mir1", 1, ["distribute.cpu_replicas=1"]), read_harness),
         Contender(
             "horovod_1",
             1,
@@ -258,12 +263,13 @@ SETTINGS = ("repeats", "epochs", "samples", "batch_size", "steps_per_execution")
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    entries = contenders(args)
+    entries = [c for c in contenders(args) if c.name in args.contenders]
     results: dict[str, list[Outcome]] = {c.name: [] for c in entries}
     failures: list[str] = []
     loads = [load_average()]
     with tempfile.TemporaryDirectory(prefix="bench_scaling_pin_") as hook_dir:
         env = pinning_env(Path(hook_dir))
+        machine = provenance(env)
         for repeat in range(args.repeats):
             order = entries if repeat % 2 == 0 else list(reversed(entries))
             for contender in order:
@@ -283,6 +289,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "source": source_version(),
         "settings": {name: getattr(args, name) for name in SETTINGS},
+        "provenance": machine,
     }
 
 
@@ -327,25 +334,61 @@ EFFICIENCIES = {
 }
 
 
+ONE_PROCESS = {
+    # contender: label - one process, nothing to all-reduce: the cost of the strategy alone
+    "multiworker_1": "harness `multiworker`, 1 process",
+    "mirrored_1": "harness `mirrored`, `cpu_replicas=1`",
+    "horovod_1": "harness `horovod` under `horovodrun -np 1`",
+}
+ALL = (
+    "single_1",
+    "single_x2",
+    "multiworker_1",
+    "multiworker_2",
+    "mirrored_1",
+    "horovod_1",
+    "horovod_2",
+    "plain_1",
+    "plain_2",
+)
+
+
 def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
-    """Efficiencies and ratios as medians of per-repeat ratios (runs of a repeat ran back to back)."""
-    eff = {name: per_repeat(results, two, one, stat) for name, (two, one, _) in EFFICIENCIES.items()}
-    eff["multiworker_vs_independent"] = per_repeat(results, "multiworker_2", "single_x2", stat)
-    eff["horovod_vs_independent"] = per_repeat(results, "horovod_2", "single_x2", stat)
-    vs_plain = [h / p for h, p in zip(eff["horovod"], eff["plain"], strict=True)]
-    vs_plain_same_base = [h / p for h, p in zip(eff["horovod_hvd1"], eff["plain"], strict=True)]
-    ratios = {
-        "vs_plain": vs_plain,
-        "vs_plain_same_base": vs_plain_same_base,
-        "abs_2_vs_plain": per_repeat(results, "horovod_2", "plain_2", stat),
-        "abs_1_vs_plain": per_repeat(results, "horovod_1", "plain_1", stat),
-        "single_vs_plain_1": per_repeat(results, "single_1", "plain_1", stat),
-    }
+    """Efficiencies and ratios as medians of per-repeat ratios (runs of a repeat ran back to back).
+
+    Only what the measured contenders allow (`--contenders` may pick a subset).
+    """
+
+    def have(*names: str) -> bool:
+        return all(name in results for name in names)
+
+    eff = {name: per_repeat(results, two, one, stat) for name, (two, one, _) in EFFICIENCIES.items() if have(two, one)}
+    if have("multiworker_2", "single_x2"):
+        eff["multiworker_vs_independent"] = per_repeat(results, "multiworker_2", "single_x2", stat)
+    if have("horovod_2", "single_x2"):
+        eff["horovod_vs_independent"] = per_repeat(results, "horovod_2", "single_x2", stat)
+    if have("multiworker_2", "plain_2"):
+        eff["multiworker_vs_plain_2"] = per_repeat(results, "multiworker_2", "plain_2", stat)
+    ratios: dict[str, list[float]] = {}
+    if "horovod" in eff and "plain" in eff:
+        ratios["vs_plain"] = [h / p for h, p in zip(eff["horovod"], eff["plain"], strict=True)]
+    if "horovod_hvd1" in eff and "plain" in eff:
+        ratios["vs_plain_same_base"] = [h / p for h, p in zip(eff["horovod_hvd1"], eff["plain"], strict=True)]
+    for key, (num, den) in {
+        "abs_2_vs_plain": ("horovod_2", "plain_2"),
+        "abs_1_vs_plain": ("horovod_1", "plain_1"),
+        "single_vs_plain_1": ("single_1", "plain_1"),
+    }.items():
+        if have(num, den):
+            ratios[key] = per_repeat(results, num, den, stat)
+    one = {name: per_repeat(results, name, "single_1", stat) for name in ONE_PROCESS if have(name, "single_1")}
     return {
         "eff": eff,
         "eff_median": {name: statistics.median(values) for name, values in eff.items()},
         "ratios": ratios,
         "ratio_median": {name: statistics.median(values) for name, values in ratios.items()},
+        "one": one,
+        "one_median": {name: statistics.median(values) for name, values in one.items()},
         "rate": {name: statistics.median(stat(o) for o in runs) for name, runs in results.items()},
     }
 
@@ -378,6 +421,8 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         f"{cfg['repeats']} interleaved repeats (order alternating); load average (1/5/15 min) before and after "
         f"each repeat: {' | '.join(measured['loads'])}.",
         "",
+        provenance_line(measured.get("provenance")),
+        "",
         "samples/s are per worker: metrics.jsonl `samples_per_s` (the chief's global rate) / workers; the "
         "plain script reports its own. Per run, the median (and the best) of the epochs after the first. "
         "Efficiency = per-worker samples/s with 2 workers / with 1 worker, median of per-repeat ratios.",
@@ -387,25 +432,64 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         "|---|---|---|---|---|---|---|",
     ]
     for name, (two, one, label) in EFFICIENCIES.items():
+        if name not in med["eff"]:
+            continue
         lines.append(
             f"| {label} | {med['rate'][one]:.0f} | {med['rate'][two]:.0f} | **{med['eff_median'][name]:.2f}** | "
             f"{fmt(med['eff'][name])} | {best['eff_median'][name]:.2f} | {fmt(best['eff'][name])} |"
         )
-    rm, rb = med["ratio_median"], best["ratio_median"]
+    rm, rb, em = med["ratio_median"], best["ratio_median"], med["eff_median"]
+    lines.append("")
+    if "vs_plain" in rm:
+        lines.append(
+            f"**harness-horovod efficiency / plain-Horovod efficiency = {rm['vs_plain']:.2f}** "
+            f"(per repeat {fmt(med['ratios']['vs_plain'])}; best epochs {rb['vs_plain']:.2f})."
+            + (
+                f" With harness's 1-worker baseline also under `horovodrun -np 1`: {rm['vs_plain_same_base']:.2f} "
+                f"({fmt(med['ratios']['vs_plain_same_base'])}; best epochs {rb['vs_plain_same_base']:.2f})."
+                if "vs_plain_same_base" in rm
+                else ""
+            )
+            + "  "
+        )
+    if "abs_2_vs_plain" in rm and "abs_1_vs_plain" in rm:
+        lines.append(
+            f"Per-worker samples/s, harness horovod / plain Horovod, same run order: 2 workers "
+            f"{rm['abs_2_vs_plain']:.2f} ({fmt(med['ratios']['abs_2_vs_plain'])}; best epochs "
+            f"{rb['abs_2_vs_plain']:.2f}), 1 worker {rm['abs_1_vs_plain']:.2f} "
+            f"({fmt(med['ratios']['abs_1_vs_plain'])}; best epochs {rb['abs_1_vs_plain']:.2f}).  "
+        )
+    if "multiworker_vs_plain_2" in em:
+        lines.append(
+            f"Per-worker samples/s with 2 workers, harness multiworker / plain Horovod: "
+            f"{em['multiworker_vs_plain_2']:.2f} ({fmt(med['eff']['multiworker_vs_plain_2'])}).  "
+        )
+    vs_control = [
+        f"harness {label} {em[key]:.2f} ({fmt(med['eff'][key])})"
+        for key, label in (("multiworker_vs_independent", "multiworker"), ("horovod_vs_independent", "horovod"))
+        if key in em
+    ]
+    if vs_control:
+        lines.append(
+            "Relative to the control (two workers that never communicate), i.e. the cost of communication and "
+            "synchronisation alone: " + ", ".join(vs_control) + "."
+        )
+    if med["one"]:
+        lines += [
+            "",
+            "One process, nothing to all-reduce: the strategy's own cost per step "
+            "(per-repeat ratio to `single`, median; goal ≥ 0.95).",
+            "",
+            "| contender | samples/s | / single | per repeat | / single, best epochs |",
+            "|---|---|---|---|---|",
+            f"| harness `single` | {med['rate']['single_1']:.0f} | 1.00 | | |",
+            *(
+                f"| {ONE_PROCESS[name]} | {med['rate'][name]:.0f} | **{med['one_median'][name]:.2f}** | "
+                f"{fmt(med['one'][name])} | {best['one_median'][name]:.2f} |"
+                for name in med["one"]
+            ),
+        ]
     lines += [
-        "",
-        f"**harness-horovod efficiency / plain-Horovod efficiency = {rm['vs_plain']:.2f}** "
-        f"(per repeat {fmt(med['ratios']['vs_plain'])}; best epochs {rb['vs_plain']:.2f}). With harness's "
-        f"1-worker baseline also under `horovodrun -np 1`: {rm['vs_plain_same_base']:.2f} "
-        f"({fmt(med['ratios']['vs_plain_same_base'])}; best epochs {rb['vs_plain_same_base']:.2f}).  ",
-        f"Per-worker samples/s, harness horovod / plain Horovod, same run order: 2 workers "
-        f"{rm['abs_2_vs_plain']:.2f} ({fmt(med['ratios']['abs_2_vs_plain'])}; best epochs "
-        f"{rb['abs_2_vs_plain']:.2f}), 1 worker {rm['abs_1_vs_plain']:.2f} "
-        f"({fmt(med['ratios']['abs_1_vs_plain'])}; best epochs {rb['abs_1_vs_plain']:.2f}).  ",
-        "Relative to the control (two workers that never communicate), i.e. the cost of communication and "
-        f"synchronisation alone: harness multiworker {med['eff_median']['multiworker_vs_independent']:.2f} "
-        f"({fmt(med['eff']['multiworker_vs_independent'])}), harness horovod "
-        f"{med['eff_median']['horovod_vs_independent']:.2f} ({fmt(med['eff']['horovod_vs_independent'])}).",
         "",
         "Time to first training step: seconds from starting the command to the chief's `starting:` line, "
         "which the loop prints right before its first compiled step (imports, launcher, rendezvous, data, "
@@ -419,12 +503,15 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         "single_1": ("harness single, 1 worker", "`harness train ...`"),
         "multiworker_1": ("harness multiworker, 1 worker", "`harness train ... distribute.strategy=multiworker`"),
         "multiworker_2": ("harness multiworker, 2 workers", "`harness train ... --workers 2`"),
+        "mirrored_1": ("harness mirrored, 1 CPU replica", "`harness train ... distribute.strategy=mirrored`"),
         "horovod_1": ("harness horovod, 1 worker", "`horovodrun -np 1 --gloo python -m harness train ...`"),
         "horovod_2": ("harness horovod, 2 workers", "`harness train ... distribute.strategy=horovod --workers 2`"),
         "plain_1": ("plain Horovod, 1 worker", "`horovodrun -np 1 --gloo python plain_horovod_cnn.py`"),
         "plain_2": ("plain Horovod, 2 workers", "`horovodrun -np 2 --gloo python plain_horovod_cnn.py`"),
     }
     for name, (label, command) in commands.items():
+        if name not in start:
+            continue
         lines.append(
             f"| {label} | {command} | {start[name]:.1f} | {excess[name]:.1f} | {start[name] + excess[name]:.1f} |"
         )
@@ -455,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run before it is killed")
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a run that fails (reported)")
     add_output_arguments(parser, "outcomes")
+    parser.add_argument(
+        "--contenders", nargs="+", choices=ALL, default=list(ALL), help="a subset, e.g. single_1 multiworker_1"
+    )
     parser.add_argument("--section", default=NAME, help="section name in the file (one per workload)")
     args = parser.parse_args(argv)
     if args.epochs < 2:

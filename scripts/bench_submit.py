@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT, add_output_arguments, markers, publish
+from benchlib import ROOT, add_output_arguments, markers, provenance, provenance_line, publish
 
 SCRIPTS = Path(__file__).resolve().parent
 CLUSTER = ROOT / "slurm" / "cluster.sh"
@@ -141,7 +141,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"repeat {index + 1}/{args.repeats} {kind}: {results[kind][-1]}", flush=True)
     ratios = [s["wall"] / d["wall"] for s, d in zip(results["submit"], results["direct"], strict=True)]
     version = subprocess.run(["sinfo", "--version"], env=env, capture_output=True, text=True).stdout.strip()
-    return {"results": results, "ratios": ratios, "ratio": statistics.median(ratios), "slurm": version or "Slurm"}
+    return {
+        "results": results,
+        "ratios": ratios,
+        "ratio": statistics.median(ratios),
+        "slurm": version or "Slurm",
+        "provenance": provenance(),
+    }
 
 
 def _row(label: str, values: list[float]) -> str:
@@ -162,6 +168,8 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"with {args.epochs} epochs, one task (strategy auto -> single), {args.repeats} interleaved repeats "
         f"after {args.warmup} unmeasured pair(s); "
         "the first training step is marked by a callback at the start of the first epoch.",
+        "",
+        provenance_line(summary.get("provenance")),
         "",
         "| measure | median | all runs |",
         "|---|---|---|",

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import ROOT, add_output_arguments, markers, publish
+from benchlib import ROOT, add_output_arguments, markers, provenance, provenance_line, publish
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,7 +35,9 @@ NAME = "bench_throughput"
 MARK_BEGIN, MARK_END = markers(NAME)
 
 
-def bench_config(args: argparse.Namespace) -> Any:
+def bench_config(args: argparse.Namespace, xla: bool = False) -> Any:
+    """The workload; with `xla` the step is compiled by XLA, which has no deterministic MaxPool
+    gradient, so run.deterministic is false for every contender."""
     return load_config(
         ROOT / "configs" / "synthetic_images.yaml",
         [
@@ -46,6 +48,7 @@ def bench_config(args: argparse.Namespace) -> Any:
             "training.progress=none",
             "training.schedule.name=constant",
             "run.deterministic=false",
+            f"training.jit_compile={'true' if xla else 'false'}",
         ],
     )
 
@@ -75,9 +78,7 @@ def run_fit(config: Any, data: Any, steps_per_execution: int) -> float:
     """Steady-state samples/s of `Model.fit` on the same pipeline, model and optimizer."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.run.seed)
-    model = build_model(
-        config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task
-    )
+    model = build_model(config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task)
     model.compile(
         optimizer=make_optimizer(config.training.optimizer, config.training.optimizer.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -96,6 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     data = prepare_data(config.data, config.run.seed)
     contenders = {
         "harness": lambda: run_harness(config, data),
+        "harness_xla": lambda: run_harness(bench_config(args, xla=True), data),
         "fit": lambda: run_fit(config, data, 1),
         "fit_spe": lambda: run_fit(config, data, args.steps_per_execution),
     }
@@ -105,12 +107,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for name in order:
             results[name].append(contenders[name]())
         print(
-            f"repeat {repeat + 1}/{args.repeats}: "
-            + ", ".join(f"{n}={results[n][-1]:.0f}/s" for n in contenders),
+            f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{n}={results[n][-1]:.0f}/s" for n in contenders),
             flush=True,
         )
     ratio_fit = [h / f for h, f in zip(results["harness"], results["fit"], strict=True)]
     ratio_spe = [h / f for h, f in zip(results["harness"], results["fit_spe"], strict=True)]
+    ratio_xla = [x / h for x, h in zip(results["harness_xla"], results["harness"], strict=True)]
     return {
         "config": config,
         "n_train": len(data.x_train),
@@ -119,7 +121,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_fit_spe": statistics.median(ratio_spe),
         "ratios_fit": ratio_fit,
         "ratios_fit_spe": ratio_spe,
+        "ratio_xla": statistics.median(ratio_xla),
+        "ratios_xla": ratio_xla,
+        "provenance": provenance(),
     }
+
+
+def xla_advice(ratio: float) -> str:
+    """What to do with training.jit_compile, from the measured ratio (±5% is noise here)."""
+    if ratio >= 1.05:
+        return "XLA is faster for this model: turn it on (with run.deterministic=false)."
+    if ratio <= 0.95:
+        return "XLA is slower for this model here: leave it off."
+    return "no clear difference: leave XLA off unless your own model measures faster with it."
 
 
 def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
@@ -136,11 +150,15 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.epochs} epochs per run, the first epoch (tracing) excluded, "
         f"{args.repeats} interleaved repeats.",
         "",
+        provenance_line(summary["provenance"]),
+        "",
         "| contender | median samples/s | all runs |",
         "|---|---|---|",
         f"| harness loop (steps_per_execution={args.steps_per_execution}) | {med['harness']:.0f} | "
         + ", ".join(f"{v:.0f}" for v in res["harness"])
         + " |",
+        "| harness loop with XLA (`training.jit_compile=true`, `run.deterministic=false`) | "
+        f"{med['harness_xla']:.0f} | " + ", ".join(f"{v:.0f}" for v in res["harness_xla"]) + " |",
         f"| `Model.fit` (default steps_per_execution=1) | {med['fit']:.0f} | "
         + ", ".join(f"{v:.0f}" for v in res["fit"])
         + " |",
@@ -153,7 +171,11 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         + ")  ",
         f"harness / fit with the same steps_per_execution = {summary['ratio_fit_spe']:.2f} ("
         + ", ".join(f"{r:.2f}" for r in summary["ratios_fit_spe"])
-        + ")",
+        + ")  ",
+        f"harness with XLA / without = {summary['ratio_xla']:.2f} ("
+        + ", ".join(f"{r:.2f}" for r in summary["ratios_xla"])
+        + "): "
+        + xla_advice(summary["ratio_xla"]),
         "",
         "The harness loop also validates every epoch and reads its metrics once per compiled chunk; "
         "`fit` here runs without validation data.",
@@ -163,9 +185,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8192)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
@@ -125,3 +127,70 @@ def pinning_env(hook_dir: Path, *pythonpath: Path) -> dict[str, str]:
         "OMPI_ALLOW_RUN_AS_ROOT": "1",
         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     }
+
+
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+
+
+def provenance(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the figures depend on besides the code: CPU, vector units, TF build, threads, GPUs.
+
+    The same benchmark differed by 2x between two 2-core machines (an Intel Xeon with AVX-512
+    and AMX, and an AMD EPYC), so every section says which machine it measured. `env` is the
+    environment the measured processes ran with (thread settings).
+    """
+    import tensorflow as tf
+
+    env = dict(os.environ if env is None else env)
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    build = tf.sysconfig.get_build_info()
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "avx512": "avx512f" in flags,
+        "amx": "amx_tile" in flags,
+        "avx2": "avx2" in flags,
+        "tensorflow": tf.__version__,
+        "cuda_build": bool(build.get("is_cuda_build")),
+        "cuda": build.get("cuda_version"),
+        "gpus": len(gpus),
+        "threads": {name: env.get(name, "default") for name in THREAD_VARIABLES},
+    }
+
+
+def provenance_line(info: dict[str, Any] | None) -> str:
+    """One sentence for a section's header; sections rendered from old JSON say so."""
+    if not info:
+        return "Machine: not recorded."
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    threads = ", ".join(f"{k}={v}" for k, v in info["threads"].items())
+    build = f"CUDA {info['cuda']}" if info.get("cuda_build") else "CPU-only"
+    return (
+        f"Machine: {info['cpu']}, {info['cores']} cores (AVX2 {yes(info['avx2'])}, AVX-512 {yes(info['avx512'])}, "
+        f"AMX {yes(info['amx'])}), {info['gpus']} GPU(s); TensorFlow {info['tensorflow']} ({build} build); "
+        f"threads: {threads}."
+    )
+
+
+def pin_gpu(local_rank: int) -> None:
+    """On a GPU node, one GPU per rank (as harness's own bind_gpu does); nothing on CPU nodes."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)

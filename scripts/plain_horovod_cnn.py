@@ -31,6 +31,7 @@ import horovod.tensorflow as hvd  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from benchlib import pin_gpu  # noqa: E402
 
 from harness.config import load_config  # noqa: E402
 from harness.data import prepare_data  # noqa: E402
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     hvd.init()
+    pin_gpu(hvd.local_rank())
     keras.utils.set_random_seed(args.seed)
     x, y, config, data = load_data(args.samples, args.seed)
     steps = (len(x) // hvd.size()) // args.batch_size

@@ -179,6 +179,63 @@ def test_global_batches_do_not_depend_on_world_size() -> None:
         assert sorted(one[step]) == sorted(np.concatenate([two[0][step], two[1][step]]))
 
 
+INPUT_PROBE = """
+import sys
+import tensorflow as tf
+from harness.config import DistributeConfig
+from harness.distribute import make_strategy
+
+strategy = make_strategy(DistributeConfig(strategy=sys.argv[1], cpu_replicas=int(sys.argv[2])), {})
+with strategy.scope():
+    weight = tf.Variable(1.0)
+batches = strategy.distribute(tf.data.Dataset.range(8).map(lambda i: tf.cast(i, tf.float32)).batch(2))
+
+@tf.function
+def total(iterator):
+    out = tf.constant(0.0)
+    for _ in tf.range(4):
+        per_replica = strategy.run(lambda x: tf.reduce_sum(x) * weight, args=(next(iterator),))
+        out += tf.add_n(strategy._strategy.experimental_local_results(per_replica))
+    return out
+
+print(type(batches).__name__, strategy.local_replicas, float(total(iter(batches))))
+"""
+
+
+@pytest.mark.parametrize(
+    ("strategy", "cpu_replicas", "expected"),
+    [
+        ("single", 1, "1 28.0"),
+        ("multiworker", 1, "1 28.0"),
+        ("mirrored", 1, "1 28.0"),
+        ("mirrored", 2, "2 28.0"),
+    ],
+)
+def test_one_cpu_replica_per_process_reads_a_plain_dataset(
+    tmp_path: Path, strategy: str, cpu_replicas: int, expected: str
+) -> None:
+    """A tf.distribute dataset costs up to half a CPU step on some machines (docs/benchmarks.md):
+    with one CPU replica per process the plain tf.data dataset goes to `strategy.run`; only
+    several local replicas need it split (and still see every sample once)."""
+    env = {**os.environ, **THREADS}
+    env.pop("TF_CONFIG", None)
+    probe = tmp_path / "probe.py"  # a file: AutoGraph reads the source of what it converts
+    probe.write_text(INPUT_PROBE)
+    done = subprocess.run(
+        [sys.executable, str(probe), strategy, str(cpu_replicas)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    kind, rest = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert rest == expected
+    plain = cpu_replicas == 1
+    assert (kind.endswith("Dataset") and "Distributed" not in kind) == plain, kind
+
+
 def test_checkpoint_of_two_workers_resumes_in_one_process(tmp_path: Path, reference: Path) -> None:
     two_workers = ["distribute.strategy=multiworker", "training.batch_size=16", "--workers", "2"]
     first = harness(["train", *COMMON, "run.name=r", "training.epochs=2", *two_workers], tmp_path)

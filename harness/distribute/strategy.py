@@ -114,6 +114,11 @@ class TFStrategy(Strategy):
         self.name = name
         self.cluster = cluster
         self._strategy = strategy
+        # Every rank runs the same number of full-size steps (harness.data.step_layout pads the
+        # last global batch with weight-0 samples), so tf.distribute's partial-batch handling,
+        # a tf.cond around each batch and, across workers, an all-reduce per step, is not needed.
+        if hasattr(strategy.extended, "experimental_enable_get_next_as_optional"):
+            strategy.extended.experimental_enable_get_next_as_optional = False
         self._sum_fns: dict[tuple[int, ...], Any] = {}
 
     @property
@@ -126,14 +131,29 @@ class TFStrategy(Strategy):
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         """Batches from our pipeline are this process's share already.
 
-        Across processes, `experimental_distribute_dataset` would treat each batch as the
-        global one and split it again, so each worker's dataset is handed over as it is;
-        within a process, the local batch is split over the local devices.
+        With one CPU replica per process there is nothing to split or place, so the plain
+        dataset goes to `strategy.run` as it is: a tf.distribute dataset would add a
+        MultiDeviceIterator, a generator dataset that fetches every batch through a function
+        call on another thread, and (multi-worker) a cross-worker all-reduce per step asking
+        whether any rank still has data. On some CPUs that input path halved the step's
+        speed (docs/benchmarks.md, scripts/repro_distributed_dataset.py).
+
+        Otherwise (several local devices, or a GPU, where prefetching to the device pays),
+        the local batch is split over the local devices; across processes each worker's dataset
+        is handed over as it is, since `experimental_distribute_dataset` would treat each batch
+        as the global one and split it again.
         """
+        if self.plain_input:
+            return dataset
         if self.world_size > 1:
             options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
             return self._strategy.distribute_datasets_from_function(lambda _: dataset, options)
         return self._strategy.experimental_distribute_dataset(dataset)
+
+    @property
+    def plain_input(self) -> bool:
+        """Whether `distribute` hands over the plain tf.data dataset (one CPU replica here)."""
+        return self.local_replicas == 1 and not tf.config.list_logical_devices("GPU")
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return self._strategy.run(fn, args=args)
