@@ -27,6 +27,7 @@ from harness.config.schema import ModelConfig
 from harness.errors import ModelError
 from harness.imports import import_object, importable, search_folders, user_location
 from harness.models.base import Task, check_input_fits, output_size
+from harness.registry import closest
 
 OFFERED = ("input_shape", "num_outputs", "task")
 
@@ -92,10 +93,11 @@ def builder_arguments(
         )  # fmt: skip
     unknown = sorted(key for key in kwargs if key not in by_name and not takes_any)
     if unknown:
+        named = [_with_hint(key, sorted(by_name - set(offered))) for key in unknown]
         raise _mismatch(
             path, signature, offered, kwargs,
-            f"it does not accept model.kwargs {', '.join(unknown)}; remove them, or add them "
-            "(or **kwargs) to the function",
+            f"it does not accept model.kwargs {', '.join(named)}; remove "
+            f"{'it' if len(unknown) == 1 else 'them'}, or add a parameter (or **kwargs) to the function",
         )  # fmt: skip
     arguments = {name: value for name, value in offered.items() if name in by_name or takes_any}
     arguments.update(kwargs)
@@ -112,6 +114,11 @@ def builder_arguments(
             f"{', '.join(f'model.kwargs.{name}' for name in missing)}",
         )  # fmt: skip
     return arguments
+
+
+def _with_hint(key: str, names: list[str]) -> str:
+    hint = closest(key, names)
+    return f"{key} (did you mean {hint}?)" if hint else key
 
 
 def _mismatch(
