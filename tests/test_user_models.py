@@ -471,6 +471,13 @@ if mode == "mirrored":
             model = build()
             optimizer = keras.optimizers.SGD(0.1)
         result.setdefault("synchronized", [bool(layer.synchronized) for layer in bn_layers(model)])
+        if "application" not in result:
+            with strategy.scope():
+                app = build_model(
+                    ModelConfig(name="applications.MobileNet", kwargs={"alpha": 0.25}),
+                    input_shape=(32, 32, 3), num_outputs=3, task="classification",
+                )
+            result["application"] = sorted({bool(layer.synchronized) for layer in bn_layers(app)})
         for layer in bn_layers(model):
             layer.synchronized = synchronized
 
@@ -531,6 +538,7 @@ def test_batch_norm_is_synchronised_under_mirrored(tmp_path: Path) -> None:
     result = run_bn_step(tmp_path, [sys.executable, "SCRIPT", "mirrored"])
     assert result["single_synchronized"] == [False, False], "one replica: nothing to synchronise"
     assert result["synchronized"] == [True, True]
+    assert result["application"] == [True], "a keras.applications backbone's batch norm too"
     assert result["synced"]["pred"] < 1e-5 and result["synced"]["weights"] < 1e-5, result
     # the check can fail: per-replica moments give another forward pass and another step
     assert result["unsynced"]["pred"] > 1e-2 and result["unsynced"]["weights"] > 1e-3, result
@@ -585,6 +593,14 @@ def test_horovod_moments_are_used_and_saved_model_is_plain(
     assert '"class_name": "BatchNormalization"' in config and "harness" not in config
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert all("_moments" not in vars(layer) for layer in loaded.layers)
+
+
+def test_horovod_applications_backbone_averages_moments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "horovod.tensorflow", FakeHorovod())
+    cfg = ModelConfig(name="applications.MobileNet", kwargs={"alpha": 0.25})
+    model = build_model(cfg, input_shape=(32, 32, 3), num_outputs=3, task="classification")
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all("_moments" in vars(layer) for layer in norms)
 
 
 def test_one_replica_builds_plain_batch_norm() -> None:

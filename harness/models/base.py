@@ -118,11 +118,27 @@ def batch_norm(name: str) -> keras.layers.BatchNormalization:
     steps per epoch) the inference-time statistics then lag the fast-changing activations and
     validation accuracy sits at chance for many epochs while training accuracy is high.
     """
-    sync = replica_sync()
-    layer = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=sync == "tf", name=name)
-    if sync == "horovod":
-        average_moments_with_horovod(layer, sys.modules["horovod.tensorflow"])
+    layer = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+    synchronise_batch_norm([layer])
     return layer
+
+
+def synchronise_batch_norm(layers: Sequence[keras.layers.Layer]) -> int:
+    """Make the BatchNormalization layers among `layers` use global-batch moments; returns how many.
+
+    Nothing changes with one replica. Keras reads `synchronized` when the layer is called, so
+    layers of an already built model (a keras.applications backbone) can be switched too.
+    """
+    sync = replica_sync()
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if sync is None:
+        return 0
+    for layer in norms:
+        if sync == "tf":
+            layer.synchronized = True
+        else:
+            average_moments_with_horovod(layer, sys.modules["horovod.tensorflow"])
+    return len(norms)
 
 
 def replica_sync() -> Literal["tf", "horovod"] | None:
