@@ -23,7 +23,7 @@ from harness import cli
 from harness.config.schema import ModelConfig
 from harness.errors import ModelError
 from harness.imports import import_object, import_roots, importable
-from harness.models import build_model
+from harness.models import build_model, describe_model
 from harness.models.build import compiled_setup, describe_object, has_logits_head
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +127,13 @@ def test_zero_argument_tutorial_builder_keeps_its_compile_state(user_module: Cal
     assert setup.metrics_text == ("accuracy",)
     assert setup.optimizer is model.optimizer
     assert has_logits_head(model, "classification")
+    described = describe_model(model, ModelConfig(name="tutorial:build"))
+    assert described["compiled_with"] == {
+        "loss": "SparseCategoricalCrossentropy(from_logits=True)",
+        "optimizer": "SGD(learning_rate=0.001)",
+        "metrics": ["accuracy"],
+    }
+    assert json.loads(json.dumps(described)) == described
 
 
 @pytest.mark.parametrize(
@@ -423,7 +430,7 @@ if mode == "mirrored":
 import keras
 
 from harness.config.schema import ModelConfig
-from harness.models import build_model
+from harness.models import build_model, describe_model
 
 CFG = ModelConfig(name="mlp", hidden_units=[8, 8], batch_norm=True, dropout=0.0)
 rng = np.random.default_rng(0)

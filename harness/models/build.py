@@ -99,7 +99,16 @@ def describe_model(model: keras.Model, cfg: ModelConfig) -> dict[str, Any]:
         "frozen_layers": list(notes.frozen) if notes else [],
         "head_replaced": notes.head_replaced if notes else False,
         "dtype_policy": model.dtype_policy.name,
+        "compiled_with": _compiled_texts(model),
     }
+
+
+def _compiled_texts(model: keras.Model) -> dict[str, Any] | None:
+    """What the model came compiled with (the run may still override it from the config)."""
+    setup = compiled_setup(model)
+    if setup is None:
+        return None
+    return {"loss": setup.loss_text, "optimizer": setup.optimizer_text, "metrics": list(setup.metrics_text)}
 
 
 def _count(weights: Sequence[Any]) -> int:
