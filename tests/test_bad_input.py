@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -644,3 +645,64 @@ def test_follow_commands_on_targets_that_are_not_runs(
     index.unlink()
     assert "not in this user's submission index" in refused(capsys, command, "5")
     assert snapshot(workdir) == {**before, "state": None, "state/harness": None}
+# --- models and imports ---
+
+BAD_BUILDERS = """
+import keras
+
+def takes_units(input_shape, num_outputs, units):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, keras.layers.Dense(num_outputs, activation="softmax")(inputs))
+
+def fixed_image_model():
+    inputs = keras.Input((28, 28))
+    x = keras.layers.Flatten()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+"""
+
+
+@pytest.fixture
+def builders(workdir: Path) -> Iterator[str]:
+    """A module of builders in the working directory, forgotten after the test."""
+    import sys
+    import uuid
+
+    name = f"bad_builders_{uuid.uuid4().hex[:8]}"
+    (workdir / f"{name}.py").write_text(BAD_BUILDERS)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_builder_kwarg_it_does_not_take(
+    workdir: Path, capsys: pytest.CaptureFixture[str], builders: str
+) -> None:
+    err = run_bad(workdir, capsys, "data.dataset=wine", f"model.name={builders}:takes_units", "model.kwargs={unit: 3}")
+    assert f"{builders}:takes_units" in err and "model.kwargs unit (did you mean units?)" in err
+    assert "takes_units(input_shape, num_outputs, units)" in err and "input_shape=(13,)" in err
+
+
+def test_builder_parameter_the_harness_cannot_supply(
+    workdir: Path, capsys: pytest.CaptureFixture[str], builders: str
+) -> None:
+    err = run_bad(workdir, capsys, "data.dataset=wine", f"model.name={builders}:takes_units")
+    assert "requires units" in err and "model.kwargs.units" in err and "num_outputs=3" in err
+
+
+def test_zero_argument_model_of_another_shape(
+    workdir: Path, capsys: pytest.CaptureFixture[str], builders: str
+) -> None:
+    err = run_bad(workdir, capsys, "data.dataset=wine", f"model.name={builders}:fixed_image_model")
+    assert "(28, 28)" in err and "(13,)" in err and "take `input_shape`" in err
+
+
+def test_missing_model_module_lists_config_folder_and_cwd(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = workdir / "project"
+    folder.mkdir()
+    config = folder / "exp.yaml"
+    config.write_text("model:\n  name: not_beside_the_config:build\n")
+    err = run_bad(workdir, capsys, str(config))
+    assert "not_beside_the_config:build" in err and "not found" in err
+    assert str(folder.resolve()) in err and str(workdir.resolve()) in err
+    assert sorted(p.name for p in folder.iterdir()) == ["exp.yaml"]

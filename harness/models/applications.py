@@ -3,7 +3,8 @@
 Nothing is ever downloaded: the backbone is created with `weights=None` and, when `model.weights`
 names a local file, those weights are loaded into the headless backbone before the head is added.
 Cluster nodes often have no internet access, and a silent download would hide which weights a run
-used.
+used. With several replicas the backbone's BatchNormalization layers use the moments of the
+global batch, as the registered models' do (base.batch_norm).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import keras
 
 from harness.config.schema import ModelConfig
 from harness.errors import ModelError
-from harness.models.base import Task, task_head
+from harness.models.base import Task, synchronise_batch_norm, task_head
 
 PREFIX = "applications."
 
@@ -71,6 +72,7 @@ def build_application(
         ) from err
     if weights is not None:
         _load_backbone_weights(base, weights, app)
+    synchronise_batch_norm(base.layers)  # several replicas: batch statistics of the global batch
     outputs = task_head(base.output, cfg, num_outputs, task)
     return keras.Model(base.inputs, outputs, name=app.lower())
 

@@ -8,6 +8,7 @@ precision policy, because softmax and losses in float16 lose too much precision.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, cast
 
@@ -27,7 +28,11 @@ _OUTPUT_ACTIVATIONS: dict[Task, str] = {"classification": "softmax", "regression
 
 
 class ModelBuilder(Protocol):
-    """What a registered model is: the same call an import path `pkg.module:function` receives."""
+    """What a registered model is: the config plus the three values the data decides.
+
+    A user's `pkg.module:function` is not bound to this: it receives the subset of
+    `input_shape`, `num_outputs`, `task` and `model.kwargs` its signature names (imported.py).
+    """
 
     def __call__(
         self, cfg: ModelConfig, *, input_shape: tuple[int, ...], num_outputs: int, task: Task
@@ -101,13 +106,83 @@ BN_MOMENTUM = 0.9
 
 
 def batch_norm(name: str) -> keras.layers.BatchNormalization:
-    """BatchNorm whose moving statistics catch up within an epoch or two.
+    """BatchNorm whose statistics are those of the global batch, catching up within an epoch or two.
+
+    With several replicas each would otherwise normalise by the moments of its own share of the
+    batch, so 2 workers x 16 would train another model than 1 process x 32. Under a tf.distribute
+    strategy Keras's `synchronized=True` all-reduces the moments; under Horovod (no tf.distribute
+    replica context) the moments are all-reduced with Horovod. With one replica nothing is
+    synchronised: it would only cost time. The saved model holds a plain BatchNormalization.
 
     Keras's default momentum (0.99) averages over ~100 steps; on small data sets (a few dozen
     steps per epoch) the inference-time statistics then lag the fast-changing activations and
     validation accuracy sits at chance for many epochs while training accuracy is high.
     """
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+    layer = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+    synchronise_batch_norm([layer])
+    return layer
+
+
+def synchronise_batch_norm(layers: Sequence[keras.layers.Layer]) -> int:
+    """Make the BatchNormalization layers among `layers` use global-batch moments; returns how many.
+
+    Nothing changes with one replica. Keras reads `synchronized` when the layer is called, so
+    layers of an already built model (a keras.applications backbone) can be switched too.
+    """
+    sync = replica_sync()
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if sync is None:
+        return 0
+    for layer in norms:
+        if sync == "tf":
+            layer.synchronized = True
+        else:
+            average_moments_with_horovod(layer, sys.modules["horovod.tensorflow"])
+    return len(norms)
+
+
+def replica_sync() -> Literal["tf", "horovod"] | None:
+    """How replicas share batch statistics for a model built now (inside the strategy's scope).
+
+    "tf" inside a tf.distribute strategy with several replicas, "horovod" once Horovod runs
+    several ranks (its strategy has no scope: the initialised library is the sign), else None.
+    """
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return "tf"
+    hvd = sys.modules.get("horovod.tensorflow")
+    if hvd is not None and hvd.is_initialized() and hvd.size() > 1:
+        return "horovod"
+    return None
+
+
+def average_moments_with_horovod(layer: keras.layers.BatchNormalization, hvd: Any) -> None:
+    """Make `layer` normalise by the moments of the batch over all Horovod ranks.
+
+    Keras's synchronised BatchNormalization all-reduces through the tf.distribute replica
+    context, which Horovod does not have. This replaces the layer's moment computation on this
+    instance only, so the layer's class, config and saved form stay plain BatchNormalization.
+    One all-reduce of (sum, sum of squares, count) per layer and step; Horovod's all-reduce has
+    a gradient (the all-reduce of the gradient), so backpropagation through the shared moments
+    is exact, as with one process.
+    """
+    import tensorflow as tf
+
+    own = layer._moments
+
+    def moments(inputs: Any, mask: Any) -> tuple[Any, Any]:
+        if mask is not None:
+            return own(inputs, mask)  # type: ignore[no-any-return]
+        axes = layer._reduction_axes
+        x = tf.cast(inputs, tf.float32)
+        sums = [tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), tf.reduce_sum(tf.ones_like(x), axes)]
+        total = hvd.allreduce(tf.stack(sums), op=hvd.Sum)
+        mean = tf.math.divide_no_nan(total[0], total[2])
+        variance = tf.maximum(tf.math.divide_no_nan(total[1], total[2]) - tf.square(mean), 0.0)
+        return tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
+
+    layer._moments = moments
 
 
 def dense_block(x: Any, units: int, index: int, cfg: ModelConfig) -> Any:
@@ -151,14 +226,22 @@ def single_input_shape(model: keras.Model, source: str) -> tuple[int | None, ...
     return tuple(inputs[0].shape[1:])
 
 
-def check_input_fits(model: keras.Model, input_shape: tuple[int, ...], source: str) -> None:
-    """Raise unless the model accepts examples of `input_shape` (None matches any size)."""
+def check_input_fits(model: keras.Model, input_shape: tuple[int, ...], source: str, hint: str = "") -> None:
+    """Raise unless the model accepts examples of `input_shape` (None matches any size).
+
+    The message shows both per-example shapes and how to fix it: `hint` when the caller knows
+    better (a builder that could take `input_shape`), else a build or data change.
+    """
     expected = single_input_shape(model, source)
     fits = len(expected) == len(input_shape) and all(
         want is None or want == got for want, got in zip(expected, input_shape, strict=True)
     )
     if not fits:
-        raise ModelError(f"{source} expects inputs of shape {expected} but the data has shape {input_shape}")
+        fix = hint or "build the model for the data's shape, or prepare the data to the model's input shape"
+        raise ModelError(
+            f"{source} expects inputs of shape {expected} but the data has shape {input_shape} "
+            f"(per example, without the batch axis). Fix: {fix}"
+        )
 
 
 def output_size(model: keras.Model) -> int | None:

@@ -28,7 +28,7 @@ from harness.distribute.watchdog import Heartbeats, Watchdog, heartbeat_folder, 
 from harness.envinfo import environment, node_name
 from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
-from harness.imports import import_object
+from harness.imports import import_object, import_roots, importable
 from harness.models import describe_model
 from harness.train import rundir
 from harness.train.checkpoint import CorruptCheckpoint, LoopState
@@ -80,7 +80,8 @@ def train(
     cluster = detect(os.environ)
     progress = Progress()
     try:
-        return _train(request, cluster, extra_callbacks, stop_requested, progress)
+        with importable(import_roots(request.base_dir)):  # the same import rule in every launch mode
+            return _train(request, cluster, extra_callbacks, stop_requested, progress)
     except Preempted:
         _record(cluster, request, progress, "preempted")
         raise
