@@ -618,6 +618,7 @@ STATUS_CASES: list[tuple[str, dict[str, Any], JobInfo | None, str | None, dict[s
     ("preempted for good", {"state": "preempted"}, JobInfo("7", "FAILED"), None, {}, "preempted"),
     ("cancelled", {"state": "running"}, JobInfo("7", "CANCELLED"), None, {"cancelled": SUBMITTED}, "cancelled"),
     ("never started", {}, None, None, {}, "failed"),
+    ("interrupted by Ctrl-C", {"state": "interrupted"}, None, None, {}, "interrupted"),
     ("no scheduler, no state", {}, None, "unavailable (x)", {}, "unknown"),
 ]
 

@@ -265,6 +265,9 @@ def _classify(
         return recorded, "", state.get("error") if recorded == "failed" else None
     if run.submission.get("cancelled"):
         return "cancelled", f"cancelled at {run.submission['cancelled']}", None
+    if recorded == "interrupted" and not active:
+        resume = f"harness train {run.run_dir / 'config.yaml'} --resume"
+        return "interrupted", f"stopped by Ctrl-C; continue it with `{resume}`", None
     if recorded == "preempted":
         if active and job is not None and job.state == "PENDING":
             return "requeued", f"checkpoint saved; waiting in the queue ({job.reason or 'pending'})", None
@@ -313,7 +316,7 @@ def _elapsed(submission: Mapping[str, Any], state: Mapping[str, Any], name: str,
     start = _parse_time(submission.get("submitted"))
     if start is None:
         return None
-    end = _parse_time(state.get("updated")) if name in (*FINAL, "preempted") else now
+    end = _parse_time(state.get("updated")) if name in (*FINAL, "preempted", "interrupted") else now
     return max(0.0, ((end or now) - start).total_seconds())
 
 

@@ -96,8 +96,13 @@ class TrainJob:
             self._outcome.done.set()
 
     def _wait_for_training(self) -> None:
+        """Wait, taking SIGTERM back every slice: TensorFlow's coordination service (multiworker)
+        installs its own SIGTERM handler at the C level when the strategy starts, which would
+        swallow a preemption and lose everything since the last checkpoint."""
+        on_main = threading.current_thread() is threading.main_thread()
         while not self._outcome.done.wait(JOIN_POLL_S):
-            pass
+            if on_main:
+                signal.signal(signal.SIGTERM, self._on_terminate)
 
     def _wait_for_requeue(self) -> None:
         """A non-chief rank that stopped waits for the chief to requeue the job, which ends every
