@@ -16,6 +16,23 @@ import tensorflow  # noqa: E402, F401
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
+THREADS = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+"""One thread per pool in worker subprocesses: two cores are shared by every rank of a test."""
+
+
+def horovod_available() -> bool:
+    try:
+        import horovod.tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_horovod = pytest.mark.skipif(
+    not horovod_available() and not os.environ.get("HARNESS_REQUIRE_HOROVOD"),
+    reason="Horovod is not installed (make test installs it; scripts/install_horovod.sh)",
+)
+
 
 @pytest.fixture(autouse=True)
 def no_env_leaks() -> Iterator[None]:

@@ -25,6 +25,8 @@ from harness.data import step_layout
 from harness.distribute.cluster import launcher_env
 from harness.distribute.launcher import free_port_range
 
+from .conftest import THREADS, needs_horovod
+
 GLOBAL_BATCH = 32
 COMMON = [
     "data.dataset=wine",
@@ -39,21 +41,6 @@ COMMON = [
     "training.schedule.name=constant",
     "distribute.timeout_s=60",
 ]
-THREADS = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
-
-
-def horovod_available() -> bool:
-    try:
-        import horovod.tensorflow as hvd  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_horovod = pytest.mark.skipif(
-    not horovod_available() and not os.environ.get("HARNESS_REQUIRE_HOROVOD"),
-    reason="Horovod is not installed (make test installs it; scripts/install_horovod.sh)",
-)
 
 # (id, strategy, processes, extra overrides, per-replica batch)
 SETUPS = [

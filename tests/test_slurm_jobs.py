@@ -217,21 +217,24 @@ def node_of(job_id: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
 
 
+@pytest.mark.parametrize(("strategy", "nodes"), [("single", 1), ("multiworker", 2)])
 def test_job_preempted_by_a_higher_priority_partition_checkpoints_and_resumes(
-    slurm: Path, capsys: pytest.CaptureFixture[str]
+    strategy: str, nodes: int, slurm: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Real preemption: Slurm requeues the job for an `urgent` one and sends SIGTERM (not USR2).
-    Epoch checkpoints are off, so only the checkpoint written on SIGTERM can carry the progress."""
+    Epoch checkpoints are off, so only the checkpoint written on SIGTERM can carry the progress.
+    Multiworker matters: TensorFlow's coordination service installs a SIGTERM handler of its own."""
     epochs = 6
     args = [
         *QUICK,
         f"training.epochs={epochs}",
         "training.checkpoint.every_epochs=0",
-        "run.name=preempted-by-urgent",
+        f"distribute.strategy={strategy}",
+        f"run.name=preempted-by-urgent-{strategy}",
         "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
         f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
     ]
-    job_id, run_dir = submit([*args, "--time", "10"], capsys)
+    job_id, run_dir = submit([*args, "--nodes", str(nodes), "--time", "10"], capsys)
     wait_for_epochs(run_dir, 2)
     urgent = subprocess.run(
         ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-w", node_of(job_id), "-t", "5", "--wrap", "sleep 2"],

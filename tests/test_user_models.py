@@ -26,22 +26,9 @@ from harness.imports import import_object, import_roots, importable
 from harness.models import build_model, describe_model
 from harness.models.build import compiled_setup, describe_object, has_logits_head
 
+from .conftest import THREADS, needs_horovod
+
 REPO = Path(__file__).resolve().parents[1]
-THREADS = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
-
-
-def horovod_available() -> bool:
-    try:
-        import horovod.tensorflow  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_horovod = pytest.mark.skipif(
-    not horovod_available() and not os.environ.get("HARNESS_REQUIRE_HOROVOD"),
-    reason="Horovod is not installed (make test installs it; scripts/install_horovod.sh)",
-)
 
 
 @pytest.fixture
