@@ -5,9 +5,10 @@ a path ending in `.keras` (fine-tune a saved model), `applications.<Name>` (kera
 backbone), `pkg.module:function` (the user's builder), otherwise a registered name.
 
 A model that comes compiled (a user builder that calls `model.compile`) keeps its compile state:
-`compiled_setup` reads the loss, optimizer and metrics it was compiled with, so training can use
-them, and `has_logits_head` tells whether a classification model ends in logits rather than
-probabilities, so the loss and evaluation can treat its outputs right.
+`compiled_setup` reads the loss, optimizer and metrics it was compiled with (the report records
+them as `compiled_with`; the training loop still takes its loss and optimizer from the config),
+and `has_logits_head` tells whether a classification model ends in logits rather than
+probabilities.
 """
 
 from __future__ import annotations
