@@ -412,6 +412,25 @@ def test_disk_full_during_the_first_epoch_removes_the_new_run_directory(
     assert not (workdir / "runs" / "full").exists()
 
 
+def test_disk_full_at_the_end_keeps_a_run_that_trained_without_checkpoints(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With epoch checkpoints off, the finished epochs' metrics are the work a full disk must not cost."""
+    real = io.write_json
+
+    def full_for_report(target: Path, obj: object) -> None:
+        if Path(target).name == "report.json":
+            raise io.write_failure(Path(target), no_space(target), 4096)
+        real(target, obj)
+
+    monkeypatch.setattr(io, "write_json", full_for_report)
+    args = [*IRIS, "training.epochs=2", "training.checkpoint.every_epochs=0", "run.name=kept"]
+    code, err = harness(capsys, "train", *args)
+    assert code == 2 and "report.json" in err and "No space left" in err
+    metrics = workdir / "runs" / "kept" / "metrics.jsonl"
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2]
+
+
 def test_disk_full_while_overwriting_keeps_the_old_run(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -461,7 +461,7 @@ def cancel(target: str) -> tuple[Run, str]:
         state = str(read_state(run.run_dir).get("state") or "")
     except RunDirError:
         state = ""  # a damaged state.json must not keep a job from being cancelled
-    if state in FINAL:
+    if state in (*FINAL, "interrupted"):  # ended: a local job's pid may belong to another process by now
         return run, f"job {run.job_id} already ended: the run is {state}; nothing to cancel"
     if run.submission.get("cancelled"):
         return run, f"job {run.job_id} was already cancelled at {run.submission['cancelled']}"
@@ -488,5 +488,5 @@ def _interrupt_local(job_id: str) -> None:
     try:
         if pid is not None:
             os.kill(pid, signal.SIGINT)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to someone else
         pass

@@ -126,11 +126,22 @@ def _explain_write_failure(err: io.WriteError, request: RunRequest, progress: Pr
     return err
 
 
+def _holds_progress(run_dir: Path) -> bool:
+    """A checkpoint or a finished epoch's metrics line: work that a full disk must never cost.
+
+    A run with checkpoints off (`training.checkpoint.every_epochs=0`) has none until its end, so
+    metrics lines count too; only a run that has not finished an epoch is removed.
+    """
+    metrics = run_dir / rundir.METRICS
+    has_metrics = metrics.is_file() and metrics.stat().st_size > 0
+    return has_metrics or bool(rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS))
+
+
 def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> bool:
     """After a failed write (a full disk), remove the run directory this run made if it holds no
     checkpoint: nothing is lost, and a rerun is not blocked by a half-made directory."""
     run_dir = request.run_dir
-    if not (cluster.is_chief and progress.created) or rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS):
+    if not (cluster.is_chief and progress.created) or _holds_progress(run_dir):
         return False
     try:
         rundir.remove_run_dir(run_dir, Path(request.config.run.output_dir))
