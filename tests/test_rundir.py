@@ -546,3 +546,23 @@ def test_every_file_of_a_run_follows_the_umask(
         if p.stat().st_mode & 0o777 != (0o777 if p.is_dir() else 0o666) & ~umask
     }
     assert not wrong
+
+
+def test_an_overwrite_whose_final_rename_fails_keeps_the_old_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old run is set aside, not deleted, until the new one is in place."""
+    output = tmp_path / "runs"
+    old = make_run(output, "r")
+    real_rename = os.rename
+
+    def refuse_staging(src: object, dst: object) -> None:
+        if ".r.new-" in str(src):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(src))
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rundir.os, "rename", refuse_staging)
+    with pytest.raises(OSError), rundir.new_run_dir(old, output, overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert (old / "keep.txt").read_text() == "precious"
+    assert sorted(p.name for p in output.iterdir()) == ["r"], "no staging or set-aside folder is left"

@@ -174,10 +174,26 @@ def new_run_dir(path: Path, output_dir: Path, *, overwrite: bool, by: str = "har
         if path.exists() or path.is_symlink():
             if not overwrite:
                 raise RunDirError(f"run directory {path} appeared while this run was starting; nothing was replaced")
-            remove_run_dir(path, output_dir)
-        os.rename(staging, path)
+            _swap_in(staging, path, output_dir)
+        else:
+            os.rename(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, path: Path, output_dir: Path) -> None:
+    """Replace the old run at `path` by `staging`: the old one is set aside first and deleted only
+    once the new one is in place, so a failed rename loses neither."""
+    check_removable(path, output_dir)
+    aside = io.temp_dir(path.parent, f".{path.name}.old-")
+    os.rmdir(aside)  # only its unique name is wanted: rename needs a free target
+    os.rename(path, aside)
+    try:
+        os.rename(staging, path)
+    except OSError:
+        os.rename(aside, path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _told_for(err: io.WriteError, staging: Path, final: Path) -> io.WriteError:
