@@ -324,6 +324,24 @@ def test_existing_run_directory_needs_overwrite(
     assert code == 0 and f"submitted Slurm job {FAKE_JOB_ID}" in out
 
 
+def test_overwrite_keeps_the_old_run_when_the_scheduler_refuses_the_job(
+    fake_slurm: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = workdir / "runs" / "digits-cnn"
+    old.mkdir(parents=True)
+    (old / ".harness-run").write_text("{}")
+    (old / "report.json").write_text("precious")
+    (fake_slurm / "fail").write_text("")
+    code, _, err = run_cli(["submit", "--overwrite"], capsys)
+    assert code != 0 and "not submitted" in err
+    assert (old / "report.json").read_text() == "precious"
+    assert sorted(p.name for p in (workdir / "runs").iterdir()) == ["digits-cnn"], "nothing set aside is left"
+    (fake_slurm / "fail").unlink()
+    code, out, _ = run_cli(["submit", "--overwrite"], capsys)
+    assert code == 0 and not (old / "report.json").exists()
+    assert sorted(p.name for p in (workdir / "runs").iterdir()) == ["digits-cnn"]
+
+
 # --------------------------------------------------------------------------- dry run against golden files
 
 

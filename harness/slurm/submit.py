@@ -7,6 +7,7 @@ submission would use, down to the batch script.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -167,19 +168,26 @@ def active_job(run_dir: Path) -> str | None:
 
 def submit(plan: Plan, command: str) -> Submitted:
     """Create the run directory, submit the job and record it; on failure nothing is left behind."""
-    if plan.run_dir.exists() or plan.run_dir.is_symlink():
-        rundir.remove_run_dir(plan.run_dir, Path(plan.config.run.output_dir))
-    plan.run_dir.mkdir(parents=True)
-    rundir.write_marker(plan.run_dir, "harness submit")
-    plan.folder.mkdir()
+    aside = None
+    if plan.run_dir.exists() or plan.run_dir.is_symlink():  # --overwrite: kept aside until the job is accepted
+        aside = rundir.set_aside(plan.run_dir, Path(plan.config.run.output_dir))
     try:
+        plan.run_dir.mkdir(parents=True)
+        rundir.write_marker(plan.run_dir, "harness submit")
+        plan.folder.mkdir()
         (plan.folder / CONFIG_NAME).write_text(to_yaml(plan.config))
         job = backends.submit(
             plan.executor, plan.folder, plan.params, plan.config.slurm.max_requeues, make_job(plan, command)
         )
-    except Exception as err:
+    except BaseException as err:
         shutil.rmtree(plan.run_dir, ignore_errors=True)
-        raise SubmitError(f"the job was not submitted: {_first_line(err)}") from err
+        if aside is not None:
+            os.rename(aside, plan.run_dir)
+        if isinstance(err, Exception):
+            raise SubmitError(f"the job was not submitted: {_first_line(err)}") from err
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     script = job.paths.submission_file if plan.executor == "slurm" else None
     records.write_submission(plan.run_dir, submission_record(plan, job.job_id, script, command))
     records.remember_job(job.job_id, plan.executor, plan.run_dir)

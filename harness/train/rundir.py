@@ -181,13 +181,22 @@ def new_run_dir(path: Path, output_dir: Path, *, overwrite: bool, by: str = "har
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _swap_in(staging: Path, path: Path, output_dir: Path) -> None:
-    """Replace the old run at `path` by `staging`: the old one is set aside first and deleted only
-    once the new one is in place, so a failed rename loses neither."""
+def set_aside(path: Path, output_dir: Path) -> Path:
+    """Move a run that --overwrite replaces to a hidden name beside it; returns where it went.
+
+    The caller deletes it once the new run is in place, or renames it back if that fails.
+    """
     check_removable(path, output_dir)
     aside = io.temp_dir(path.parent, f".{path.name}.old-")
     os.rmdir(aside)  # only its unique name is wanted: rename needs a free target
     os.rename(path, aside)
+    return aside
+
+
+def _swap_in(staging: Path, path: Path, output_dir: Path) -> None:
+    """Replace the old run at `path` by `staging`: the old one is set aside first and deleted only
+    once the new one is in place, so a failed rename loses neither."""
+    aside = set_aside(path, output_dir)
     try:
         os.rename(staging, path)
     except OSError:
