@@ -472,6 +472,23 @@ def test_gather_reports_compares_runs_and_names_the_differing_config_key(tmp_pat
     assert (tmp_path / "compare" / "comparison.html").read_text().count("data:image/png;base64,") == 2
 
 
+def test_comparison_shows_the_distributed_setup_when_only_it_differs(tmp_path: Path) -> None:
+    """A 1-worker and a 2-worker run of one config differ in strategy, replicas and global batch."""
+    runs = [make_run(tmp_path / "runs", name) for name in ("one", "two")]
+    for run_dir, (strategy, replicas) in zip(runs, [("single", 1), ("multiworker", 2)], strict=True):
+        report = json.loads((run_dir / "report.json").read_text())
+        report["environment"]["distribute"] = {"strategy": strategy, "replicas": replicas}
+        report["environment"].setdefault("versions", {})["harness"] = "0.1.0"
+        report["training"]["global_batch_size"] = 32 * replicas
+        (run_dir / "report.json").write_text(json.dumps(report))
+
+    md = gather_reports(runs, tmp_path / "compare").read_text()
+
+    comparison = json.loads((tmp_path / "compare" / "comparison.json").read_text())
+    assert comparison["differing_config_keys"] == ["setup.global_batch", "setup.replicas", "setup.strategy"]
+    assert "setup.global_batch=64; setup.replicas=2; setup.strategy=multiworker" in md
+
+
 def test_gather_reports_allows_mixed_tasks(tmp_path: Path) -> None:
     runs = [make_run(tmp_path, "digits-mlp"), make_run(tmp_path, "housing", task="regression")]
 

@@ -59,7 +59,7 @@ def gather_reports(run_dirs: list[Path], out_dir: Path) -> Path:
     reports = [load_report(run_dir) for run_dir in dirs]
     histories = [read_history(run_dir) for run_dir in dirs]
     labels = run_labels(reports, dirs)
-    differing = differing_keys([flatten(part(report, "config")) for report in reports])
+    differing = differing_keys([compared_keys(report) for report in reports])
     rows = [
         comparison_row(label, run_dir, report, history, differing)
         for label, run_dir, report, history in zip(labels, dirs, reports, histories, strict=True)
@@ -194,6 +194,23 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def compared_keys(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's dotted keys plus how the run was actually set up (`setup.*`).
+
+    Two runs with the same config can still differ in what matters for their results: the
+    strategy `auto` resolved to, the number of replicas, the global batch and the harness build.
+    """
+    env, training = part(report, "environment"), part(report, "training")
+    distribute, versions = part(env, "distribute"), part(env, "versions")
+    setup = {
+        "setup.strategy": distribute.get("strategy"),
+        "setup.replicas": distribute.get("replicas"),
+        "setup.global_batch": training.get("global_batch_size"),
+        "setup.harness_version": versions.get("harness"),
+    }
+    return {**flatten(part(report, "config")), **{k: v for k, v in setup.items() if v is not None}}
+
+
 def differing_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Dotted keys whose value is not the same in every run; a key some runs lack counts as differing."""
     keys = sorted({key for config in configs for key in config} - IGNORED_CONFIG_KEYS)
@@ -213,7 +230,7 @@ def comparison_row(
 ) -> dict[str, Any]:
     """One run's line of the comparison; fields that do not apply to its task are None."""
     data, model, training = part(report, "data"), part(report, "model"), part(report, "training")
-    flat = flatten(part(report, "config"))
+    flat = compared_keys(report)
     return {
         "run": label,
         "dir": str(run_dir.resolve()),
@@ -289,7 +306,7 @@ def comparison_document(
     if differing:
         sections.append(Section("Config keys that differ", [Bullets(differing)]))
     else:
-        sections.append(Section("Config keys that differ", [Paragraph("All runs share the same config.")]))
+        sections.append(Section("Config keys that differ", [Paragraph("All runs share the same config and setup.")]))
     images = [
         Image(key, caption)
         for key, caption in (
