@@ -83,27 +83,20 @@ def _check_resume_target(path: Path, auto: bool) -> None:
 
 
 def check_output_dir(output_dir: Path) -> None:
-    """run.output_dir must be a writable folder, or one that can be created (exit 2 before any work)."""
+    """run.output_dir must be a writable folder, or one that can be created (exit 2 before any work).
+
+    What decides is the nearest folder that exists: the output folder itself, or the parent it
+    would be created in.
+    """
     out = Path(output_dir).absolute()
-    if out.exists():
-        if not out.is_dir():
-            raise RunDirError(f"run.output_dir={str(output_dir)!r}: {out} is a file, not a folder; choose another")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise RunDirError(
-                f"run.output_dir={str(output_dir)!r}: {out} is not writable (read-only or not yours); "
-                "choose another run.output_dir"
-            )
+    folder = next((path for path in (out, *out.parents) if path.exists()), None)
+    if folder is None:
         return
-    parent = next((p for p in out.parents if p.exists()), None)
-    if parent is None:
-        return
-    if not parent.is_dir():
-        raise RunDirError(f"run.output_dir={str(output_dir)!r} cannot be created: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RunDirError(
-            f"run.output_dir={str(output_dir)!r} cannot be created: {parent} is not writable; "
-            "choose another run.output_dir"
-        )
+    key = f"run.output_dir={str(output_dir)!r}" + ("" if folder == out else " cannot be created")
+    if not folder.is_dir():
+        raise RunDirError(f"{key}: {folder} is a file, not a folder; choose another run.output_dir")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RunDirError(f"{key}: {folder} is not writable (read-only or not yours); choose another run.output_dir")
 
 
 def is_run_dir(path: Path) -> bool:
