@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness.config import Config, OptimizerConfig
-from harness.data import PreparedData, make_step_dataset
+from harness.data import PreparedData, fit_data_to_model, make_step_dataset
 from harness.distribute import Strategy
 from harness.errors import ConfigError, Preempted, TrainingError
 from harness.models import build_model, default_loss
@@ -155,6 +155,7 @@ class Trainer:
             self.optimizer = self._build_optimizer()
             self.train_acc = self._accumulators("train")
             self.val_acc = self._accumulators("val")
+        self.data = data = fit_data_to_model(data, self.model, self.reporter.message)  # (28, 28) vs (28, 28, 1)
         strategy.synchronize(self._state_variables())
         self.callbacks = keras.callbacks.CallbackList(
             list(callbacks),

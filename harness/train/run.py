@@ -180,6 +180,7 @@ def _train(
             heartbeat=watchdog.beat,
             stop_requested=stop_requested,
         )
+        data = trainer.data  # adapted to the model's input shape
         progress.space_needed = estimate_run_bytes(trainer)
         state = restore(trainer, run_dir, config) if resume else None
         writer = start_run_dir(request, config, data, strategy, ranks, progress) if strategy.is_chief else None
