@@ -25,6 +25,7 @@ from harness.distribute import Strategy
 from harness.errors import ConfigError, Preempted, TrainingError
 from harness.models import build_model, default_loss
 from harness.train import checkpoint
+from harness.train.callbacks import stop_reason as describe_stop
 from harness.train.checkpoint import LoopState
 from harness.train.progress import Reporter, SilentReporter
 from harness.train.schedules import make_schedule, scaled_learning_rate
@@ -337,7 +338,7 @@ class Trainer:
                 history.append(logs)
                 if self.model.stop_training:
                     stopped_early = True
-                    stop_reason = f"stopped by a callback after epoch {epoch + 1}"
+                    stop_reason = describe_stop(self.callbacks.callbacks, epoch)
                     break
         finally:
             self.reporter.close()
