@@ -164,6 +164,15 @@ def test_image_folders_still_default_to_64_by_64() -> None:
     assert images_module.FOLDER_IMAGE_SIZE == (64, 64) and DataConfig().image_size is None
 
 
+def test_an_application_too_small_for_the_images_suggests_image_size() -> None:
+    from harness.config.schema import ModelConfig
+    from harness.errors import ModelError
+    from harness.models.applications import build_application
+
+    with pytest.raises(ModelError, match=r"at least 32x32.*Fix: set data.image_size"):
+        build_application(ModelConfig(), "ResNet50", input_shape=(12, 12, 1), num_outputs=2, task="classification")
+
+
 # --- end to end ----------------------------------------------------------------------------------
 
 BUILDERS = """
