@@ -706,3 +706,81 @@ def test_missing_model_module_lists_config_folder_and_cwd(
     assert "not_beside_the_config:build" in err and "not found" in err
     assert str(folder.resolve()) in err and str(workdir.resolve()) in err
     assert sorted(p.name for p in folder.iterdir()) == ["exp.yaml"]
+
+
+# --- data shapes ---
+
+SHAPE_BUILDERS = """
+import keras
+
+
+def ten_by_ten(num_outputs):
+    return keras.Sequential(
+        [keras.Input((10, 10)), keras.layers.Flatten(), keras.layers.Dense(num_outputs, activation="softmax")]
+    )
+
+
+def rgb_from_input(input_shape, num_outputs):
+    return keras.Sequential(
+        [keras.Input((*input_shape[:2], 2)), keras.layers.Flatten(), keras.layers.Dense(num_outputs)]
+    )
+"""
+
+
+@pytest.fixture
+def shape_builders(workdir: Path) -> Iterator[str]:
+    """Builders whose input no automatic adaptation can reach, and a 12x12 NPZ beside them."""
+    import sys
+    import uuid
+
+    import numpy as np
+
+    name = f"shape_builders_{uuid.uuid4().hex[:8]}"
+    (workdir / f"{name}.py").write_text(SHAPE_BUILDERS)
+    rng = np.random.default_rng(0)
+    np.savez(workdir / "d.npz", x=(rng.random((80, 12, 12)) * 255).astype(np.uint8), y=np.arange(80) % 2)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_image_shape_no_adaptation_reaches(
+    workdir: Path, capsys: pytest.CaptureFixture[str], shape_builders: str
+) -> None:
+    err = run_bad_unchanged(
+        workdir, capsys, "data.dataset=npz", "data.path=d.npz", f"model.name={shape_builders}:ten_by_ten"
+    )
+    assert f"{shape_builders}:ten_by_ten" in err and "(10, 10)" in err and "(12, 12, 1)" in err
+    assert "data.image_size=[10, 10]" in err and "no automatic adaptation applies" in err
+
+
+def test_channel_count_no_adaptation_reaches(
+    workdir: Path, capsys: pytest.CaptureFixture[str], shape_builders: str
+) -> None:
+    err = run_bad_unchanged(
+        workdir, capsys, "data.dataset=npz", "data.path=d.npz", f"model.name={shape_builders}:rgb_from_input"
+    )
+    assert "(12, 12, 2)" in err and "(12, 12, 1)" in err and "keras.Input((12, 12, 1))" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["data.dataset=iris", "data.image_size=[32,32]"], ["data.image_size=[32, 32]", "iris", "shape (4,)"]),
+        (["data.dataset=digits", "data.image_size=[0,32]"], ["data.image_size", "0"]),
+        (["data.dataset=digits", "data.image_size=[32]"], ["data.image_size", "32"]),
+    ],
+    ids=["not-images", "zero", "one-number"],
+)
+def test_bad_image_size(
+    workdir: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: list[str]
+) -> None:
+    err = run_bad_unchanged(workdir, capsys, *args)
+    assert all(word in err for word in words), err
+
+
+def test_image_size_on_a_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "t.csv").write_text("a,label\n" + "".join(f"{i}.5,{i % 2}\n" for i in range(40)))
+    err = run_bad_unchanged(
+        workdir, capsys, "data.dataset=csv", "data.path=t.csv", "data.target=label", "data.image_size=[8,8]"
+    )
+    assert "data.image_size=[8, 8]" in err and "t.csv" in err and "rows of 2 columns" in err

@@ -683,3 +683,88 @@ def test_make_dataset_drop_remainder_gives_full_static_batches() -> None:
     assert isinstance(dataset, tf.data.Dataset)
     assert dataset.element_spec[0].shape.as_list() == [10, 8, 8, 1]
     assert [len(b) for b in epoch(25, drop_remainder=True)] == [10, 10]
+
+
+# --- unnamed index columns (pandas to_csv, R write.csv) -------------------------------------------
+
+
+def sorted_csv_with_index(path: Path, header: str, start: int, quoted: bool = False) -> Path:
+    """A file sorted by label with a leading index column: the index alone would predict the label."""
+    q = '"' if quoted else ""
+    lines = [f"{header},size,label"]
+    for i in range(60):
+        lines.append(f"{q}{i + start}{q},{(i * 7) % 11}.0,{'cat' if i < 30 else 'dog'}")
+    return write(path, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "quoted"),
+    [("", 0, False), ("Unnamed: 0", 0, False), ('""', 1, True)],
+    ids=["pandas", "pandas-resaved", "R"],
+)
+def test_unnamed_index_column_is_left_out_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], header: str, start: int, quoted: bool
+) -> None:
+    path = sorted_csv_with_index(tmp_path / "sorted.csv", header, start, quoted)
+    data = prepare_data(csv_config(path), seed=0)
+    assert data.feature_names == ["size"]  # the index is not a feature
+    assert "row index written by pandas or R" in data.notes["index_column_dropped"]
+    err = capsys.readouterr().err
+    assert f"note: CSV file {path}: left out the first column" in err and f"values {start}..{start + 59}" in err
+
+
+def test_the_index_column_is_left_out_at_predict_time_too(tmp_path: Path) -> None:
+    """A model trained on unnamed features reads CSV columns in file order: the index would shift them."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", x=rng.normal(size=(60, 2)), y=np.arange(60) % 2)
+    data = prepare_data(DataConfig(dataset="npz", path=str(tmp_path / "t.npz")), seed=0)
+    rows = [",a,b", *(f"{i},{i}.0,{-i}.0" for i in range(5))]
+    x = data.preprocessor.transform_file(write(tmp_path / "new.csv", "\n".join(rows) + "\n"))
+    expected = data.preprocessor.transform(np.array([[i, -i] for i in range(5)], dtype=np.float64))
+    np.testing.assert_allclose(x, expected)
+
+
+@pytest.mark.parametrize(
+    "first_column",
+    [
+        ("id", ["0", "1", "2", "3"]),  # named: the user chose to keep it
+        ("", ["0", "5", "2", "3"]),  # not a row numbering
+        ("", ["a", "b", "c", "d"]),  # text
+        ("", ["0", "1", "NA", "3"]),  # a missing cell
+    ],
+)
+def test_a_leading_column_that_is_not_an_unnamed_index_is_kept(
+    tmp_path: Path, first_column: tuple[str, list[str]]
+) -> None:
+    header, values = first_column
+    lines = [f"{header},x,label", *(f"{v},{i}.5,{i % 2}" for i, v in enumerate(values))]
+    table = read_csv(write(tmp_path / "t.csv", "\n".join(lines) + "\n"))
+    assert len(table.names) == 3 and table.dropped_index is None
+
+
+def test_an_index_with_the_gaps_of_a_filtered_frame_is_an_index_too(tmp_path: Path) -> None:
+    lines = [",x,label", *(f"{v},{i}.5,{i % 2}" for i, v in enumerate([3, 8, 9, 20]))]
+    assert read_csv(write(tmp_path / "t.csv", "\n".join(lines) + "\n")).names == ["x", "label"]
+
+
+# --- cells named for what they hold ------------------------------------------------------------
+
+
+def test_messages_quote_what_a_missing_cell_holds(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", "a,b,y\n1,x,0\nNA,y,1\n3,,0\n4,n/a,1\n")
+    table = read_csv(path)
+    assert table.describe_cells("a", table.missing("a")) == "line 3: 'NA' (a missing-value marker)"
+    described = table.describe_cells("b", table.missing("b"))
+    assert described == "line 4: an empty cell, line 5: 'n/a' (a missing-value marker)"
+    long = read_csv(write(tmp_path / "l.csv", "a,y\n" + "x" * 100 + ",0\n1,1\n"))
+    assert "'" + "x" * 40 + "...'" in long.describe_cells("a", np.array([True, False]))
+
+
+def test_a_column_missing_in_every_training_row_names_the_texts_found(tmp_path: Path) -> None:
+    lines = ["a,b,label", *(f"{i},{'NA' if i % 3 else ''},{'cat' if i % 2 else 'dog'}" for i in range(30))]
+    path = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as err:
+        prepare_data(csv_config(path, missing="mean"), seed=0)
+    message = str(err.value)
+    assert "column 'b'" in message and "'NA' (a missing-value marker) in" in message
+    assert "an empty cell in" in message and "an empty cell in 1 rows" not in message

@@ -112,7 +112,11 @@ class DataConfig(Section):
     test_split: Float = Field(0.15, gt=0.0, lt=1.0)
     stratify: bool = True
     scaling: Literal["standard", "minmax", "none"] = "standard"
-    image_size: tuple[PosInt, PosInt] = (64, 64)
+    image_size: tuple[PosInt, PosInt] | None = Field(
+        None,
+        description="[height, width] every image is resized to: image_folder (default 64x64), NPZ and "
+        "built-in images (default: as stored)",
+    )
     color_mode: Literal["rgb", "grayscale"] = "rgb"
     x_key: str = Field("x", description="npz: array name of the inputs")
     y_key: str = Field("y", description="npz: array name of the targets")

@@ -15,6 +15,9 @@ from harness.data.registry import DATASETS
 from harness.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FOLDER_IMAGE_SIZE = (64, 64)
+"""What image-folder images are resized to when data.image_size is not set (they differ in size)."""
+RESIZE_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,29 @@ def read_images(paths: list[Path], spec: ImageSpec) -> np.ndarray:
     return out
 
 
+def resize_images(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Images (n, h, w) or (n, h, w, c) as float32 (n, *size, c), bilinear, in the input's units.
+
+    Chunks of about 64 MiB go through `tf.image.resize` into one preallocated float32 array, so
+    resizing a large NPZ never holds a float64 (or a second full float32) copy. Images already
+    of `size` are returned unchanged (with a channel axis added to 3-D input). Bilinear weights
+    sum to one, so resizing commutes with the per-channel scaling fitted afterwards.
+    """
+    images = x[..., None] if x.ndim == 3 else x
+    if images.ndim != 4:
+        raise DataError(f"images to resize must have shape (n, height, width[, channels]). Received: {x.shape}")
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    import tensorflow as tf
+
+    out = np.empty((len(images), *size, images.shape[-1]), dtype=np.float32)
+    rows = max(1, RESIZE_CHUNK_BYTES // max(1, images[:1].size * 4))
+    for start in range(0, len(images), rows):
+        chunk = tf.convert_to_tensor(images[start : start + rows], dtype=tf.float32)
+        out[start : start + rows] = tf.image.resize(chunk, size, method="bilinear").numpy()
+    return out
+
+
 @DATASETS.register("image_folder")
 def load_image_folder(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     """Every image under data.path/<class_name>/, resized to data.image_size; classes sorted by name."""
@@ -92,7 +118,7 @@ def load_image_folder(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
             f"every class folder of {root} must hold images ({', '.join(IMAGE_SUFFIXES)}). "
             f"Received: no images in {', '.join(repr(name) for name in empty)}"
         )
-    spec = ImageSpec(cfg.image_size, cfg.color_mode)
+    spec = ImageSpec(cfg.image_size or FOLDER_IMAGE_SIZE, cfg.color_mode)
     paths = [path for name in classes for path in files[name]]
     counts = [len(files[name]) for name in classes]
     return RawData(

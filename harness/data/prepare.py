@@ -9,6 +9,7 @@ from typing import Any, cast
 import numpy as np
 
 from harness.config.schema import DataConfig
+from harness.data.images import resize_images
 from harness.data.labels import Targets, resolve_targets
 from harness.data.memory import check_memory, inputs_bytes
 from harness.data.prepared import PreparedData
@@ -17,6 +18,7 @@ from harness.data.raw import RawData
 from harness.data.registry import get_loader
 from harness.data.split import Split, split_indices
 from harness.data.table import Missing, TableEncoder
+from harness.errors import DataError
 
 MAX_LISTED_CATEGORIES = 50
 """Notes list at most this many categories per column, so an ID-like column cannot flood the report."""
@@ -38,6 +40,7 @@ def prepare_data(cfg: DataConfig, seed: int, base_dir: Path | None = None) -> Pr
     if cfg.max_samples is not None:
         split = limit_split(split, cfg.max_samples, seed)
     x, encoder, filled = _numeric_inputs(raw, split.train, cfg.missing)
+    x, resized = _resize(raw, x, cfg)
     preprocessor = _fit(raw, targets, encoder, x, split.train, cfg)
     parts = {name: _part(preprocessor, x, targets, rows) for name, rows in split.parts().items()}
     classes = targets.class_names
@@ -55,7 +58,7 @@ def prepare_data(cfg: DataConfig, seed: int, base_dir: Path | None = None) -> Pr
         feature_names=preprocessor.feature_names,
         target_names=targets.target_names,
         preprocessor=preprocessor,
-        notes=_notes(cfg, raw, targets, split, preprocessor, filled, seed),
+        notes={**_notes(cfg, raw, targets, split, preprocessor, filled, seed), **resized},
     )
 
 
@@ -95,6 +98,31 @@ def _numeric_inputs(
     return x, TableEncoder.numeric(names) if named and names else None, {}
 
 
+def _resize(raw: RawData, x: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Array images resized to data.image_size (image folders are read at that size already).
+
+    Returns the inputs and a note for the report; data.image_size on data that is not images
+    (2-D tables, or a CSV) is refused rather than ignored, so a wrong config cannot pass silently.
+    """
+    if cfg.image_size is None or raw.image is not None:
+        return x, {}
+    size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
+    if raw.table is not None or x.ndim != 4:
+        shape = f"rows of {len(raw.table.names)} columns" if raw.table is not None else f"shape {x.shape[1:]}"
+        raise DataError(
+            f"data.image_size applies to images: image folders, and arrays of samples (height, width) or "
+            f"(height, width, channels). Received: data.image_size={list(size)} for {raw.source}, whose samples "
+            f"have {shape}. Remove data.image_size for this data."
+        )
+    check_memory(
+        inputs_bytes(len(x), (*size, x.shape[-1])),
+        f"{len(x)} images of {raw.source} resized to data.image_size={list(size)}",
+        "Lower data.image_size, or use data.max_samples for a subset.",
+    )
+    note = {"resized": {"from": list(x.shape[1:3]), "to": list(size), "by": "data.image_size, bilinear"}}
+    return resize_images(x, size), note
+
+
 def _check_encoded_size(raw: RawData, encoder: TableEncoder) -> None:
     """One-hot encoding gives a column one input per category: an ID-like column can need terabytes."""
     widest = max(encoder.columns, key=lambda column: column.width)
@@ -128,6 +156,7 @@ def _fit(
         x_key=cfg.x_key,
         target_column=raw.target_name,
         image=raw.image,
+        resize=None if raw.image is not None or cfg.image_size is None else (int(x.shape[1]), int(x.shape[2])),
     )
     scaler = Scaler.fit(unscaled.transform(x[train]), cfg.scaling)
     target_scaler = TargetScaler.fit(targets.y[train]) if targets.task == "regression" else None

@@ -14,11 +14,12 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.data.arrays import check_numeric, read_npz
-from harness.data.images import IMAGE_SUFFIXES, ImageSpec, list_images, read_images
+from harness.data.images import IMAGE_SUFFIXES, ImageSpec, list_images, read_images, resize_images
 from harness.data.raw import Task
 from harness.data.table import TableEncoder, name_list, read_csv
 from harness.errors import DataError
 from harness.io import write_json
+from harness.shapes import ShapeFit
 
 FORMAT = "harness.preprocessor"
 FORMAT_VERSION = 1
@@ -140,18 +141,27 @@ class Preprocessor:
     x_key: str = "x"
     target_column: str | None = None
     image: ImageSpec | None = None
+    resize: tuple[int, int] | None = None
+    model_input: ShapeFit | None = None
 
     @property
     def feature_names(self) -> list[str] | None:
         return None if self.table is None else self.table.feature_names
 
     def transform(self, x_raw: np.ndarray) -> np.ndarray:
-        """Numeric raw inputs (n, *input_shape) -> float32 model inputs; the input is not modified."""
-        x = self._batch(np.asarray(x_raw))
-        out = x.astype(np.float32)
+        """Numeric raw inputs (n, *input_shape) -> float32 model inputs; the input is not modified.
+
+        Images are first resized to `resize` (data.image_size for array images); the scaled
+        result is reshaped to the model's input when training adapted the data (`model_input`).
+        """
+        x = np.asarray(x_raw)
+        if self.resize is not None and x.ndim in (3, 4):
+            x = resize_images(x, self.resize)
+        out = self._batch(x).astype(np.float32)
         if self.input_scale != 1.0:
             out *= np.float32(self.input_scale)
-        return self.scaler.apply(out)
+        out = self.scaler.apply(out)
+        return out if self.model_input is None else self.model_input.apply(out)
 
     def transform_file(self, path: Path) -> np.ndarray:
         """Model inputs from a predict-time file: CSV, NPZ or NPY, or images for image models."""
@@ -240,6 +250,8 @@ class Preprocessor:
             "x_key": self.x_key,
             "target_column": self.target_column,
             "image": None if self.image is None else self.image.to_dict(),
+            "resize": None if self.resize is None else list(self.resize),
+            "model_input": None if self.model_input is None else self.model_input.to_dict(),
         }
 
     @classmethod
@@ -262,6 +274,8 @@ class Preprocessor:
             x_key=str(data["x_key"]),
             target_column=None if data["target_column"] is None else str(data["target_column"]),
             image=None if data["image"] is None else ImageSpec.from_dict(data["image"]),
+            resize=None if data.get("resize") is None else _size(data["resize"]),
+            model_input=None if data.get("model_input") is None else ShapeFit.from_dict(data["model_input"]),
         )
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
@@ -328,6 +342,11 @@ class Preprocessor:
         if not paths:
             raise DataError(f"folder {path} must hold images ({', '.join(IMAGE_SUFFIXES)}). Received: none")
         return read_images(paths, self.image)
+
+
+def _size(values: list[Any]) -> tuple[int, int]:
+    height, width = (int(v) for v in values)
+    return height, width
 
 
 def _strings(values: list[Any] | None) -> list[str] | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -66,12 +68,16 @@ class Table:
     lines: np.ndarray
     blanks: dict[str, np.ndarray]
     parsed: dict[str, np.ndarray | None]
+    dropped_index: str | None = None
+    """The note on an unnamed index column `read_csv` left out (pandas or R wrote it), else None."""
 
     @classmethod
-    def from_columns(cls, path: Path, columns: dict[str, np.ndarray], lines: np.ndarray) -> Table:
+    def from_columns(
+        cls, path: Path, columns: dict[str, np.ndarray], lines: np.ndarray, dropped_index: str | None = None
+    ) -> Table:
         blanks = {name: np.isin(values, MISSING_VARIANTS) for name, values in columns.items()}
         parsed = {name: _parse_numbers(values, blanks[name]) for name, values in columns.items()}
-        return cls(path, columns, lines, blanks, parsed)
+        return cls(path, columns, lines, blanks, parsed, dropped_index)
 
     @property
     def names(self) -> list[str]:
@@ -88,6 +94,7 @@ class Table:
             self.lines[rows],
             {k: v[rows] for k, v in self.blanks.items()},
             {k: None if v is None else v[rows] for k, v in self.parsed.items()},
+            self.dropped_index,
         )
 
     def missing(self, name: str) -> np.ndarray:
@@ -116,7 +123,7 @@ class Table:
         """The table with the `cells` (a mask) of column `name` counted as missing values."""
         blanks = {**self.blanks, name: self.blanks[name] | cells}
         parsed = {**self.parsed, name: _parse_numbers(self.columns[name], blanks[name])}
-        return Table(self.path, self.columns, self.lines, blanks, parsed)
+        return Table(self.path, self.columns, self.lines, blanks, parsed, self.dropped_index)
 
     def describe_cells(self, name: str, cells: np.ndarray) -> str:
         """`line 5: 'abc', line 9: '1.2.3' and 4 more`: the first few `cells` (a mask) of column `name`."""
@@ -126,6 +133,14 @@ class Table:
         )
         more = len(where) - LISTED_CELLS
         return listed + (f" and {more} more" if more > 0 else "")
+
+    def describe_missing(self, name: str, cells: np.ndarray) -> str:
+        """`'NA' in 3 rows, an empty cell in 1 row`: the distinct texts of missing `cells`, most common first."""
+        texts, counts = np.unique(self.columns[name][cells], return_counts=True)
+        order = np.argsort(-counts, kind="stable")[:LISTED_CELLS]
+        parts = [f"{cell_text(str(texts[i]))} in {int(counts[i])} row{'s' if counts[i] != 1 else ''}" for i in order]
+        more = len(texts) - LISTED_CELLS
+        return ", ".join(parts) + (f" and {more} more texts" if more > 0 else "")
 
     def column_list(self) -> str:
         return name_list(self.names)
@@ -173,7 +188,50 @@ def read_csv(path: Path) -> Table:
         )
     cells = np.array(rows, dtype=str)
     columns = {name: np.char.strip(cells[:, i]) for i, name in enumerate(names)}
-    return Table.from_columns(path, columns, np.array(lines, dtype=np.int64))
+    note = _drop_index_column(path, header, columns)
+    return Table.from_columns(path, columns, np.array(lines, dtype=np.int64), note)
+
+
+UNNAMED = re.compile(r"(Unnamed: \d+)?")
+"""Headers of an index column: empty (pandas `to_csv`, R `write.csv`) or pandas' `Unnamed: 0` on re-save."""
+
+
+def index_column(header: list[str], columns: dict[str, np.ndarray]) -> str | None:
+    """The name of a leading unnamed column holding a row index, or None.
+
+    pandas `to_csv` and R `write.csv` write the row index as a first column with an empty header
+    (pandas names it `Unnamed: 0` when such a file is read and saved again). Used as a feature it
+    is the row number, which leaks the label of a sorted file. It is recognised by its unnamed
+    header and values that are a row numbering: distinct non-negative integers that are 0..n-1 or
+    1..n in any order, or increasing (an index with the gaps of a filtered frame).
+    """
+    if len(columns) < 2 or not header or not UNNAMED.fullmatch(header[0].strip()):
+        return None
+    name = next(iter(columns))
+    values = columns[name]
+    if not bool(np.char.isdigit(values).all()) or int(np.char.str_len(values).max()) > 18:
+        return None
+    numbers = values.astype(np.int64)
+    ordered = np.sort(numbers)
+    numbering = bool((ordered == np.arange(len(numbers))).all() or (ordered == np.arange(1, len(numbers) + 1)).all())
+    increasing = bool((np.diff(numbers) > 0).all())
+    return name if numbering or increasing else None
+
+
+def _drop_index_column(path: Path, header: list[str], columns: dict[str, np.ndarray]) -> str | None:
+    """Remove an unnamed index column (`index_column`) from `columns`; return the note printed about it."""
+    name = index_column(header, columns)
+    if name is None:
+        return None
+    numbers = columns.pop(name).astype(np.int64)
+    shown = f"header {header[0].strip()!r}" if header[0].strip() else "an empty header"
+    note = (
+        f"CSV file {path}: left out the first column ({shown}, values {numbers.min()}..{numbers.max()}): "
+        "a row index written by pandas or R, not a feature. Write files with to_csv(index=False) "
+        "or write.csv(row.names = FALSE), or give the column a header to keep it"
+    )
+    print(f"note: {note}", file=sys.stderr, flush=True)
+    return note
 
 
 def _read_text(path: Path) -> str:
@@ -372,8 +430,9 @@ def _fit_column(table: Table, name: str, kind: Kind, missing: Missing) -> Column
     if not present.any():
         raise DataError(
             f"column {name!r} of CSV file {table.path} must have values in the training split to learn "
-            f"from. Received: all {len(table)} training rows are missing it (empty cells or markers such "
-            f"as 'NA': {', '.join(repr(token) for token in MISSING_TOKENS if token)})"
+            f"from. Received: all {len(table)} training rows are missing it: "
+            f"{table.describe_missing(name, ~present)} (missing-value markers: an empty cell or "
+            f"{', '.join(repr(token) for token in MISSING_TOKENS if token)}, in any case)"
         )
     if kind == "categorical":
         values = table.columns[name][present]

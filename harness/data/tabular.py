@@ -44,6 +44,8 @@ def load_csv(cfg: DataConfig, seed: int, base_dir: Path) -> RawData:
     table, notes = drop_rows(table, target, features, cfg)
     if coerced:
         notes["coerced_to_missing"] = coerced
+    if table.dropped_index:
+        notes["index_column_dropped"] = table.dropped_index
     detail = _drop_detail(notes)
     check_enough_rows(len(table), cfg.validation_split, cfg.test_split, f"CSV file {path}", detail)
     kinds: dict[str, Kind] = {

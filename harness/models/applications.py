@@ -63,12 +63,20 @@ def build_application(
     constructor = application_constructor(app)
     weights = _weights_path(cfg.weights)
     kwargs = _backbone_kwargs(cfg.kwargs)
+    if weights is not None and len(input_shape) == 3 and input_shape[-1] == 1:
+        input_shape = (*input_shape[:2], 3)  # pretrained weights take RGB: the data's gray is repeated
     try:
         base = constructor(include_top=False, weights=None, input_shape=input_shape, **kwargs)
     except (ValueError, TypeError) as err:
+        resize = (
+            " Fix: set data.image_size to a size the model accepts (e.g. [32, 32] or larger; image folders, "
+            "NPZ and built-in images are all resized)."
+            if len(input_shape) == 3
+            else ""
+        )
         raise ModelError(
             f"keras.applications.{app} cannot be built for input_shape={input_shape} with "
-            f"kwargs={cfg.kwargs!r}: {err}"
+            f"kwargs={cfg.kwargs!r}: {str(err).rstrip('.')}.{resize}"
         ) from err
     if weights is not None:
         _load_backbone_weights(base, weights, app)

@@ -16,6 +16,7 @@ import keras
 
 from harness.config.schema import ModelConfig
 from harness.errors import ModelError
+from harness.shapes import match_shapes, mismatch_message
 
 Task = Literal["classification", "regression"]
 TASKS: tuple[Task, ...] = ("classification", "regression")
@@ -229,19 +230,14 @@ def single_input_shape(model: keras.Model, source: str) -> tuple[int | None, ...
 def check_input_fits(model: keras.Model, input_shape: tuple[int, ...], source: str, hint: str = "") -> None:
     """Raise unless the model accepts examples of `input_shape` (None matches any size).
 
-    The message shows both per-example shapes and how to fix it: `hint` when the caller knows
-    better (a builder that could take `input_shape`), else a build or data change.
+    Shapes that `harness.shapes.match_shapes` can adapt (a trailing axis of size 1, grayscale to
+    3 channels) are accepted: the data is adapted to the model once it is built. The message
+    shows both per-example shapes and how to fix it: `hint` when the caller knows better (a
+    builder that could take `input_shape`), then the data or model changes that apply.
     """
     expected = single_input_shape(model, source)
-    fits = len(expected) == len(input_shape) and all(
-        want is None or want == got for want, got in zip(expected, input_shape, strict=True)
-    )
-    if not fits:
-        fix = hint or "build the model for the data's shape, or prepare the data to the model's input shape"
-        raise ModelError(
-            f"{source} expects inputs of shape {expected} but the data has shape {input_shape} "
-            f"(per example, without the batch axis). Fix: {fix}"
-        )
+    if match_shapes(input_shape, expected) is None:
+        raise ModelError(mismatch_message(source, input_shape, expected, hint))
 
 
 def output_size(model: keras.Model) -> int | None:

@@ -20,11 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from harness.config import Config, OptimizerConfig
-from harness.data import PreparedData, make_step_dataset
+from harness.data import PreparedData, fit_data_to_model, make_step_dataset
 from harness.distribute import Strategy
 from harness.errors import ConfigError, Preempted, TrainingError
 from harness.models import build_model, default_loss
 from harness.train import checkpoint
+from harness.train.callbacks import stop_reason as describe_stop
 from harness.train.checkpoint import LoopState
 from harness.train.progress import Reporter, SilentReporter
 from harness.train.schedules import make_schedule, scaled_learning_rate
@@ -155,6 +156,7 @@ class Trainer:
             self.optimizer = self._build_optimizer()
             self.train_acc = self._accumulators("train")
             self.val_acc = self._accumulators("val")
+        self.data = data = fit_data_to_model(data, self.model, self.reporter.message)  # (28, 28) vs (28, 28, 1)
         strategy.synchronize(self._state_variables())
         self.callbacks = keras.callbacks.CallbackList(
             list(callbacks),
@@ -336,7 +338,7 @@ class Trainer:
                 history.append(logs)
                 if self.model.stop_training:
                     stopped_early = True
-                    stop_reason = f"stopped by a callback after epoch {epoch + 1}"
+                    stop_reason = describe_stop(self.callbacks.callbacks, epoch)
                     break
         finally:
             self.reporter.close()

@@ -31,9 +31,11 @@ from harness.evaluate import write_report
 from harness.imports import import_object, import_roots, importable
 from harness.models import describe_model
 from harness.train import rundir
+from harness.train.callbacks import make_early_stopping, watch_stops
 from harness.train.checkpoint import CorruptCheckpoint, LoopState
 from harness.train.evaluation import evaluate_test_split
 from harness.train.loop import Trainer, TrainResult
+from harness.train.precision import warn_if_slow_precision
 from harness.train.progress import make_reporter
 from harness.train.request import (
     RunRequest,
@@ -169,7 +171,8 @@ def _train(
         watchdog.beat("connecting to the other ranks")
         strategy = make_strategy(config.distribute)
         ranks = preflight(strategy) if cluster.is_distributed else []
-        callbacks = [*build_callbacks(config), *extra_callbacks]
+        warn_if_slow_precision(config.training.precision, enabled=strategy.is_chief)
+        callbacks = watch_stops([*build_callbacks(config), *extra_callbacks])
         reporter = make_reporter(config.training.progress, enabled=strategy.is_chief)
         trainer = Trainer(
             config,
@@ -180,6 +183,7 @@ def _train(
             heartbeat=watchdog.beat,
             stop_requested=stop_requested,
         )
+        data = trainer.data  # adapted to the model's input shape
         progress.space_needed = estimate_run_bytes(trainer)
         state = restore(trainer, run_dir, config) if resume else None
         writer = start_run_dir(request, config, data, strategy, ranks, progress) if strategy.is_chief else None
@@ -291,14 +295,7 @@ def build_callbacks(config: Config) -> list[keras.callbacks.Callback]:
     callbacks: list[keras.callbacks.Callback] = []
     stop = config.training.early_stopping
     if stop.enabled:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=stop.monitor,
-                patience=stop.patience,
-                min_delta=stop.min_delta,
-                restore_best_weights=stop.restore_best,
-            )
-        )
+        callbacks.append(make_early_stopping(stop))
     for index, path in enumerate(config.training.callbacks):
         callbacks.extend(_user_callbacks(path, f"training.callbacks[{index}]"))
     return callbacks
