@@ -109,6 +109,11 @@ def table_rows(
     id_name, ids = _table_ids(table, options.id_column)
     check_feature_columns(table, encoder)
     notes = _unused_columns(table, encoder, target_column, options.id_column)
+    if options.id_column in {column.name for column in encoder.columns}:
+        notes.append(
+            f"--id-column {options.id_column!r} is also a feature the model was trained on; it stays one, as "
+            "in training (choose a column the model does not use to identify rows by a plain id)"
+        )
     warnings = _unseen_categories(table, encoder, options.strict)
     incomplete = _incomplete_rows(table, encoder)
     keep = np.ones(len(table), dtype=bool)
@@ -119,7 +124,7 @@ def table_rows(
         if policy == "skip":
             keep = ~incomplete
             notes.append(
-                f"{int(incomplete.sum())} of {len(table)} rows have missing feature values and were not "
+                f"{_some_rows_have(int(incomplete.sum()), len(table))} missing feature values and were not "
                 f"predicted (--missing skip; their prediction cells are left empty): "
                 f"{_row_list(table, np.flatnonzero(incomplete))}"
             )
@@ -170,7 +175,9 @@ def _unused_columns(
     listed = ", ".join(described[:LISTED_VALUES]) + (
         f" and {len(described) - LISTED_VALUES} more" if len(described) > LISTED_VALUES else ""
     )
-    return [f"CSV file {table.path}: {len(unused)} columns the model does not use are ignored: {listed}"]
+    what = "1 column" if len(unused) == 1 else f"{len(unused)} columns"
+    verb = "is" if len(unused) == 1 else "are"
+    return [f"CSV file {table.path}: {what} the model does not use {verb} ignored: {listed}"]
 
 
 def _unseen_categories(table: Table, encoder: TableEncoder, strict: bool) -> list[str]:
@@ -189,18 +196,18 @@ def _unseen_categories(table: Table, encoder: TableEncoder, strict: bool) -> lis
     if strict:
         raise DataError(
             f"CSV file {table.path} has category values the model never saw in training, refused by "
-            f"--strict: {'; '.join(found)}. Correct them to a known value, leave those rows out, or "
+            f"--strict. {'. '.join(found)}. Correct them to a known value, leave those rows out, or "
             "drop --strict to predict them as unknown categories (an all-zero one-hot block)."
         )
     return [
-        f"CSV file {table.path}: {line}; predicted as an unknown category (an all-zero one-hot block; "
+        f"CSV file {table.path}: {line}. Predicted as an unknown category (an all-zero one-hot block; "
         "--strict refuses such files)"
         for line in found
     ]
 
 
 def _describe_unseen(column: Column, values: np.ndarray) -> str:
-    """`column 'island': 3 rows hold values not seen in training: 'Anvers' (2 rows), ...`."""
+    """`column 'island' has 3 rows with 2 values not seen in training: 'Anvers' (2 rows), ...`."""
     uniques, counts = np.unique(values, return_counts=True)
     order = np.lexsort((uniques, -counts))
     listed = []
@@ -212,9 +219,9 @@ def _describe_unseen(column: Column, values: np.ndarray) -> str:
     more = len(uniques) - LISTED_VALUES
     known = name_list(list(column.categories))
     return (
-        f"column {column.name!r}: {_rows(len(values))} with {len(uniques)} value"
+        f"column {column.name!r} has {_rows(len(values))} with {len(uniques)} value"
         f"{'s' if len(uniques) > 1 else ''} not seen in training: {', '.join(listed)}"
-        f"{f' and {more} more' if more > 0 else ''} (known: {known})"
+        f"{f' and {more} more' if more > 0 else ''}; known values: {known}"
     )
 
 
@@ -244,7 +251,7 @@ def _missing_error(table: Table, encoder: TableEncoder, incomplete: np.ndarray, 
         else "--missing error refuses them: "
     )
     return DataError(
-        f"CSV file {table.path}: {_rows(int(incomplete.sum()))} of {len(table)} have missing feature values, "
+        f"CSV file {table.path}: {_some_rows_have(int(incomplete.sum()), len(table))} missing feature values, "
         f"{_row_list(table, np.flatnonzero(incomplete))}. {'; '.join(columns)} ({LINE_NUMBERS}). {why}fill "
         "those cells, or rerun with --missing impute (the training split's median or most frequent value) "
         "or --missing skip (predict the other rows, leave these empty)."
@@ -277,7 +284,7 @@ def _imputed_note(table: Table, encoder: TableEncoder, incomplete: np.ndarray) -
             fill = f"{column.fill:.6g}" if isinstance(column.fill, float) else repr(column.fill)
             parts.append(f"{column.name!r}: {count} with {fill}")
     return (
-        f"{int(incomplete.sum())} of {len(table)} rows have missing feature values, filled with the "
+        f"{_some_rows_have(int(incomplete.sum()), len(table))} missing feature values, filled with the "
         f"training split's values (--missing impute): {'; '.join(parts)}"
     )
 
@@ -286,6 +293,10 @@ def _row_list(table: Table, rows: np.ndarray) -> str:
     listed = ", ".join(str(int(i) + 1) for i in rows[:LISTED_ROWS])
     more = len(rows) - LISTED_ROWS
     return f"rows {listed}{f' and {more} more' if more > 0 else ''} ({ROW_NUMBERS})"
+
+
+def _some_rows_have(count: int, total: int) -> str:
+    return f"{count} of {total} row{'s' if total != 1 else ''} {'has' if count == 1 else 'have'}"
 
 
 def _rows(count: int) -> str:
