@@ -193,9 +193,8 @@ class Preprocessor:
             rows = NewRows.every_row(x, INDEX_ID, [str(i) for i in range(len(x))] if x.ndim else [])
         else:
             allowed = ", ".join((*CSV_SUFFIXES, ".npz", ".npy", *(IMAGE_SUFFIXES if self.image else ())))
-            raise DataError(
-                f"input file {path} must be one of: {allowed}, or a folder of images. Received: suffix {suffix!r}"
-            )
+            folder = ", or a folder of images" if self.image else ""
+            raise DataError(f"input file {path} must be one of: {allowed}{folder}. Received: suffix {suffix!r}")
         if not len(rows.ids):
             raise DataError(f"input {path} holds no samples to predict.")
         return replace(rows, x=self.transform(rows.x))
