@@ -330,3 +330,22 @@ def test_output_in_a_new_folder_is_created_and_an_existing_one_replaced(
     assert code == 0 and f"replaced the existing file {target}" in err
     assert len(read_rows(target)) == 3
     assert sorted(p.name for p in target.parent.iterdir()) == ["p.csv"]  # no temporary file left behind
+
+
+def test_regression_and_single_sigmoid_outputs_are_written_per_row() -> None:
+    from harness.config.schema import DataConfig
+    from harness.data import prepare_data
+    from harness.data.newrows import NewRows
+    from harness.share import predictions_csv
+
+    regression = prepare_data(DataConfig(dataset="diabetes"), seed=0).preprocessor
+    rows = NewRows(np.zeros((2, 10)), "row", ["1", "2", "3"], np.array([True, False, True]))
+    text = predictions_csv(regression, rows, np.array([[0.0], [1.0]], np.float32))
+    lines = text.splitlines()
+    assert lines[0] == f"row,{(regression.target_names or [''])[0]}" and lines[2] == "2," and len(lines) == 4
+    mean, std = regression.targets.mean[0], regression.targets.std[0]  # type: ignore[union-attr]
+    assert float(lines[3].split(",")[1]) == pytest.approx(mean + std, rel=1e-5)
+    binary = prepare_data(DataConfig(dataset="breast_cancer"), seed=0).preprocessor
+    names = binary.class_names or []
+    text = predictions_csv(binary, NewRows.every_row(np.zeros((1, 30)), "index", ["0"]), np.array([[0.8]]))
+    assert text.splitlines()[1] == f"0,{names[1]},0.200000,0.800000"
