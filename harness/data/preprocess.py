@@ -159,11 +159,11 @@ class Preprocessor:
         return self.scaler.apply(out)
 
     def transform_file(self, path: Path) -> np.ndarray:
-        """Model inputs from a predict-time file: CSV, NPZ or NPY, or images for image models."""
-        rows = self.read_new(path)
-        if not rows.predicted.all():
-            raise DataError(f"input file {path} has rows that cannot be predicted")  # only with --missing skip
-        return rows.x
+        """Model inputs from a predict-time file: CSV, NPZ or NPY, or images for image models.
+
+        Every row or refused: missing values are filled only if training filled them.
+        """
+        return self.read_new(path).x
 
     def read_new(self, path: Path, options: PredictOptions | None = None) -> NewRows:
         """Model inputs from a predict-time file, each row with an identifier, and what was noticed.
