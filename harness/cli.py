@@ -167,10 +167,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from harness.data.newrows import PredictOptions
     from harness.share import predict_file
 
-    output = predict_file(Path(args.run_dir), Path(args.input), Path(args.output) if args.output else None)
-    print(f"predictions: {output}")
+    options = PredictOptions(missing=args.missing, strict=args.strict, id_column=args.id_column)
+    output = Path(args.output) if args.output else None
+    result = predict_file(Path(args.run_dir), Path(args.input), output, options)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"predictions: {result.path} ({result.predicted} of {result.rows} rows predicted)")
     return 0
 
 
@@ -359,12 +366,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=path_arg)
     evaluate.set_defaults(func=_evaluate)
 
-    predict = sub.add_parser("predict", help="predict a CSV or NPZ file with a trained run")
+    predict = sub.add_parser(
+        "predict",
+        help="predict a CSV, NPZ file or image folder with a trained run",
+        description="Write one prediction per input row, with the run's saved preprocessing. The first "
+        "output column identifies the row: `row` (CSV: 1 is the first row after the header), the "
+        "--id-column, `index` (NPZ/NPY: 0-based) or `file` (images: path relative to the input folder).",
+    )
     predict.add_argument("run_dir", metavar="RUN_DIR", type=path_arg)
     predict.add_argument(
-        "input", metavar="INPUT", type=path_arg, help="CSV with the training feature columns, or NPZ"
+        "input",
+        metavar="INPUT",
+        type=path_arg,
+        help="CSV with the training feature columns (others are ignored), NPZ/NPY, or images",
     )
-    predict.add_argument("-o", "--output", type=path_arg, help="output CSV (default: INPUT with .predictions.csv)")
+    predict.add_argument(
+        "-o", "--output", type=path_arg, help="output CSV (default: INPUT with .predictions.csv; replaced if it exists)"
+    )
+    predict.add_argument(
+        "--missing",
+        choices=("impute", "skip", "error"),
+        help="CSV rows with missing feature values: fill with the training split's median or most frequent "
+        "value, leave their predictions empty, or refuse (default: impute if the run was trained with "
+        "data.missing=mean/median/most_frequent, error if with drop)",
+    )
+    predict.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse category values not seen in training (default: warn and predict them as unknown)",
+    )
+    predict.add_argument(
+        "--id-column", metavar="NAME", help="CSV: copy this column into the output as the row identifier"
+    )
     predict.set_defaults(func=_predict)
 
     report = sub.add_parser(

@@ -784,3 +784,117 @@ def test_image_size_on_a_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) 
         workdir, capsys, "data.dataset=csv", "data.path=t.csv", "data.target=label", "data.image_size=[8,8]"
     )
     assert "data.image_size=[8, 8]" in err and "t.csv" in err and "rows of 2 columns" in err
+# --- predict ---
+
+
+@pytest.fixture
+def penguin_run(workdir: Path) -> Path:
+    """A run directory's preprocessing (penguins-like CSV, no model yet): predict input is checked first."""
+    from harness.config.schema import DataConfig
+    from harness.data import prepare_data
+    from tests.test_predict import penguins_csv
+
+    source = penguins_csv(workdir / "penguins.csv")
+    data = prepare_data(DataConfig(dataset="csv", path=str(source), target="species"), seed=0)
+    run = workdir / "runs" / "penguins"
+    run.mkdir(parents=True)
+    data.preprocessor.save(run / "preprocessing.json")
+    (run / "model.keras").write_bytes(b"not a zip archive")
+    return run
+
+
+def predict_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run `harness predict ARGS`; check exit code 2, one message without a traceback, nothing changed."""
+    before = snapshot(workdir)
+    code = cli.main(["predict", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert snapshot(workdir) == before, "a refused predict must not write or delete anything"
+    return err
+
+
+def penguin_input(workdir: Path, header: str, rows: int = 3, name: str = "new.csv") -> Path:
+    from tests.test_predict import penguin_rows
+
+    path = workdir / name
+    path.write_text("\n".join([header, *penguin_rows(rows)]) + "\n")
+    return path
+
+
+def test_predict_input_without_a_feature_column(
+    workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path
+) -> None:
+    source = penguin_input(workdir, "island,bill_len,flipper_length_mm,gender,species")
+    err = predict_bad(workdir, capsys, str(penguin_run), str(source))
+    assert "new.csv" in err and "every feature column the model was trained on" in err
+    assert "Missing 2: 'bill_length_mm' (did you mean 'bill_len'?), 'sex'" in err
+
+
+def test_predict_unknown_id_column(workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path) -> None:
+    source = penguin_input(workdir, "island,bill_length_mm,flipper_length_mm,sex,species")
+    err = predict_bad(workdir, capsys, str(penguin_run), str(source), "--id-column", "specie")
+    assert "--id-column" in err and "'specie' (did you mean 'species'?)" in err and "new.csv" in err
+
+
+def test_predict_id_column_on_npz_input(workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path) -> None:
+    import numpy as np
+
+    np.savez(workdir / "new.npz", x=np.zeros((2, 8)))
+    err = predict_bad(workdir, capsys, str(penguin_run), str(workdir / "new.npz"), "--id-column", "id")
+    assert "--id-column applies to CSV input" in err and "new.npz" in err and "'index'" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("new.xlsx", "PK\x03\x04", ["new.xlsx", "'.xlsx'", ".csv", ".npz"]),
+        ("new.csv", "", ["new.csv", "is empty", "header row"]),
+        ("new.csv", "island,bill_length_mm,flipper_length_mm,sex\n", ["new.csv", "no data rows"]),
+        ("new.csv", "island,bill_length_mm,flipper_length_mm,sex\nDream,4O.1,190,male\n", ["'4O.1'", "line 2"]),
+    ],
+    ids=["wrong-type", "empty", "header-only", "text-in-numbers"],
+)
+def test_predict_unreadable_input(
+    workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path, name: str, content: str, words: list[str]
+) -> None:
+    (workdir / name).write_text(content)
+    err = predict_bad(workdir, capsys, str(penguin_run), str(workdir / name))
+    assert all(word in err for word in words), err
+
+
+def test_predict_missing_input(workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path) -> None:
+    err = predict_bad(workdir, capsys, str(penguin_run), str(workdir / "nope.csv"))
+    assert "nope.csv" in err and "does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [
+        ("outdir", ["outdir", "is a folder"]),
+        ("new.csv", ["new.csv", "is the input file"]),
+        ("runs/penguins/model.keras", ["model.keras", "file of the run directory"]),
+        ("new.csv/p.csv", ["new.csv/p.csv", "is a file, not a folder"]),
+    ],
+    ids=["folder", "the-input", "run-file", "parent-is-a-file"],
+)
+def test_predict_bad_output(
+    workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path, output: str, words: list[str]
+) -> None:
+    (workdir / "outdir").mkdir()
+    source = penguin_input(workdir, "island,bill_length_mm,flipper_length_mm,sex,species")
+    err = predict_bad(workdir, capsys, str(penguin_run), str(source), "-o", output)
+    assert all(word in err for word in words), err
+
+
+def test_predict_run_without_a_model(workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path) -> None:
+    source = penguin_input(workdir, "island,bill_length_mm,flipper_length_mm,sex,species")
+    (penguin_run / "model.keras").unlink()
+    err = predict_bad(workdir, capsys, str(penguin_run), str(source))
+    assert str(penguin_run) in err and "model.keras is missing" in err
+
+
+def test_predict_run_with_a_damaged_model(workdir: Path, capsys: pytest.CaptureFixture[str], penguin_run: Path) -> None:
+    source = penguin_input(workdir, "island,bill_length_mm,flipper_length_mm,sex,species")
+    err = predict_bad(workdir, capsys, str(penguin_run), str(source))
+    assert "model.keras" in err and "not a valid Keras model file" in err and "truncated" in err

@@ -183,7 +183,7 @@ def test_tensorboard_and_predict_round_trip(workdir: Path) -> None:
     np.savez(workdir / "new.npz", x=x[:5])
     assert cli.main(["predict", str(run_dir), str(workdir / "new.npz"), "-o", str(workdir / "p.csv")]) == 0
     rows = (workdir / "p.csv").read_text().splitlines()
-    assert rows[0].startswith("prediction,prob_")
+    assert rows[0].startswith("index,prediction,prob_")  # the identifier comes first
     assert len(rows) == 6
     assert saved["y_pred"].shape[1] == 3
 

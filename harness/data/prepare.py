@@ -12,6 +12,7 @@ from harness.config.schema import DataConfig
 from harness.data.images import resize_images
 from harness.data.labels import Targets, resolve_targets
 from harness.data.memory import check_memory, inputs_bytes
+from harness.data.newrows import fills_from_array, fills_from_table
 from harness.data.prepared import PreparedData
 from harness.data.preprocess import Preprocessor, Scaler, TargetScaler
 from harness.data.raw import RawData
@@ -160,7 +161,18 @@ def _fit(
     )
     scaler = Scaler.fit(unscaled.transform(x[train]), cfg.scaling)
     target_scaler = TargetScaler.fit(targets.y[train]) if targets.task == "regression" else None
-    return replace(unscaled, scaler=scaler, targets=target_scaler)
+    return replace(unscaled, scaler=scaler, targets=target_scaler, predict_fills=_predict_fills(raw, encoder, x, train))
+
+
+def _predict_fills(
+    raw: RawData, encoder: TableEncoder | None, x: np.ndarray, train: np.ndarray
+) -> dict[str, float | str] | None:
+    """What `predict --missing impute` fills with, from the training split like every other statistic."""
+    if encoder is None:
+        return None
+    if raw.table is not None:
+        return fills_from_table(raw.table.take(train), encoder)
+    return fills_from_array(x[train], encoder)
 
 
 def _part(

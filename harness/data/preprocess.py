@@ -7,7 +7,7 @@ without running code from it, and so `predict` applies exactly what training fit
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.data.arrays import check_numeric, read_npz
 from harness.data.images import IMAGE_SUFFIXES, ImageSpec, list_images, read_images, resize_images
+from harness.data.newrows import FILE_ID, INDEX_ID, NewRows, PredictOptions, table_rows
 from harness.data.raw import Task
 from harness.data.table import TableEncoder, name_list, read_csv
 from harness.errors import DataError
@@ -143,6 +144,10 @@ class Preprocessor:
     image: ImageSpec | None = None
     resize: tuple[int, int] | None = None
     model_input: ShapeFit | None = None
+    predict_fills: dict[str, float | str] | None = None
+    """Per feature column, what `predict --missing impute` fills a missing cell with when training
+    learnt no fill of its own (data.missing=drop): the training split's median for numbers, its most
+    frequent value for categories. None in files written before predict could impute."""
 
     @property
     def feature_names(self) -> list[str] | None:
@@ -164,21 +169,45 @@ class Preprocessor:
         return out if self.model_input is None else self.model_input.apply(out)
 
     def transform_file(self, path: Path) -> np.ndarray:
-        """Model inputs from a predict-time file: CSV, NPZ or NPY, or images for image models."""
+        """Model inputs from a predict-time file: CSV, NPZ or NPY, or images for image models.
+
+        Every row or refused: missing values are filled only if training filled them.
+        """
+        return self.read_new(path).x
+
+    def read_new(self, path: Path, options: PredictOptions | None = None) -> NewRows:
+        """Model inputs from a predict-time file, each row with an identifier, and what was noticed.
+
+        CSV rows are identified by their row number or `options.id_column`, NPZ/NPY rows by their
+        index, images by their path relative to the input folder.
+        """
         path = Path(path)
+        options = options or PredictOptions()
         if not path.exists():
             raise DataError(f"input file {path} does not exist.")
         suffix = path.suffix.lower()
-        if path.is_dir() or suffix in IMAGE_SUFFIXES:
-            return self.transform(self._read_images(path))
-        if suffix in CSV_SUFFIXES:
-            return self.transform(self._read_csv(path))
-        if suffix == ".npz":
-            return self.transform(self._read_npz(path))
-        if suffix == ".npy":
-            return self.transform(self._read_npy(path))
-        allowed = ", ".join((*CSV_SUFFIXES, ".npz", ".npy", *(IMAGE_SUFFIXES if self.image else ())))
-        raise DataError(f"input file {path} must be one of: {allowed}. Received: suffix {suffix!r}")
+        is_images = path.is_dir() or suffix in IMAGE_SUFFIXES
+        if options.id_column is not None and (is_images or suffix not in CSV_SUFFIXES):
+            raise DataError(
+                f"--id-column applies to CSV input. Received: {options.id_column!r} with input {path}, whose "
+                f"predictions are identified by {FILE_ID if is_images else INDEX_ID!r} instead."
+            )
+        if is_images:
+            paths, images = self._read_images(path)
+            ids = [p.relative_to(path).as_posix() if path.is_dir() else p.name for p in paths]
+            rows = NewRows.every_row(images, FILE_ID, ids)
+        elif suffix in CSV_SUFFIXES:
+            rows = self._read_csv(path, options)
+        elif suffix in (".npz", ".npy"):
+            x = self._read_npz(path) if suffix == ".npz" else self._read_npy(path)
+            rows = NewRows.every_row(x, INDEX_ID, [str(i) for i in range(len(x))] if x.ndim else [])
+        else:
+            allowed = ", ".join((*CSV_SUFFIXES, ".npz", ".npy", *(IMAGE_SUFFIXES if self.image else ())))
+            folder = ", or a folder of images" if self.image else ""
+            raise DataError(f"input file {path} must be one of: {allowed}{folder}. Received: suffix {suffix!r}")
+        if not len(rows.ids):
+            raise DataError(f"input {path} holds no samples to predict.")
+        return replace(rows, x=self.transform(rows.x))
 
     def decode_labels(self, indices: np.ndarray) -> list[str]:
         """Class indices (or rows of class probabilities, reduced by argmax) -> original labels."""
@@ -252,6 +281,7 @@ class Preprocessor:
             "image": None if self.image is None else self.image.to_dict(),
             "resize": None if self.resize is None else list(self.resize),
             "model_input": None if self.model_input is None else self.model_input.to_dict(),
+            "predict_fills": self.predict_fills,
         }
 
     @classmethod
@@ -276,6 +306,7 @@ class Preprocessor:
             image=None if data["image"] is None else ImageSpec.from_dict(data["image"]),
             resize=None if data.get("resize") is None else _size(data["resize"]),
             model_input=None if data.get("model_input") is None else ShapeFit.from_dict(data["model_input"]),
+            predict_fills=_fills(data.get("predict_fills")),
         )
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
@@ -291,7 +322,7 @@ class Preprocessor:
             )
         return x
 
-    def _read_csv(self, path: Path) -> np.ndarray:
+    def _read_csv(self, path: Path, options: PredictOptions) -> NewRows:
         if len(self.input_shape) != 1:
             raise DataError(
                 f"CSV file {path} cannot feed this model: it takes inputs of shape {self.input_shape}. "
@@ -300,7 +331,8 @@ class Preprocessor:
         table = read_csv(path)
         encoder = self.table
         if encoder is None:
-            columns = [name for name in table.names if name != self.target_column]
+            unused = (self.target_column, options.id_column)
+            columns = [name for name in table.names if name not in unused]
             if len(columns) != self.input_shape[0]:
                 raise DataError(
                     f"CSV file {path} must have {self.input_shape[0]} feature columns (the training data "
@@ -308,7 +340,7 @@ class Preprocessor:
                     f"{name_list(columns)}"
                 )
             encoder = TableEncoder.numeric(columns)
-        return encoder.encode(table)[0]
+        return table_rows(table, encoder, options, self.predict_fills, self.target_column)
 
     def _read_npz(self, path: Path) -> np.ndarray:
         arrays = read_npz(path)
@@ -332,7 +364,8 @@ class Preprocessor:
         check_numeric(x, "array", path)
         return x
 
-    def _read_images(self, path: Path) -> np.ndarray:
+    def _read_images(self, path: Path) -> tuple[list[Path], np.ndarray]:
+        """The image files of `path` (a folder, searched recursively, or one image) and their pixels."""
         if self.image is None:
             raise DataError(
                 f"input {path} is an image or a folder, but this model was not trained on an image folder; "
@@ -341,7 +374,7 @@ class Preprocessor:
         paths = list_images(path) if path.is_dir() else [path]
         if not paths:
             raise DataError(f"folder {path} must hold images ({', '.join(IMAGE_SUFFIXES)}). Received: none")
-        return read_images(paths, self.image)
+        return paths, read_images(paths, self.image)
 
 
 def _size(values: list[Any]) -> tuple[int, int]:
@@ -351,3 +384,9 @@ def _size(values: list[Any]) -> tuple[int, int]:
 
 def _strings(values: list[Any] | None) -> list[str] | None:
     return None if values is None else [str(v) for v in values]
+
+
+def _fills(values: dict[str, Any] | None) -> dict[str, float | str] | None:
+    if values is None:
+        return None
+    return {str(k): v if isinstance(v, str) else float(v) for k, v in values.items()}
