@@ -13,6 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow sets environment variables when first imported; import it before the leak check runs.
 import tensorflow  # noqa: E402, F401
 
+# submitit configures logging when first imported, which closes pytest's capture handlers when that
+# happens inside a test: load it before any test runs, whichever tests are selected.
+import harness.slurm.submit  # noqa: E402, F401
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 

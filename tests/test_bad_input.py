@@ -239,7 +239,6 @@ def test_truncated_keras_file_is_not_called_missing(workdir: Path, capsys: pytes
     assert "not found" not in err.lower() and "does not exist" not in err
 # --- config ---
 
-import importlib  # noqa: E402
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
@@ -360,10 +359,6 @@ def test_config_run_name_not_one_component_deletes_nothing(
     assert "run.name" in err and "one plain folder name" in err and repr(name) in err
     assert tree(workdir) == before
 
-
-# submitit configures logging when first imported, which closes pytest's capture handlers when it
-# happens inside a test: load it while the module is collected.
-importlib.import_module("harness.slurm.submit")
 
 
 def test_config_duplicate_key_in_a_cluster_profile(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
