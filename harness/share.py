@@ -35,7 +35,7 @@ def predict_file(run_dir: Path, input_path: Path, output: Path | None = None) ->
     preprocessor = Preprocessor.load(run_dir / PREPROCESSING)
     model = load_run_model(run_dir)
     x = preprocessor.transform_file(input_path)
-    y = predict_array(model, x)
+    y = predict_array(model, x, run_dir=run_dir)
     report = load_report(run_dir)
     target = output or input_path.with_suffix(".predictions.csv")
     io.write_text(target, predictions_csv(report["task"], y, preprocessor, report))
