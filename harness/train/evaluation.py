@@ -106,9 +106,7 @@ def evaluate_test_split(
         y_true = data.preprocessor.inverse_targets(y_true)
     else:
         y_pred, note = as_class_probabilities(y_pred, logits)
-    io.atomic_write(
-        run_dir / PREDICTIONS, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True
-    )
+    io.atomic_write(run_dir / PREDICTIONS, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True)
     try:
         evaluation = evaluate_predictions(data.task, y_true, y_pred, data.class_names)
     except ValueError as err:

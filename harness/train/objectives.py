@@ -237,9 +237,7 @@ def choose_loss(
             notes.append(_linear_head_warning("training.loss.from_logits=false"))
     elif task == "classification" and has_logits_head(model, task):
         logits = True
-        notes.append(
-            f"the model ends in a linear layer: {name} sees raw scores, and evaluation applies softmax"
-        )
+        notes.append(f"the model ends in a linear layer: {name} sees raw scores, and evaluation applies softmax")
     if setup is not None and setup.loss is not None:
         notes.append(f"replaces the model's compile() loss {setup.loss_text}")
     loss_obj = loss_class(canonical)(reduction=None, **kwargs)
