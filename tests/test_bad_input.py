@@ -706,3 +706,87 @@ def test_missing_model_module_lists_config_folder_and_cwd(
     assert "not_beside_the_config:build" in err and "not found" in err
     assert str(folder.resolve()) in err and str(workdir.resolve()) in err
     assert sorted(p.name for p in folder.iterdir()) == ["exp.yaml"]
+
+
+
+# --- loss and optimizer ---
+
+BAD_OBJECTIVES = [
+    pytest.param(
+        "training.loss=categorical_crosentropy",
+        ["training.loss", "'categorical_crosentropy'", "did you mean 'categorical_crossentropy'"],
+        id="loss-typo",
+    ),
+    pytest.param(
+        "training.loss={name: sparse_categorical_crossentropy, from_logit: true}",
+        ["training.loss.from_logit", "Did you mean training.loss.from_logits"],
+        id="loss-key-typo",
+    ),
+    pytest.param(
+        "training.loss={name: mse, from_logits: true}",
+        ["training.loss", "from_logits applies to", "'mse'"],
+        id="from-logits-on-mse",
+    ),
+    pytest.param("training.loss=ctc", ["training.loss", "'ctc'", "label sequences"], id="ctc"),
+    pytest.param("training.loss=[mse]", ["training.loss", "Keras loss name"], id="loss-list"),
+    pytest.param(
+        "training.optimizer.name=nadm",
+        ["training.optimizer.name", "'nadm'", "did you mean 'nadam'", "lion"],
+        id="optimizer-typo",
+    ),
+    pytest.param(
+        "training.optimizer.kwargs={beta1: 0.8}",
+        ["training.optimizer.kwargs.beta1", "did you mean 'beta_1'", "Adam"],
+        id="optimizer-kwarg-typo",
+    ),
+    pytest.param(
+        "training.optimizer.kwargs={learning_rate: 0.1}",
+        ["training.optimizer.kwargs.learning_rate", "set training.optimizer.learning_rate"],
+        id="optimizer-kwarg-knob",
+    ),
+    pytest.param(
+        "training.optimizer.momentum=0.5",
+        ["training.optimizer.momentum", "'adam'", "sgd and rmsprop", "0.5"],
+        id="momentum-for-adam",
+    ),
+    pytest.param(
+        "training.loss={name: huber, kwargs: {delt: 2}}",
+        ["training.loss.kwargs.delt", "did you mean 'delta'", "Huber"],
+        id="loss-kwarg-typo",
+    ),
+    pytest.param(
+        "training.loss={kwargs: {delta: 2}}", ["training.loss.kwargs", "needs a loss name"], id="kwargs-with-auto"
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "words"), BAD_OBJECTIVES)
+def test_bad_loss_or_optimizer_is_refused_before_training(
+    workdir: Path, capsys: pytest.CaptureFixture[str], override: str, words: list[str]
+) -> None:
+    err = run_bad(workdir, capsys, override)
+    assert all(word in err for word in words), err
+    assert sorted(p.name for p in workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        pytest.param(
+            ["training.loss=mse"],
+            ["training.loss='mse'", "regression loss", "classification (10 classes)", "data.task=regression"],
+            id="mse-for-classification",
+        ),
+        pytest.param(
+            ["data.dataset=diabetes", "model.name=mlp", "training.loss=categorical_crossentropy"],
+            ["training.loss='categorical_crossentropy'", "classification loss", "regression"],
+            id="crossentropy-for-regression",
+        ),
+    ],
+)
+def test_a_loss_that_does_not_fit_the_task_is_refused_before_the_run_directory(
+    workdir: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], words: list[str]
+) -> None:
+    err = run_bad(workdir, capsys, "data.max_samples=300", *overrides)
+    assert all(word in err for word in words), err
+    assert sorted(p.name for p in workdir.iterdir()) == []
