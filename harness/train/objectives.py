@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -72,7 +72,6 @@ class Objectives:
     optimizer: OptimizerChoice
     compiled_metrics: tuple[str, ...] = ()
     task: str = "classification"
-    extra_notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def outputs(self) -> str:
