@@ -97,7 +97,7 @@ def predict_file(
     preprocessor = Preprocessor.load(run_dir / PREPROCESSING)
     rows = preprocessor.read_new(input_path, options)
     model = load_run_model(run_dir)
-    y = predict_array(model, rows.x)
+    y = predict_array(model, rows.x, run_dir=run_dir)
     notes = list(rows.notes)
     if target.is_file():
         notes.append(f"replaced the existing file {target}")

@@ -893,3 +893,85 @@ def test_predict_run_with_a_damaged_model(workdir: Path, capsys: pytest.CaptureF
     source = penguin_input(workdir, "island,bill_length_mm,flipper_length_mm,sex,species")
     err = predict_bad(workdir, capsys, str(penguin_run), str(source))
     assert "model.keras" in err and "not a valid Keras model file" in err and "truncated" in err
+
+# --- loss and optimizer ---
+
+BAD_OBJECTIVES = [
+    pytest.param(
+        "training.loss=categorical_crosentropy",
+        ["training.loss", "'categorical_crosentropy'", "did you mean 'categorical_crossentropy'"],
+        id="loss-typo",
+    ),
+    pytest.param(
+        "training.loss={name: sparse_categorical_crossentropy, from_logit: true}",
+        ["training.loss.from_logit", "Did you mean training.loss.from_logits"],
+        id="loss-key-typo",
+    ),
+    pytest.param(
+        "training.loss={name: mse, from_logits: true}",
+        ["training.loss", "from_logits applies to", "'mse'"],
+        id="from-logits-on-mse",
+    ),
+    pytest.param("training.loss=ctc", ["training.loss", "'ctc'", "label sequences"], id="ctc"),
+    pytest.param("training.loss=[mse]", ["training.loss", "Keras loss name"], id="loss-list"),
+    pytest.param(
+        "training.optimizer.name=nadm",
+        ["training.optimizer.name", "'nadm'", "did you mean 'nadam'", "lion"],
+        id="optimizer-typo",
+    ),
+    pytest.param(
+        "training.optimizer.kwargs={beta1: 0.8}",
+        ["training.optimizer.kwargs.beta1", "did you mean 'beta_1'", "Adam"],
+        id="optimizer-kwarg-typo",
+    ),
+    pytest.param(
+        "training.optimizer.kwargs={learning_rate: 0.1}",
+        ["training.optimizer.kwargs.learning_rate", "set training.optimizer.learning_rate"],
+        id="optimizer-kwarg-knob",
+    ),
+    pytest.param(
+        "training.optimizer.momentum=0.5",
+        ["training.optimizer.momentum", "'adam'", "sgd and rmsprop", "0.5"],
+        id="momentum-for-adam",
+    ),
+    pytest.param(
+        "training.loss={name: huber, kwargs: {delt: 2}}",
+        ["training.loss.kwargs.delt", "did you mean 'delta'", "Huber"],
+        id="loss-kwarg-typo",
+    ),
+    pytest.param(
+        "training.loss={kwargs: {delta: 2}}", ["training.loss.kwargs", "needs a loss name"], id="kwargs-with-auto"
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "words"), BAD_OBJECTIVES)
+def test_bad_loss_or_optimizer_is_refused_before_training(
+    workdir: Path, capsys: pytest.CaptureFixture[str], override: str, words: list[str]
+) -> None:
+    err = run_bad(workdir, capsys, override)
+    assert all(word in err for word in words), err
+    assert sorted(p.name for p in workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        pytest.param(
+            ["training.loss=mse"],
+            ["training.loss='mse'", "regression loss", "classification (10 classes)", "data.task=regression"],
+            id="mse-for-classification",
+        ),
+        pytest.param(
+            ["data.dataset=diabetes", "model.name=mlp", "training.loss=categorical_crossentropy"],
+            ["training.loss='categorical_crossentropy'", "classification loss", "regression"],
+            id="crossentropy-for-regression",
+        ),
+    ],
+)
+def test_a_loss_that_does_not_fit_the_task_is_refused_before_the_run_directory(
+    workdir: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], words: list[str]
+) -> None:
+    err = run_bad(workdir, capsys, "data.max_samples=300", *overrides)
+    assert all(word in err for word in words), err
+    assert sorted(p.name for p in workdir.iterdir()) == []

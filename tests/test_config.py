@@ -84,7 +84,7 @@ def test_unknown_section_suggests_section(tmp_path: Path) -> None:
         ("training.batch_size=-4", "training.batch_size", "greater than 0"),
         ("training.epochs=many", "training.epochs", "valid integer"),
         ("model.dropout=1.5", "model.dropout", "less than 1"),
-        ("training.optimizer.name=adamax", "training.optimizer.name", "'adam'"),
+        ("training.optimizer.name=adamm", "training.optimizer.name", "did you mean 'adam'"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(override: str, key: str, allowed: str) -> None:

@@ -90,9 +90,26 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+UNSET_NOTE = (
+    "# training.{keys} left out: not set, so a compiled model's own optimizer is used, else the defaults\n"
+)
+
+
 def to_yaml(config: Config) -> str:
-    """The resolved config as YAML, loadable again by `load_config`."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML, loadable again by `load_config` to the same meaning.
+
+    `training.optimizer` and `training.schedule` are written only when the config set one of
+    their keys: whether they were set decides if a compiled model keeps its own optimizer, and
+    writing the defaults would make a resumed, requeued or reproduced run replace it.
+    """
+    dumped = config.model_dump(mode="json")
+    training = config.training
+    is_set = {"optimizer": training.optimizer_is_set, "schedule": training.schedule_is_set}
+    unset = [key for key, was_set in is_set.items() if not was_set]
+    for key in unset:
+        del dumped["training"][key]
+    note = UNSET_NOTE.format(keys=" and training.".join(unset)) if unset else ""
+    return note + yaml.safe_dump(dumped, sort_keys=False)
 
 
 def _read_config(path: Path) -> tuple[dict[str, Any], dict[str, int | str]]:

@@ -9,9 +9,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from annotated_types import Gt
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
+from harness.config import keras_names
 from harness.config.messages import echo
+from harness.registry import closest
 
 SCHEMA_VERSION = 1
 SEED_MAX = 2**32 - 1  # NumPy's and scikit-learn's seeds are unsigned 32-bit integers
@@ -162,11 +172,98 @@ class ModelConfig(Section):
 
 
 class OptimizerConfig(Section):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    """The harness's optimizer. Setting any of its keys replaces the optimizer a compiled model brings."""
+
+    name: str = Field("adam", description="a Keras optimizer name: adam, adamw, sgd, rmsprop, nadam, lion, ...")
     learning_rate: Float = Field(2e-3, gt=0.0)
     weight_decay: Float = Field(0.0, ge=0.0)
     momentum: Float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop")
     clipnorm: Float | None = Field(None, gt=0.0)
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="other arguments of the Keras optimizer, e.g. {beta_1: 0.8}"
+    )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _keras_optimizer(cls, name: Any) -> Any:
+        if not isinstance(name, str):
+            return name
+        key = name.lower()
+        if key in keras_names.OPTIMIZERS:
+            return key
+        hint = closest(key, list(keras_names.OPTIMIZERS))
+        raise ValueError(
+            (f"did you mean {hint!r}? It " if hint else "")
+            + f"must be a Keras optimizer name: {', '.join(keras_names.OPTIMIZERS)}"
+        )
+
+
+def _loss_problem(name: str) -> str | None:
+    """Why `name` is not a loss the config accepts, or None."""
+    if name == keras_names.AUTO or keras_names.canonical_loss(name):
+        return None
+    hint = closest(name, keras_names.loss_names()) or closest(name.lower(), keras_names.loss_names())
+    usable = [loss for loss in keras_names.LOSSES if loss not in keras_names.UNSUPPORTED_WHY]
+    return (
+        (f"did you mean {hint!r}? It " if hint else "")
+        + "must be 'auto' (the model's compile() loss, else one chosen from the task) or a Keras loss name: "
+        f"{', '.join(usable)} (or an alias such as mse, mae, bce)"
+    )
+
+
+class LossConfig(Section):
+    """`training.loss` written as a mapping: a Keras loss name and its arguments."""
+
+    name: str = Field("auto", description="'auto' or a Keras loss name")
+    from_logits: bool | None = Field(
+        None,
+        description="the model outputs logits (unnormalised scores) rather than probabilities; "
+        "default: read from the model's last layer",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="other arguments of the Keras loss, e.g. {label_smoothing: 0.1}"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _keras_loss(cls, name: str) -> str:
+        problem = _loss_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @model_validator(mode="after")
+    def _from_logits_applies(self) -> LossConfig:
+        canonical = keras_names.canonical_loss(self.name)
+        if self.from_logits is not None and canonical and canonical not in keras_names.FROM_LOGITS_LOSSES:
+            raise ValueError(
+                f"training.loss.from_logits applies to {', '.join(sorted(keras_names.FROM_LOGITS_LOSSES))}, "
+                f"not to {self.name!r}. Received: from_logits={self.from_logits}"
+            )
+        if canonical in keras_names.UNSUPPORTED_WHY:
+            raise ValueError(
+                f"training.loss={self.name!r} cannot be used: {keras_names.UNSUPPORTED_WHY[canonical]}"
+            )
+        return self
+
+    @property
+    def is_auto(self) -> bool:
+        """Plain `auto`: take the model's compile() loss if it has one."""
+        return self.name == keras_names.AUTO and self.from_logits is None and not self.kwargs
+
+
+def _loss_from_name(value: Any) -> Any:
+    """`training.loss: huber` is short for `training.loss: {name: huber}`."""
+    if isinstance(value, str):
+        problem = _loss_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return {"name": value}
+    if isinstance(value, dict | LossConfig):
+        return value
+    raise ValueError(
+        "must be a Keras loss name, or a mapping such as {name: sparse_categorical_crossentropy, from_logits: true}"
+    )
 
 
 class ScheduleConfig(Section):
@@ -197,7 +294,11 @@ class CheckpointConfig(Section):
 class TrainingConfig(Section):
     epochs: PosInt = 12
     batch_size: PosInt = Field(32, description="per replica")
-    loss: str = Field("auto", description="auto follows the task, or a Keras loss name")
+    loss: Annotated[LossConfig, BeforeValidator(_loss_from_name)] = Field(
+        LossConfig(),
+        description="auto (the model's compile() loss, else from the task), a Keras loss name, "
+        "or {name: ..., from_logits: ..., kwargs: {...}}",
+    )
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     steps_per_execution: PosInt = Field(16, description="training steps per compiled call")
@@ -210,6 +311,23 @@ class TrainingConfig(Section):
     )
     tensorboard: bool = False
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
+
+    @field_serializer("loss")
+    def _loss_as_written(self, loss: LossConfig) -> str | dict[str, Any]:
+        """A plain name stays a plain name in the saved config and reports."""
+        if loss.from_logits is None and not loss.kwargs:
+            return loss.name
+        return loss.model_dump(mode="json")
+
+    @property
+    def optimizer_is_set(self) -> bool:
+        """The config sets a `training.optimizer` key: it replaces a compiled model's optimizer."""
+        return bool(self.optimizer.model_fields_set)
+
+    @property
+    def schedule_is_set(self) -> bool:
+        """The config sets a `training.schedule` key: it applies also to a compiled model's optimizer."""
+        return bool(self.schedule.model_fields_set)
 
 
 class DistributeConfig(Section):

@@ -36,8 +36,8 @@ def model_card_document(report: Mapping[str, Any]) -> Document:
         title=f"Model card: {model.get('name', MISSING)}",
         subtitle=f"run {run.get('name', MISSING)} · {task} · created {run.get('created', MISSING)}",
         sections=[
-            model_part(model, task),
-            interface_part(model, data, task),
+            model_part(model, task, part(report, "training")),
+            interface_part(model, data, task, part(report, "training")),
             data_part(data),
             Section("Test metrics", [key_values(headline_pairs(task, part(report, "test")))]),
             Section("Limitations", [Paragraph(limitations(report))]),
@@ -49,23 +49,36 @@ def model_card_document(report: Mapping[str, Any]) -> Document:
     )
 
 
-def model_part(model: Mapping[str, Any], task: str) -> Section:
+def model_part(model: Mapping[str, Any], task: str, training: Mapping[str, Any] | None = None) -> Section:
     pairs = [
         ("architecture", short_value(model.get("name"))),
         ("task", task),
         ("parameters", fmt_int(model.get("parameters"))),
         ("trainable parameters", fmt_int(model.get("trainable_parameters"))),
     ]
+    training = training or {}
+    for key in ("loss", "optimizer"):
+        if training.get(key):
+            source = training.get(f"{key}_source")
+            pairs.append((f"trained with {key}", f"{training[key]}" + (f" (from {source})" if source else "")))
     return Section("Model", [key_values(pairs)])
 
 
-def interface_part(model: Mapping[str, Any], data: Mapping[str, Any], task: str) -> Section:
+def interface_part(
+    model: Mapping[str, Any], data: Mapping[str, Any], task: str, training: Mapping[str, Any] | None = None
+) -> Section:
     """Inputs and outputs: the contract a user of the model must meet and can rely on."""
     pairs = [("input shape", fmt_shape(model.get("input_shape")))]
     if data.get("feature_names"):
         pairs.append(("input features", names_summary(data["feature_names"])))
     pairs.append(("output shape", fmt_shape(model.get("output_shape"))))
-    if task == "classification":
+    if task == "classification" and (training or {}).get("outputs") == "logits":
+        pairs.append(
+            ("outputs", "one logit (unnormalised score) per class, in this order; softmax gives the "
+             "probabilities (harness predict and harness evaluate apply it)")
+        )  # fmt: skip
+        pairs.append(("classes", names_summary(data.get("class_names") or [])))
+    elif task == "classification":
         pairs.append(("outputs", "one probability per class, in this order"))
         pairs.append(("classes", names_summary(data.get("class_names") or [])))
     else:

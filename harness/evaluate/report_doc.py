@@ -43,6 +43,12 @@ EPOCH_COLUMNS = (
     "samples_per_s",
 )
 TRAINING_LABELS = {
+    "loss": "loss",
+    "loss_source": "loss from",
+    "optimizer": "optimizer",
+    "optimizer_source": "optimizer from",
+    "outputs": "model outputs",
+    "compiled_metrics_use": "metrics from compile()",
     "epochs_run": "epochs run",
     "best_epoch": "best epoch",
     "best_value": "best monitored value",

@@ -4,11 +4,11 @@ The name's form picks the source, checked in this order:
 a path ending in `.keras` (fine-tune a saved model), `applications.<Name>` (keras.applications
 backbone), `pkg.module:function` (the user's builder), otherwise a registered name.
 
-A model that comes compiled (a user builder that calls `model.compile`) keeps its compile state:
-`compiled_setup` reads the loss, optimizer and metrics it was compiled with (the report records
-them as `compiled_with`; the training loop still takes its loss and optimizer from the config),
-and `has_logits_head` tells whether a classification model ends in logits rather than
-probabilities.
+A model that comes compiled (a user builder that calls `model.compile`, or a saved model file)
+keeps its compile state: `compiled_setup` reads the loss, optimizer and metrics it was compiled
+with, which training uses unless the config sets its own (`harness.train.objectives`); the
+report records them as `compiled_with`. `has_logits_head` tells whether a classification model
+ends in logits rather than probabilities.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def describe_model(model: keras.Model, cfg: ModelConfig) -> dict[str, Any]:
 
 
 def _compiled_texts(model: keras.Model) -> dict[str, Any] | None:
-    """What the model came compiled with (the run may still override it from the config)."""
+    """What the model came compiled with (the config may override it: see the report's training section)."""
     setup = compiled_setup(model)
     if setup is None:
         return None

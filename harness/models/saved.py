@@ -3,6 +3,9 @@
 When the saved model ends in a different number of outputs than the new data needs, its last
 layer is replaced by a fresh task head on the features feeding it, so a model trained on one label
 set can be fine-tuned on another. `build_model` records that, and `describe_model` reports it.
+
+A model saved compiled keeps its loss and optimizer for training (`train/objectives.py`), unless
+its head is replaced: the new head is the harness's, so the loss is chosen for it.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def check_keras_file(path: Path) -> None:
 def _load(path: Path) -> keras.Model:
     check_keras_file(path)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = _load_compiled(path)
     except Exception as err:
         text = str(err)
         text = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
@@ -87,6 +90,18 @@ def _load(path: Path) -> keras.Model:
             f"model file {str(path)!r} must hold a keras.Model. Received: {type(model).__name__}"
         )
     return model
+
+
+def _load_compiled(path: Path) -> keras.Model:
+    """The model with the loss and optimizer it was saved with, when they can be rebuilt.
+
+    A compile state that cannot be restored (a custom loss not registered with Keras) does not
+    stop fine-tuning: the model is loaded without it and the loss comes from the config.
+    """
+    try:
+        return keras.saving.load_model(path, compile=True)
+    except Exception:  # retried without compile state: the error that matters is the one below
+        return keras.saving.load_model(path, compile=False)
 
 
 def replace_head(model: keras.Model, num_outputs: int, task: Task, name: str) -> keras.Model:

@@ -1,4 +1,11 @@
-"""Test-split predictions and their evaluation, shared by training and `harness evaluate`."""
+"""Test-split predictions and their evaluation, shared by training, `harness evaluate` and predict.
+
+A classification model may end in logits (a linear last layer, trained with a `from_logits`
+loss). The run records that in report.json (`training.outputs`), and every consumer of the
+model's outputs goes through `predict_array`, which turns logits into probabilities with a
+softmax, so accuracy, ROC-AUC, log loss, the confusion matrix and predicted probabilities are
+computed on probabilities whichever head the model has.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +18,108 @@ import tensorflow as tf
 
 from harness import io
 from harness.data import PreparedData
-from harness.evaluate import evaluate_predictions
+from harness.errors import HarnessError, TrainingError
+from harness.evaluate import evaluate_predictions, load_report
 
 PREDICTIONS = "test_predictions.npz"
+LOGITS = "logits"
+PROBABILITY_SLACK = 1e-3  # float16 softmax outputs overshoot [0, 1] by rounding, not by meaning
 
 
-def predict_array(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Model outputs for `x`, in batches through one compiled function."""
+def predict_array(
+    model: keras.Model,
+    x: np.ndarray,
+    batch_size: int = 256,
+    *,
+    run_dir: Path | None = None,
+    logits: bool | None = None,
+) -> np.ndarray:
+    """Model outputs for `x`, in batches through one compiled function.
+
+    Outputs recorded as logits become probabilities: `logits=True`, or `run_dir` given and its
+    report.json says `training.outputs: logits`. Without either the raw outputs are returned.
+    """
     forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
     dataset = tf.data.Dataset.from_tensor_slices(x.astype(np.float32)).batch(batch_size).prefetch(2)
     outputs = [np.asarray(forward(batch), dtype=np.float32) for batch in dataset]
     if not outputs:
         return np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
-    return np.concatenate(outputs)
+    y = np.concatenate(outputs)
+    if logits is None and run_dir is not None:
+        logits = recorded_logits(run_dir)
+    return softmax(y) if logits else y
 
 
-def evaluate_test_split(model: keras.Model, data: PreparedData, run_dir: Path) -> dict[str, Any]:
+def recorded_logits(run_dir: Path) -> bool:
+    """Whether the run's report says its model outputs logits; False when it cannot tell."""
+    try:
+        training = load_report(run_dir).get("training")
+    except HarnessError:
+        return False
+    return isinstance(training, dict) and training.get("outputs") == LOGITS
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from logits: a sigmoid for a single output column (binary logits, as with
+    `BinaryCrossentropy(from_logits=True)`), else a row-wise softmax; float64 and stable for
+    large scores either way."""
+    values = np.asarray(logits, np.float64)
+    if values.ndim == 2 and values.shape[-1] == 1:
+        return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)
+    shifted = values - values.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def as_class_probabilities(y_pred: np.ndarray, logits: bool) -> tuple[np.ndarray, str | None]:
+    """Probabilities for the metrics, and a note when outputs had to be read as logits.
+
+    Outputs recorded as probabilities that are negative or above 1 cannot be probabilities (a
+    linear head trained with a loss that expected softmax); they are read as logits, with a
+    note, so the evaluation never fails after a finished training.
+    """
+    if logits:
+        return softmax(y_pred), None
+    if y_pred.size and y_pred.ndim == 2 and y_pred.shape[1] > 1:
+        low, high = float(np.min(y_pred)), float(np.max(y_pred))
+        if low < -PROBABILITY_SLACK or high > 1.0 + PROBABILITY_SLACK:
+            note = (
+                f"the model's outputs are not probabilities (they range from {low:.4g} to {high:.4g}); "
+                "they were read as logits and turned into probabilities with a softmax"
+            )
+            return softmax(y_pred), note
+    return y_pred, None
+
+
+def evaluate_test_split(
+    model: keras.Model, data: PreparedData, run_dir: Path, logits: bool | None = None
+) -> dict[str, Any]:
     """Predict the test split, save the predictions, and compute the task's metrics on them.
 
     Regression values are taken back to original units first, so the report speaks the
-    data's language.
+    data's language; classification logits become probabilities. `logits=None` reads what the
+    run recorded (re-evaluating a finished run).
     """
+    if logits is None:
+        logits = recorded_logits(run_dir)
     y_pred = predict_array(model, data.x_test)
     y_true = data.y_test
+    note = None
     if data.task == "regression":
         y_pred = data.preprocessor.inverse_targets(y_pred)
         y_true = data.preprocessor.inverse_targets(y_true)
-    io.atomic_write(
-        run_dir / PREDICTIONS, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True
-    )
-    return evaluate_predictions(data.task, y_true, y_pred, data.class_names)
+    else:
+        y_pred, note = as_class_probabilities(y_pred, logits)
+    io.atomic_write(run_dir / PREDICTIONS, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True)
+    try:
+        evaluation = evaluate_predictions(data.task, y_true, y_pred, data.class_names)
+    except ValueError as err:
+        raise TrainingError(
+            f"the test-split predictions cannot be evaluated: {err}. The trained model is saved in {run_dir}; "
+            "the predictions are in " + str(run_dir / PREDICTIONS)
+        ) from None
+    if logits and data.task == "classification":
+        evaluation["outputs"] = "logits, turned into probabilities with a softmax before the metrics"
+    elif note:
+        evaluation["outputs"] = note
+    return evaluation

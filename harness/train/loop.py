@@ -19,16 +19,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from harness.config import Config, OptimizerConfig
+from harness.config import Config
 from harness.data import PreparedData, fit_data_to_model, make_step_dataset
 from harness.distribute import Strategy
 from harness.errors import ConfigError, Preempted, TrainingError
-from harness.models import build_model, default_loss
+from harness.models import build_model, compiled_setup
 from harness.train import checkpoint
 from harness.train.callbacks import stop_reason as describe_stop
 from harness.train.checkpoint import LoopState
+from harness.train.objectives import Objectives, choose_loss, choose_optimizer, make_optimizer
 from harness.train.progress import Reporter, SilentReporter
-from harness.train.schedules import make_schedule, scaled_learning_rate
+
+__all__ = ["Trainer", "TrainResult", "check_global_batch", "make_optimizer", "seed_everything"]
 
 ACCUMULATORS = ("loss", "metric", "count")
 PICKED_BY_AUTO = ", picked by distribute.strategy=auto"
@@ -68,32 +70,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-
-
-def make_optimizer(cfg: OptimizerConfig, learning_rate: Any) -> keras.optimizers.Optimizer:
-    """The configured Keras 3 optimizer; weight decay is decoupled for every kind."""
-    common: dict[str, Any] = {"learning_rate": learning_rate, "clipnorm": cfg.clipnorm}
-    if cfg.weight_decay and cfg.name != "adamw":
-        common["weight_decay"] = cfg.weight_decay
-    if cfg.name == "adamw":
-        return keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **common)
-    if cfg.name == "sgd":
-        return keras.optimizers.SGD(momentum=cfg.momentum, **common)
-    if cfg.name == "rmsprop":
-        return keras.optimizers.RMSprop(**common)
-    return keras.optimizers.Adam(**common)
-
-
-def resolve_loss(name: str, task: str) -> Callable[..., tf.Tensor]:
-    """A per-example Keras loss function; `auto` follows the task."""
-    loss_name = default_loss(task) if name == "auto" else name
-    try:
-        return keras.losses.get(loss_name)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"training.loss must be 'auto' or a Keras loss name such as "
-            f"'sparse_categorical_crossentropy' or 'mean_squared_error'. Received: training.loss={name!r}"
-        ) from None
 
 
 def check_global_batch(batch_size: int, replicas: int, train_samples: int) -> None:
@@ -147,12 +123,13 @@ class Trainer:
         self.validation_steps = max(1, math.ceil(len(data.x_val) / self.global_batch))
         seed_everything(config.run.seed, config.run.deterministic)
         keras.mixed_precision.set_global_policy(self.cfg.precision)
-        self.loss_fn = resolve_loss(self.cfg.loss, data.task)
         self._target_scale = self._regression_target_scale()
         with strategy.scope():
             self.model = build_model(
                 config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task
             )
+            self.objectives = self._choose_objectives()
+            self.loss_fn = self.objectives.loss.fn
             self.optimizer = self._build_optimizer()
             self.train_acc = self._accumulators("train")
             self.val_acc = self._accumulators("val")
@@ -174,13 +151,16 @@ class Trainer:
         self._val_dataset = strategy.distribute(self._dataset(data.x_val, data.y_val, None))
 
     # ---- construction -------------------------------------------------------------------
+    def _choose_objectives(self) -> Objectives:
+        """Loss and optimizer from the config, else from the model's compile(); see objectives.py."""
+        setup = compiled_setup(self.model)
+        loss = choose_loss(self.cfg, self.model, self.data.task, self.data.num_outputs, setup)
+        optimizer = choose_optimizer(self.config, setup, self.strategy.num_replicas, self.steps_per_epoch)
+        metrics = setup.metrics_text if setup is not None else ()
+        return Objectives(loss=loss, optimizer=optimizer, compiled_metrics=tuple(metrics), task=self.data.task)
+
     def _build_optimizer(self) -> keras.optimizers.Optimizer:
-        opt_cfg = self.cfg.optimizer
-        base_lr = scaled_learning_rate(
-            opt_cfg.learning_rate, self.strategy.num_replicas, self.config.distribute.lr_scaling
-        )
-        schedule = make_schedule(self.cfg.schedule, base_lr, self.steps_per_epoch, self.cfg.epochs)
-        optimizer = make_optimizer(opt_cfg, schedule)
+        optimizer = self.objectives.optimizer.optimizer
         if self.cfg.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
@@ -331,7 +311,7 @@ class Trainer:
         stopped_early = False
         self.model.stop_training = False
         self.callbacks.on_train_begin()
-        self.reporter.message(self._start_line(state))
+        self.reporter.message("\n".join([*self.objectives.lines(), self._start_line(state)]))
         try:
             for epoch in range(state.epoch, self.cfg.epochs):
                 logs = self._run_epoch(epoch, state, run)
@@ -354,7 +334,7 @@ class Trainer:
             samples_per_s=state.samples_seen / max(state.train_time_s, 1e-9),
             global_batch_size=self.global_batch,
             final_lr=self.current_lr(),
-            extra=self.strategy.describe(),
+            extra={**self.strategy.describe(), **self.objectives.summary()},
         )
 
     def _adapt(self, state: LoopState) -> LoopState:

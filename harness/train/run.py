@@ -20,6 +20,7 @@ import numpy as np
 
 from harness import io
 from harness.config import Config, to_yaml
+from harness.config.loader import DEFAULT_SOURCE
 from harness.data import PreparedData, prepare_data
 from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
@@ -35,6 +36,7 @@ from harness.train.callbacks import make_early_stopping, watch_stops
 from harness.train.checkpoint import CorruptCheckpoint, LoopState
 from harness.train.evaluation import evaluate_test_split
 from harness.train.loop import Trainer, TrainResult
+from harness.train.objectives import check_objectives
 from harness.train.precision import warn_if_slow_precision
 from harness.train.progress import make_reporter
 from harness.train.request import (
@@ -167,6 +169,7 @@ def _train(
     resume = wants_resume(request)
     watchdog = make_watchdog(config, cluster)
     try:
+        check_objectives(config.training, str(request.config_path or DEFAULT_SOURCE))
         data = prepare_data(config.data, config.run.seed, request.base_dir)
         watchdog.beat("connecting to the other ranks")
         strategy = make_strategy(config.distribute)
@@ -379,7 +382,7 @@ def finish_run_dir(
     """Save the model, evaluate on the test split and write the report and model card."""
     save_model(trainer.model, run_dir / MODEL)
     result.extra["requeues"] = requeues()
-    evaluation = evaluate_test_split(trainer.model, data, run_dir)
+    evaluation = evaluate_test_split(trainer.model, data, run_dir, logits=trainer.objectives.loss.logits)
     env = environment(Path.cwd(), {"distribute": trainer.strategy.describe()})
     write_report(
         run_dir,
