@@ -80,8 +80,8 @@ def _versions(doc: YamlDoc, path: Path, data: Mapping[Any, Any], prefix: str) ->
 
 def _version(doc: YamlDoc, path: Path, dotted: str, value: Any) -> str:
     if isinstance(value, float):
-        raise _error(doc, path, dotted, f"is the number {value!r}; write versions in quotes (\"{value}\") "
-                     "since YAML reads 3.10 as 3.1")
+        raise _error(doc, path, dotted, f"is the number {value!r}, not a version string: write versions in "
+                     "quotes (\"3.10\"), since YAML reads an unquoted 3.10 as the number 3.1")
     if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
         raise _error(doc, path, dotted, f"must be a version string such as \"2.21.0\" or \"2.21.*\". "
                      f"Received: {echo(value)}")

@@ -13,6 +13,7 @@ nodes never write the same file.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,8 @@ def check_out_dir(out: Path) -> None:
         if folder.exists():
             if not folder.is_dir():
                 raise UserInputError(f"--out {out}: {folder} exists and is not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise UserInputError(f"--out {out}: the folder {folder} is not writable")
             return
 
 
