@@ -526,3 +526,19 @@ def test_a_check_that_raises_sets_the_exit_code(
     assert cli.main(["validate", "--local", "--checks", "node.memory,node.disk", "--gpus", "0", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert [c["verdict"] for c in report["nodes"][0]["checks"]] == ["ERROR", "PASS"]
+
+
+def test_a_site_row_changes_only_its_own_figures() -> None:
+    site = parse_references("gpus:\n  NVIDIA H100 80GB HBM3: {matmul_bf16: 700, basis: measured}\n", "site.yaml")
+    bf16 = site.reference("gpus", "NVIDIA H100 80GB HBM3", "matmul_bf16")
+    fp32 = site.reference("gpus", "NVIDIA H100 80GB HBM3", "matmul_fp32")
+    assert bf16 is not None and bf16.value == 700 and "reference" in bf16.source
+    assert fp32 is not None and fp32.value == pytest.approx(67 * 0.5) and "peak" in fp32.source
+
+
+def test_the_training_check_asks_for_a_config_harness_accepts(tmp_path: Path) -> None:
+    from harness.config import load_config
+    from harness.validate.checks.e2e import OVERRIDES
+
+    config = load_config(None, [*OVERRIDES, f"run.output_dir={tmp_path}"])
+    assert config.distribute.strategy == "single" and config.training.epochs == 2

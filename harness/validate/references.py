@@ -33,6 +33,17 @@ Kind = Literal["gpus", "cpus"]
 
 
 @dataclass(frozen=True)
+class Figure:
+    """One number of a model's row, and whether it is a datasheet peak or a healthy node's measurement.
+
+    The basis is kept per number, so a site row merged over a shipped one changes only its own figures.
+    """
+
+    value: float
+    basis: str
+
+
+@dataclass(frozen=True)
 class MetricRule:
     unit: str
     expected_fraction: float
@@ -48,11 +59,11 @@ class ReferenceTable:
     fleet_warn: float
     fleet_fail: float
     limits: Mapping[str, float]
-    gpus: Mapping[str, Mapping[str, Any]]
-    cpus: Mapping[str, Mapping[str, Any]]
+    gpus: Mapping[str, Mapping[str, Figure]]
+    cpus: Mapping[str, Mapping[str, Figure]]
     sources: tuple[str, ...]
 
-    def model_entry(self, kind: Kind, model: str) -> tuple[str, Mapping[str, Any]] | None:
+    def model_entry(self, kind: Kind, model: str) -> tuple[str, Mapping[str, Figure]] | None:
         """The table row for `model`: its exact name, else the longest row name contained in it."""
         rows = self.gpus if kind == "gpus" else self.cpus
         if model in rows:
@@ -71,10 +82,10 @@ class ReferenceTable:
         if entry is None or rule is None or metric not in entry[1]:
             return None
         name, row = entry
-        basis = row.get("basis", "peak" if kind == "gpus" else "measured")
-        fraction = rule.expected_fraction if basis == "peak" else 1.0
-        value = float(row[metric]) * fraction
-        how = f"{fraction:.0%} of the {name} peak" if basis == "peak" else f"{name} reference"
+        figure = row[metric]
+        fraction = rule.expected_fraction if figure.basis == "peak" else 1.0
+        value = figure.value * fraction
+        how = f"{fraction:.0%} of the {name} peak" if figure.basis == "peak" else f"{name} reference"
         return Reference(value, rule.unit, rule.warn, rule.fail, how)
 
     def limit(self, name: str) -> float:
@@ -167,7 +178,8 @@ def _checked(doc: YamlDoc, path: Path, partial: bool = False) -> dict[str, Any]:
         models = _section(file, data, kind, partial)
         for model, row in models.items():
             _model_row(file, f"{kind}.{model}", row, known_metrics)
-        result[kind] = models
+        default = "peak" if kind == "gpus" else "measured"
+        result[kind] = {model: _figures(row, row.get("basis", default)) for model, row in models.items()}
     return result
 
 
@@ -187,6 +199,10 @@ def _shipped_metric_names() -> tuple[str, ...]:
 
 def _shipped_limit_names() -> tuple[str, ...]:
     return tuple(_shipped_raw().get("limits", {}))
+
+
+def _figures(row: Mapping[str, Any], basis: str) -> dict[str, Figure]:
+    return {key: Figure(float(value), basis) for key, value in row.items() if key != "basis"}
 
 
 def _section(file: _File, data: Mapping[str, Any], name: str, partial: bool) -> dict[str, Any]:

@@ -75,9 +75,10 @@ def gpu_memory(ctx: NodeContext) -> CheckResult:
         total = gpu.memory_total_bytes / GIB
         found: list[Finding] = []
         entry = ctx.references.model_entry("gpus", gpu.name)
-        nominal = entry[1].get("memory_gib") if entry else None
+        figure = entry[1].get("memory_gib") if entry else None
+        nominal = figure.value if figure else None
         minimum = ctx.references.limit("gpu_memory_total_min_fraction")
-        if nominal and total < float(nominal) * minimum:
+        if nominal and total < nominal * minimum:
             found.append((Verdict.FAIL, f"{label(gpu)}: {total:.1f} GiB, the model has {nominal} GiB"))
         used = (gpu.memory_used_bytes or 0) / gpu.memory_total_bytes
         if used > ctx.references.limit("gpu_memory_used_warn_fraction"):
