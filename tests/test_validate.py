@@ -505,6 +505,7 @@ def test_local_light_end_to_end_writes_table_json_html_and_history(
     assert schema.problems(node_file, schema.node_schema()) == []
     html = (out / "report.html").read_text()
     assert "Node validation" in html and "Node node-7: PASS" in html and "compute.matmul" in html
+    assert html.count("data:image/png;base64,") >= 3  # matmul, host bandwidth, all-reduce
     assert len((out / "history" / "node-7.jsonl").read_text().splitlines()) == 1
 
     code = cli.main(["validate", "--local", "--checks", "node", "--gpus", "0", "--out", str(out)])
@@ -542,3 +543,16 @@ def test_the_training_check_asks_for_a_config_harness_accepts(tmp_path: Path) ->
 
     config = load_config(None, [*OVERRIDES, f"run.output_dir={tmp_path}"])
     assert config.distribute.strategy == "single" and config.training.epochs == 2
+
+
+def test_a_shared_folder_that_is_not_there_fails(tmp_path: Path) -> None:
+    missing = run(context(None, gpus=None, shared_dir=tmp_path / "not-mounted"), "node.shared_fs")
+    assert missing.verdict is Verdict.FAIL and "not-mounted" in missing.message
+
+
+def test_one_plot_per_benchmark_measurement() -> None:
+    from harness.validate.output import benchmark_plots
+
+    report = aggregate([synthetic_node("n1", 100.0), synthetic_node("n2", 80.0)], load_references())
+    captions = [caption for caption, _ in benchmark_plots(report).values()]
+    assert captions == ["compute.matmul: CPU:0 fp32 per node (GFLOP/s)"]

@@ -55,7 +55,7 @@ def _counts(node: NodeResult) -> str:
 
 
 def render_html(report: ValidationReport, history: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    from harness.evaluate.document import Document, Paragraph, Section, Table, key_values
+    from harness.evaluate.document import Document, Image, Paragraph, Section, Table, key_values
     from harness.evaluate.render_html import document_to_html
 
     summary = key_values([
@@ -85,11 +85,15 @@ def render_html(report: ValidationReport, history: Mapping[str, Sequence[Mapping
             ["node", "check", "verdict", "message"],
             [[f.node, f.check, f.verdict.value, f.message] for f in report.findings],
         )]))
+    plots = benchmark_plots(report)
+    if plots:
+        images = [Image(key, caption) for key, (caption, _) in plots.items()]
+        sections.append(Section("Benchmarks against the reference and the fleet median", list(images), html_only=True))
     drift = _history_table(history)
     if drift is not None:
         sections.append(Section("History", [Paragraph("Earlier validations of these nodes, newest first."), drift]))
     document = Document("Node validation", f"{len(report.nodes)} node(s), {report.created}", sections)
-    return document_to_html(document, {})
+    return document_to_html(document, {key: png for key, (_, png) in plots.items()})
 
 
 def _measurement_row(check: str, m: Measurement, medians: Mapping[tuple[str, str], Any]) -> list[str]:
@@ -112,3 +116,56 @@ def _history_table(history: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any:
                    if isinstance(c, dict) and c.get("verdict") not in ("PASS", "SKIPPED")]
             rows.append([node, str(line.get("started", "?")), str(line.get("verdict", "?")), ", ".join(bad) or "-"])
     return Table(["node", "started", "verdict", "not passed"], rows) if rows else None
+
+
+def benchmark_plots(report: ValidationReport) -> dict[str, tuple[str, bytes]]:
+    """One bar chart per benchmark measurement: every node's value, the reference and the fleet median.
+
+    A plot that cannot be drawn is left out: the tables above hold the same numbers.
+    """
+    series: dict[tuple[str, str, str], list[tuple[str, float, float | None]]] = {}
+    for node in report.nodes:
+        for check in node.checks:
+            for m in check.measurements:
+                if m.fleet and math.isfinite(m.value):
+                    expected = m.reference.value * _scale(m.reference.unit, m.unit) if m.reference else None
+                    series.setdefault((check.name, m.name, m.unit), []).append((node.node, m.value, expected))
+    medians = {(m.check, m.measurement): m.median for m in report.medians}
+    plots: dict[str, tuple[str, bytes]] = {}
+    for index, ((check_name, name, unit), values) in enumerate(series.items()):
+        try:
+            png = _bars(values, medians.get((check_name, name)), f"{check_name}: {name} ({unit})")
+        except Exception:  # a report without one picture is better than no report
+            continue
+        if png:
+            plots[f"bench{index}"] = (f"{check_name}: {name} per node ({unit})", png)
+    return plots
+
+
+def _scale(unit: str, to_unit: str) -> float:
+    from harness.validate.references import convert
+
+    return convert(1.0, unit, to_unit)
+
+
+def _bars(values: Sequence[tuple[str, float, float | None]], median: float | None, title: str) -> bytes | None:
+    from matplotlib.figure import Figure
+
+    from harness.evaluate.plots import render_png, short
+
+    def draw(figure: Figure) -> bool:
+        ax = figure.add_subplot()
+        names = [short(node) for node, _, _ in values]
+        ax.barh(names, [value for _, value, _ in values], color="#4c72b0")
+        references = {expected for _, _, expected in values if expected is not None}
+        for expected in sorted(references):
+            ax.axvline(expected, color="#c44e52", linestyle="--", label="reference")
+        if median is not None:
+            ax.axvline(median, color="#55a868", linestyle=":", label="fleet median")
+        if references or median is not None:
+            ax.legend(loc="lower right", fontsize="small")
+        ax.set_title(title, fontsize="medium")
+        ax.invert_yaxis()
+        return True
+
+    return render_png(draw, (6.0, 1.2 + 0.3 * len(values)))

@@ -92,9 +92,12 @@ def node_shared_fs(ctx: NodeContext) -> CheckResult:
             os.fsync(handle.fileno())
         back = probe.read_bytes()
     except OSError as err:
-        return CheckResult("node.shared_fs", Verdict.FAIL, f"cannot write {probe}: {err.strerror or err}")
-    finally:
         probe.unlink(missing_ok=True)
+        return CheckResult("node.shared_fs", Verdict.FAIL, f"cannot write {probe}: {err.strerror or err}")
+    try:
+        probe.unlink()
+    except OSError as err:
+        return CheckResult("node.shared_fs", Verdict.FAIL, f"cannot delete {probe}: {err.strerror or err}")
     if back != payload:
         return CheckResult("node.shared_fs", Verdict.FAIL, f"{probe}: the bytes read back differ from those written")
     return CheckResult("node.shared_fs", Verdict.PASS, f"{folder}: wrote, read back and deleted a file")
