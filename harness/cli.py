@@ -3,10 +3,11 @@
 Exit codes (README.md lists the same):
   0    success
   1    a failure during a run (the last good checkpoint is kept); `doctor`: a required part is
-       missing; `smoke`: a check failed
+       missing; `smoke`: a check failed; `validate`: some node failed a check (FAIL or ERROR)
   2    bad input: arguments, config, data, run directory or a damaged run file (nothing was run,
        written or deleted)
-  3    the watchdog ended a distributed run: a rank made no progress for distribute.timeout_s
+  3    the watchdog ended a distributed run: a rank made no progress for distribute.timeout_s;
+       `validate`: nothing could be validated (every check ERROR or SKIPPED)
   75   stopped by SIGTERM or SIGUSR2 (preemption, time limit) after saving a checkpoint: resumable
   130  interrupted (Ctrl-C)
   128+N  `train --workers`: a worker was killed by signal N; otherwise the launcher exits with
@@ -43,6 +44,7 @@ EPILOG = """examples:
   harness doctor                                 check the installation
   harness submit cfg.yaml --nodes 2 --gpus-per-node 4 --time 02:00:00   run it on Slurm
   harness status runs/NAME                       follow a submitted run (also: logs, cancel)
+  harness validate --local --light               is this node fit to run jobs (a verdict per check)
 """
 
 
@@ -220,6 +222,12 @@ def _doctor(args: argparse.Namespace) -> int:
     else:
         print(format_table(checks))
     return exit_code(checks)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from harness.validate.cli import run_validate
+
+    return run_validate(args)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -421,6 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(func=_doctor)
     add_slurm_commands(sub)
+    from harness.validate.cli import add_arguments
+
+    validate = sub.add_parser(
+        "validate",
+        help="validate nodes for sysadmins: GPU health, stack, compute, bandwidth; a verdict per node",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(validate, path_arg, non_negative_int)
+    validate.set_defaults(func=_validate)
     return parser
 
 

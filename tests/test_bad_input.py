@@ -975,3 +975,97 @@ def test_a_loss_that_does_not_fit_the_task_is_refused_before_the_run_directory(
     err = run_bad(workdir, capsys, "data.max_samples=300", *overrides)
     assert all(word in err for word in words), err
     assert sorted(p.name for p in workdir.iterdir()) == []
+# --- validate ---
+
+
+def run_validate_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`harness validate --local ARGS`: exit 2, one message, nothing written or deleted, no --out made."""
+    before = snapshot(workdir)
+    code = cli.main(["validate", "--local", "--gpus", "0", "--out", str(workdir / "validation"), *args])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err
+    assert captured.out == "", "nothing may run before the input is checked"
+    assert snapshot(workdir) == before
+    return captured.err
+
+
+def validate_file(workdir: Path, name: str, text: str) -> str:
+    path = workdir / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_validate_unknown_check_name(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_validate_bad(workdir, capsys, "--checks", "node.disk,gpu.ecx")
+    assert "unknown check 'gpu.ecx'" in err and "Did you mean 'gpu.ecc'" in err and "node.memory" in err
+
+
+def test_validate_heavy_check_in_light_mode(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_validate_bad(workdir, capsys, "--light", "--checks", "e2e")
+    assert "e2e.training" in err and "--light" in err
+
+
+def test_validate_empty_check_list(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_validate_bad(workdir, capsys, "--checks", " , ")
+    assert "--checks" in err and "' , '" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("gpus:\n  Tesla T4: {matmul_fp16: 65\n", ["line 3", "not valid YAML"]),
+        ("gpus:\n  Tesla T4: {matmul_fp33: 9}\n", ["gpus.Tesla T4.matmul_fp33", "line 2", "mean 'matmul_fp32'"]),
+        ("fleet: {warn: 1.5}\n", ["fleet.warn", "1.5", "fraction"]),
+        ("cpus:\n  My CPU: {host_memory_bandwidth: -3}\n", ["cpus.My CPU.host_memory_bandwidth", "-3", "> 0"]),
+        ("metrics:\n  matmul_fp32: {unit: TB/s}\n", ["metrics.matmul_fp32.unit", "'TB/s'", "GFLOP/s"]),
+        ("limit: {disk_free_fail_gib: 2}\n", ["limit ", "Did you mean 'limits'"]),
+        ("- a list\n", ["must be a mapping of sections", "['a list']"]),
+    ],
+)
+def test_validate_malformed_reference_file(
+    workdir: Path, capsys: pytest.CaptureFixture[str], text: str, words: list[str]
+) -> None:
+    path = validate_file(workdir, "site.yaml", text)
+    err = run_validate_bad(workdir, capsys, "--reference", path)
+    assert path in err and all(word in err for word in words), err
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('tensorflo: "2.21.*"\n', ["tensorflo", "Did you mean 'tensorflow'", "line 1"]),
+        ("python: 3.10\n", ["python", "3.1", "quotes"]),
+        ("nodes:\n  n1: {kera: '3.*'}\n", ["nodes.n1.kera", "Did you mean 'keras'"]),
+        ("nodes: [n1]\n", ["nodes", "['n1']"]),
+        ("keras: [3]\n", ["keras", "[3]", "version string"]),
+    ],
+)
+def test_validate_malformed_expected_versions_file(
+    workdir: Path, capsys: pytest.CaptureFixture[str], text: str, words: list[str]
+) -> None:
+    path = validate_file(workdir, "expected.yaml", text)
+    err = run_validate_bad(workdir, capsys, "--expected", path)
+    assert path in err and all(word in err for word in words), err
+
+
+def test_validate_missing_expected_versions_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_validate_bad(workdir, capsys, "--expected", str(workdir / "nope.yaml"))
+    assert "nope.yaml" in err and "does not exist" in err
+
+
+def test_validate_out_is_a_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = workdir / "taken"
+    target.write_text("keep me\n")
+    before = snapshot(workdir)
+    code = cli.main(["validate", "--local", "--gpus", "0", "--out", str(target / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(target) in err and "not a folder" in err and "Traceback" not in err
+    assert snapshot(workdir) == before
+
+
+def test_validate_without_a_mode(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(workdir)
+    assert cli.main(["validate", "--light"]) == 2
+    err = capsys.readouterr().err
+    assert "needs --local" in err and snapshot(workdir) == before
