@@ -99,7 +99,6 @@ class ClusterEnv:
         return self.slurm_node or socket.gethostname()
 
 
-
 def _check_invariants(env: ClusterEnv) -> None:
     """Catch an impossible view at construction, whoever built it, instead of a hang later."""
     problems = []
@@ -137,4 +136,3 @@ def _derive_addresses(hosts: Sequence[str], port: int) -> list[str]:
             raise LaunchError(f"{index + 1} processes on {host} need ports up to {port + index}, above 65535")
         addresses.append(f"{host}:{port + index}")
     return addresses
-
