@@ -21,7 +21,7 @@ run directory need to know about where they run.
 from __future__ import annotations
 
 from harness.distribute.cluster.context import UNKNOWN_HOST, ClusterEnv, _derive_addresses
-from harness.distribute.cluster.environments import ENVIRONMENTS, detect, single
+from harness.distribute.cluster.environments import ENVIRONMENTS, detect, job_of, single
 from harness.distribute.cluster.gpu import gpu_index, visible_gpu_index
 from harness.distribute.cluster.hostlist import MAX_HOSTS_PER_RANGE, expand_hostlist, expand_tasks_per_node
 from harness.distribute.cluster.local import from_launcher, from_submitit_local, launcher_env
@@ -49,6 +49,7 @@ __all__ = [
     "from_submitit_local",
     "from_tf_config",
     "gpu_index",
+    "job_of",
     "launcher_env",
     "port_for_job",
     "single",

@@ -49,6 +49,13 @@ def detect(env: Mapping[str, str]) -> ClusterEnv:
     return _with_job(ranks or single(), env)
 
 
+def job_of(env: Mapping[str, str]) -> ClusterEnv:
+    """The job around a process that is not one of its ranks (a command acting on a run from
+    outside, like `harness cancel`): its id, node and requeues on a single-process view, which
+    never fails on a launcher's variables the way `detect` rightly does."""
+    return _with_job(single(), env)
+
+
 def _with_job(ranks: ClusterEnv, env: Mapping[str, str]) -> ClusterEnv:
     """Add what the scheduler says about the job: its id, this task's number, node and requeues."""
     return replace(
