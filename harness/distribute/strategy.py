@@ -13,7 +13,7 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import tensorflow as tf
@@ -128,7 +128,7 @@ class TFStrategy(Strategy):
         return int(self._strategy.num_replicas_in_sync)
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
-        return self._strategy.scope()
+        return cast(contextlib.AbstractContextManager[Any], self._strategy.scope())
 
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         """Batches from our pipeline are this process's share already.
@@ -183,11 +183,10 @@ class TFStrategy(Strategy):
     def gather_bytes(self, data: bytes) -> list[bytes]:
         blob = tf.constant(_pad(data)[None])
 
-        @tf.function
         def gather() -> tf.Tensor:
             return self._strategy.gather(self._strategy.run(lambda: tf.identity(blob)), axis=0)
 
-        return [_unpad(row) for row in np.asarray(gather())]
+        return [_unpad(row) for row in np.asarray(tf.function(gather)())]
 
 
 class HorovodStrategy(Strategy):
