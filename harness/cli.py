@@ -107,14 +107,18 @@ def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:
 
 
 def launch_workers(child_args: list[str], workers: int, cfg: DistributeConfig) -> int:
+    from harness.distribute.choice import horovod_importable, resolve_strategy
     from harness.distribute.launcher import launch
 
-    if cfg.strategy in ("single", "mirrored"):
-        raise ConfigError(
-            f"--workers {workers} starts several processes, which distribute.strategy={cfg.strategy!r} "
-            "cannot use; choose multiworker, horovod or auto"
-        )
-    strategy = "multiworker" if cfg.strategy == "auto" else cfg.strategy
+    # horovodrun starts the workers for Horovod over MPI; the harness launcher does otherwise.
+    horovodrun = cfg.strategy == "horovod" and cfg.horovod_controller == "mpi"
+    strategy = resolve_strategy(
+        cfg.strategy,
+        processes=workers,
+        gpus=0,  # only one process would look at GPUs, and it resolves `auto` itself
+        launcher="horovod" if horovodrun else "launcher",
+        horovod_installed=horovod_importable(),
+    )
     return launch(child_args, workers, strategy, cfg.horovod_controller)
 
 

@@ -1069,3 +1069,19 @@ def test_validate_without_a_mode(workdir: Path, capsys: pytest.CaptureFixture[st
     assert cli.main(["validate", "--light"]) == 2
     err = capsys.readouterr().err
     assert "needs --local" in err and snapshot(workdir) == before
+# --- distributed strategy choice ---
+
+
+@pytest.mark.parametrize(
+    ("strategy", "words"),
+    [("single", "single runs one process"), ("mirrored", "mirrored runs one process per node")],
+)
+def test_workers_with_a_one_process_strategy(
+    workdir: Path, capsys: pytest.CaptureFixture[str], strategy: str, words: str
+) -> None:
+    """Refused by the launcher before any worker starts: the key, the value, why, what would run."""
+    err = run_bad(workdir, capsys, "data.dataset=wine", f"distribute.strategy={strategy}", "--workers", "2")
+    assert f"distribute.strategy={strategy!r}" in err and words in err
+    assert "this job has 2 processes (harness train --workers)" in err
+    assert "Allowed here: auto, multiworker, horovod" in err and "rank" not in err
+    assert sorted(p.name for p in workdir.iterdir()) == []

@@ -20,7 +20,10 @@ from harness.distribute.cluster import (
     from_horovod,
     from_launcher,
     from_slurm,
+    from_submitit_local,
     from_tf_config,
+    gpu_index,
+    job_of,
     launcher_env,
     port_for_job,
     single,
@@ -574,10 +577,59 @@ HYDRA_IN_SLURM = {
 }
 
 
+SUBMITIT_LOCAL = {
+    "SUBMITIT_EXECUTOR": "local",
+    "SUBMITIT_LOCAL_NTASKS": "2",
+    "SUBMITIT_LOCAL_GLOBALID": "1",
+    "SUBMITIT_LOCAL_JOB_ID": "77",
+}
+
+
+def test_submitit_local_tasks_are_launcher_workers() -> None:
+    """submitit's local executor numbers its tasks only through SUBMITIT_LOCAL_*: read them as
+    the launcher's own variables, with a port every task derives from the job id."""
+    cluster = from_submitit_local(SUBMITIT_LOCAL)
+    assert cluster == from_launcher(launcher_env(1, 2, port_for_job("77")))
+    assert from_submitit_local({**SUBMITIT_LOCAL, "SUBMITIT_LOCAL_NTASKS": "1"}) is None
+    assert from_submitit_local({**SUBMITIT_LOCAL, "SUBMITIT_EXECUTOR": "slurm"}) is None
+    with pytest.raises(LaunchError, match="SUBMITIT_LOCAL_GLOBALID"):
+        from_submitit_local({**SUBMITIT_LOCAL, "SUBMITIT_LOCAL_GLOBALID": "2"})
+
+
+def test_detect_reads_the_job_around_the_ranks() -> None:
+    """One reading gives everything later stages need, so none of them reads the environment."""
+    env = {
+        **SLURM_STEP,
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_NTASKS": "4",
+        "SLURM_RESTART_COUNT": "2",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+    }
+    cluster = detect(env)
+    assert (cluster.job_id, cluster.executor, cluster.under_slurm) == ("4242", "slurm", True)
+    assert (cluster.task_rank, cluster.task_count) == (int(SLURM_STEP["SLURM_PROCID"]), 4)
+    assert cluster.node_name == cluster.slurm_node == SLURM_STEP["SLURMD_NODENAME"]
+    assert (cluster.restart_count, cluster.cuda_visible_devices, cluster.horovod_identity) == (2, "0,1", False)
+    local = detect(SUBMITIT_LOCAL)
+    assert (local.source, local.rank, local.job_id, local.task_rank, local.task_count) == ("launcher", 1, "77", 1, 2)
+    assert detect({**launcher_env(0, 2, 29500), "HOROVOD_RANK": "0"}).horovod_identity
+
+
+def test_job_of_never_fails_on_a_launchers_variables() -> None:
+    """`harness cancel` and the like act on a run from outside its job."""
+    broken = {**SLURM_STEP, "SLURM_STEP_NUM_TASKS": "nope", "SLURM_JOB_ID": "9", "SLURM_RESTART_COUNT": "x"}
+    with pytest.raises(LaunchError):
+        detect(broken)
+    job = job_of(broken)
+    assert (job.source, job.job_id, job.restart_count) == ("single", "9", 0)
+
+
 @pytest.mark.parametrize(
     ("env", "source", "world"),
     [
         ({}, "single", 1),
+        (SUBMITIT_LOCAL, "launcher", 2),
+        ({**SLURM_STEP, **SUBMITIT_LOCAL, **launcher_env(0, 3, 29500)}, "launcher", 2),
         (SLURM_STEP, "slurm", 4),
         ({**SLURM_STEP, **launcher_env(0, 2, 29500)}, "launcher", 2),
         ({**SLURM_STEP, **OMPI}, "horovod", 8),
@@ -590,6 +642,8 @@ HYDRA_IN_SLURM = {
     ],
     ids=[
         "nothing",
+        "submitit-local",
+        "submitit-local-over-everything",
         "srun",
         "launcher-in-slurm",
         "mpirun-in-slurm",
@@ -641,3 +695,10 @@ def test_visible_gpu_index_too_few_gpus(cuda_visible: str | None, gpus: int) -> 
     env = {} if cuda_visible is None else {"CUDA_VISIBLE_DEVICES": cuda_visible}
     with pytest.raises(LaunchError, match="CUDA_VISIBLE_DEVICES"):
         visible_gpu_index(2, env, gpus)
+
+
+def test_gpu_index_uses_the_context() -> None:
+    local_rank = 1
+    cluster = detect({**launcher_env(local_rank, 2, 29500), "CUDA_VISIBLE_DEVICES": "5"})
+    assert gpu_index(cluster, 1) == 0  # bound to this process already: index 0, not the local rank
+    assert gpu_index(detect(launcher_env(local_rank, 2, 29500)), 2) == local_rank

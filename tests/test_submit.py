@@ -23,9 +23,10 @@ import pytest
 
 from harness import cli
 from harness.config import SlurmConfig
+from harness.distribute.cluster import detect
 from harness.errors import ConfigError, Preempted
 from harness.slurm import backends, follow, records, resources, scheduler
-from harness.slurm.job import TrainJob, local_task_environment, task_banner
+from harness.slurm.job import TrainJob, task_banner
 from harness.slurm.profiles import get_profile, load_profiles
 from harness.slurm.scheduler import JobInfo
 from harness.slurm.submit import SubmitOptions, plan
@@ -481,9 +482,11 @@ class FakeTrain:
         self.outcome = outcome
         self.started = threading.Event()
         self.requests: list[Any] = []
+        self.clusters: list[Any] = []
 
-    def __call__(self, request: Any, stop_requested: Callable[[], bool] | None = None) -> Path:
+    def __call__(self, request: Any, stop_requested: Callable[[], bool] | None = None, cluster: Any = None) -> Path:
         self.requests.append(request)
+        self.clusters.append(cluster)
         self.started.set()
         if self.outcome == "finish":
             return Path(request.run_dir)
@@ -525,6 +528,7 @@ def test_checkpoint_stops_training_and_requeues_until_the_limit(
     thread.join(30)
     assert errors and isinstance(errors[0], Preempted)
     assert fake.requests[0].resume == "auto"
+    assert fake.clusters[0] is job.context  # the task's context, read once, is what training gets
     if requeued:
         assert again is not None and isinstance(again.function, TrainJob)
         assert again.function.run_dir == job.run_dir and again.function is not job
@@ -597,16 +601,10 @@ def test_job_pickles_without_its_threads(tmp_path: Path) -> None:
     assert not copy._stop.is_set()
 
 
-def test_local_executor_tasks_become_launcher_workers() -> None:
-    env = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_GLOBALID": "1"}
-    found = local_task_environment({**env, "SUBMITIT_LOCAL_JOB_ID": "77"})
-    assert found["HARNESS_RANK"] == "1" and found["HARNESS_WORLD_SIZE"] == "2"
-    assert local_task_environment({**env, "SUBMITIT_LOCAL_NTASKS": "1"}) == {}
-    assert local_task_environment({"SUBMITIT_EXECUTOR": "slurm"}) == {}
-
-
 def test_task_banner_names_the_node() -> None:
-    banner = task_banner({"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURMD_NODENAME": "n2", "SLURM_JOB_ID": "9"})
+    banner = task_banner(
+        detect({"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURMD_NODENAME": "n2", "SLURM_JOB_ID": "9"})
+    )
     assert banner.startswith("harness: task 1 of 2 on node n2") and banner.endswith("job 9, requeue 0")
 
 

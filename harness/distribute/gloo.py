@@ -9,10 +9,10 @@ srun silently runs every process as its own one-rank job.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,11 @@ def wait_for_rendezvous(addr: str, port: int, timeout_s: float, poll_s: float = 
             time.sleep(poll_s)
 
 
-def needs_own_rendezvous(cluster: ClusterEnv, environ: dict[str, str] | os._Environ[str]) -> bool:
-    """True when processes were started without horovodrun or mpirun (srun, our launcher)."""
-    return cluster.is_distributed and cluster.source in ("slurm", "launcher") and "HOROVOD_RANK" not in environ
+def needs_own_rendezvous(cluster: ClusterEnv, environ: Mapping[str, str] | None = None) -> bool:
+    """True when processes were started without horovodrun or mpirun (srun, our launcher).
+
+    Whether horovodrun gave this process its identity comes from the job context, or from
+    `environ` for a view built by hand.
+    """
+    given = cluster.horovod_identity if environ is None else "HOROVOD_RANK" in environ
+    return cluster.is_distributed and cluster.source in ("slurm", "launcher") and not given

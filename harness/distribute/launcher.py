@@ -88,6 +88,7 @@ class _Worker:
     def __init__(self, rank: int, command: list[str], extra_env: Mapping[str, str], prefix: bool) -> None:
         self.rank = rank
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        # The worker's own environment: the launcher's variables tell the child where it sits.
         env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             command,

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from harness.distribute.strategy import Strategy
-from harness.envinfo import node_name, versions
+from harness.envinfo import versions
 from harness.errors import LaunchError
 
 MUST_MATCH = ("python", "harness", "tensorflow", "tensorflow-cpu", "keras", "numpy", "horovod")
@@ -22,7 +22,7 @@ def rank_info(strategy: Strategy) -> dict[str, Any]:
     found = versions()
     return {
         "rank": strategy.rank,
-        "host": node_name(),
+        "host": strategy.cluster.node_name,
         "versions": {k: found[k] for k in MUST_MATCH if k in found},
     }
 

@@ -2,7 +2,8 @@
 
 The training loop talks only to `Strategy`. tf.distribute strategies combine gradients inside
 the Keras optimizer (a SUM all-reduce), Horovod through its core ops, since its Keras
-integration does not work with Keras 3 (facts.md).
+integration does not work with Keras 3 (`hvd.DistributedGradientTape` and
+`hvd.DistributedOptimizer` assume Keras 2 internals).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import tensorflow as tf
 
 from harness.config import DistributeConfig
-from harness.distribute.cluster import ClusterEnv, detect, visible_gpu_index
+from harness.distribute.choice import horovod_importable, resolve_strategy
+from harness.distribute.cluster import ClusterEnv, detect, gpu_index
 from harness.distribute.gloo import (
     gloo_environment,
     needs_own_rendezvous,
@@ -26,7 +28,7 @@ from harness.distribute.gloo import (
     start_rendezvous,
     wait_for_rendezvous,
 )
-from harness.errors import ConfigError, LaunchError
+from harness.errors import LaunchError
 from harness.registry import Registry
 
 
@@ -126,7 +128,7 @@ class TFStrategy(Strategy):
         return int(self._strategy.num_replicas_in_sync)
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
-        return self._strategy.scope()
+        return cast(contextlib.AbstractContextManager[Any], self._strategy.scope())
 
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         """Batches from our pipeline are this process's share already.
@@ -181,11 +183,10 @@ class TFStrategy(Strategy):
     def gather_bytes(self, data: bytes) -> list[bytes]:
         blob = tf.constant(_pad(data)[None])
 
-        @tf.function
         def gather() -> tf.Tensor:
             return self._strategy.gather(self._strategy.run(lambda: tf.identity(blob)), axis=0)
 
-        return [_unpad(row) for row in np.asarray(gather())]
+        return [_unpad(row) for row in np.asarray(tf.function(gather)())]
 
 
 class HorovodStrategy(Strategy):
@@ -198,12 +199,14 @@ class HorovodStrategy(Strategy):
 
         self._hvd = hvd
         self._rendezvous: Any = None
-        if needs_own_rendezvous(cluster, os.environ):
+        if needs_own_rendezvous(cluster):
             if cluster.is_chief:
                 self._rendezvous = start_rendezvous(cluster)
             else:
                 # shorter than the watchdog's timeout, so this (more specific) message is the one shown
                 wait_for_rendezvous(cluster.master_addr, rendezvous_port(cluster), 0.8 * timeout_s)
+            # For Horovod itself, which reads its identity and rendezvous from the environment in
+            # hvd.init(); nothing of ours reads these back.
             os.environ.update(gloo_environment(cluster, timeout_s))
         hvd.init()
         if cluster.is_distributed and int(hvd.size()) != cluster.world_size:
@@ -290,11 +293,6 @@ STRATEGIES: Registry[Callable[[DistributeConfig, ClusterEnv], Strategy]] = Regis
 
 @STRATEGIES.register("single")
 def _single(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
-    if cluster.is_distributed:
-        raise LaunchError(
-            f"distribute.strategy 'single' cannot run in a {cluster.world_size}-process job "
-            f"(environment: {cluster.source}); use multiworker or horovod"
-        )
     return TFStrategy("single", tf.distribute.get_strategy(), cluster)
 
 
@@ -334,17 +332,6 @@ def _horovod(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
         ) from None
 
 
-@STRATEGIES.register("auto")
-def _auto(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
-    """Several processes: Horovod under horovodrun/mpirun, else multiworker; one process:
-    mirrored over several GPUs, else single."""
-    if cluster.is_distributed:
-        return _horovod(cfg, cluster) if cluster.source == "horovod" else _multiworker(cfg, cluster)
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return _mirrored(cfg, cluster)
-    return _single(cfg, cluster)
-
-
 def _cross_device_ops(gpus: bool) -> Any:
     # NCCL needs GPUs; on CPU devices a plain reduction is the one that works everywhere.
     return None if gpus else tf.distribute.ReductionToOneDevice()
@@ -366,28 +353,38 @@ def _logical_cpus(count: int) -> int:
     return count
 
 
-def bind_gpu(cluster: ClusterEnv, environ: Mapping[str, str]) -> None:
+def bind_gpu(cluster: ClusterEnv) -> None:
     """One GPU per local rank with memory growth, so processes on a node do not collide."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return
-    index = visible_gpu_index(cluster.local_rank, environ, len(gpus)) if cluster.is_distributed else None
+    index = gpu_index(cluster, len(gpus)) if cluster.is_distributed else None
     chosen = [gpus[index]] if index is not None else gpus
     tf.config.set_visible_devices(chosen, "GPU")
     for gpu in chosen:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def make_strategy(cfg: DistributeConfig, environ: Mapping[str, str] | None = None) -> Strategy:
-    """Build the configured strategy for this process's cluster environment."""
-    environ = os.environ if environ is None else environ
-    cluster = detect(environ)
-    try:
-        factory = STRATEGIES.get(cfg.strategy)
-    except KeyError as err:
-        raise ConfigError(f"distribute.strategy: {err.args[0]}") from None
+def make_strategy(
+    cfg: DistributeConfig, environ: Mapping[str, str] | None = None, *, cluster: ClusterEnv | None = None
+) -> Strategy:
+    """Build the configured strategy for this process's job context.
+
+    The training entry point passes the `cluster` it read once; without it (scripts, tests) the
+    context is read from `environ` (default: this process's environment).
+    """
+    if cluster is None:
+        cluster = detect(os.environ if environ is None else environ)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    name = resolve_strategy(
+        cfg.strategy,
+        processes=cluster.world_size,
+        gpus=gpus,
+        launcher=cluster.source,
+        horovod_installed=horovod_importable(),
+    )
     if cfg.strategy in ("multiworker", "horovod", "auto") or cluster.is_distributed:
-        bind_gpu(cluster, environ)
-    strategy = factory(cfg, cluster)
+        bind_gpu(cluster)
+    strategy = STRATEGIES.get(name)(cfg, cluster)
     strategy.picked_by_auto = cfg.strategy == "auto"
     return strategy

@@ -16,13 +16,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from submitit.helpers import DelayedSubmission
 
+from harness.distribute.cluster import ClusterEnv, detect
 from harness.errors import Preempted
 
 CONFIG_NAME = "config.yaml"
@@ -51,6 +51,14 @@ class TrainJob:
         self._stop = threading.Event()
         self._outcome = _Outcome()
         self._thread: threading.Thread | None = None
+        self._context: ClusterEnv | None = None
+
+    @property
+    def context(self) -> ClusterEnv:
+        """This task's job context, read from its environment once and handed to training."""
+        if self._context is None:
+            self._context = detect(os.environ)
+        return self._context
 
     def __getstate__(self) -> dict[str, Any]:
         """Threads and events do not pickle; a requeued copy starts with fresh ones."""
@@ -61,10 +69,10 @@ class TrainJob:
         self._stop = threading.Event()
         self._outcome = _Outcome()
         self._thread = None
+        self._context = None
 
     def __call__(self) -> str:
-        os.environ.update(local_task_environment(os.environ))
-        print(task_banner(os.environ), flush=True)
+        print(task_banner(self.context), flush=True)
         on_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, self._on_terminate) if on_main else None
         try:
@@ -75,7 +83,7 @@ class TrainJob:
             if on_main:
                 signal.signal(signal.SIGTERM, previous)
         error = self._outcome.error
-        if isinstance(error, Preempted) and not is_chief(os.environ) and under_slurm(os.environ):
+        if isinstance(error, Preempted) and not is_chief(self.context) and self.context.under_slurm:
             self._wait_for_requeue()
         if error is not None:
             raise error
@@ -89,7 +97,7 @@ class TrainJob:
             config = load_config(Path(self.run_dir) / "slurm" / CONFIG_NAME)
             config_path = Path(self.config_path) if self.config_path else None
             request = RunRequest(config, config_path, resume="auto", command=self.command)
-            self._outcome.result = train(request, stop_requested=self._stop.is_set)
+            self._outcome.result = train(request, stop_requested=self._stop.is_set, cluster=self.context)
         except BaseException as err:
             self._outcome.error = err
         finally:
@@ -129,10 +137,10 @@ class TrainJob:
             "harness: received SIGTERM (preemption, scancel or the time limit): checkpoint at the next step",
             flush=True,
         )
-        if not (is_chief(os.environ) and under_slurm(os.environ)) or self._outcome.done.is_set():
+        if not (is_chief(self.context) and self.context.under_slurm) or self._outcome.done.is_set():
             return
         try:
-            if preempted(os.environ):
+            if preempted(self.context.job_id):
                 requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: calls `checkpoint`, then scontrol requeue
                 if callable(requeue):
                     print("harness: the job was preempted: requeueing it after the checkpoint", flush=True)
@@ -155,7 +163,7 @@ class TrainJob:
             reason = "training had already finished" if error is None else f"training failed ({error})"
             print(f"harness: not requeueing: {reason}", flush=True)
             return None
-        restarts = requeue_count(os.environ)
+        restarts = self.context.restart_count
         if restarts >= self.max_requeues:
             print(
                 f"harness: not requeueing: the job was requeued {restarts} times already "
@@ -170,15 +178,10 @@ class TrainJob:
         )
 
 
-def under_slurm(environ: Mapping[str, str]) -> bool:
-    return environ.get("SUBMITIT_EXECUTOR") == "slurm"
-
-
-def preempted(environ: Mapping[str, str]) -> bool:
+def preempted(job_id: str | None) -> bool:
     """Whether the controller says this job was chosen for preemption (False if it cannot say)."""
     from harness.slurm.scheduler import SchedulerUnavailable, chosen_for_preemption
 
-    job_id = environ.get("SLURM_JOB_ID")
     try:
         return bool(job_id) and chosen_for_preemption(str(job_id))
     except SchedulerUnavailable as err:
@@ -186,39 +189,15 @@ def preempted(environ: Mapping[str, str]) -> bool:
         return False
 
 
-def requeue_count(environ: Mapping[str, str]) -> int:
-    value = environ.get("SLURM_RESTART_COUNT", "0").strip()
-    return int(value) if value.isdigit() else 0
-
-
-def is_chief(environ: Mapping[str, str]) -> bool:
+def is_chief(context: ClusterEnv) -> bool:
     """Rank 0 of the job, as submitit numbers tasks (Slurm's or the local executor's)."""
-    rank = environ.get("SLURM_PROCID") or environ.get("SUBMITIT_LOCAL_GLOBALID") or "0"
-    return rank.strip() == "0"
+    return context.task_rank == 0
 
 
-def local_task_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """Under submitit's local executor several tasks know their rank only from SUBMITIT_LOCAL_*:
-    describe them to `detect` as the harness launcher does (all on this host)."""
-    from harness.distribute.cluster import launcher_env, port_for_job
-
-    if environ.get("SUBMITIT_EXECUTOR") != "local":
-        return {}
-    world = int(environ.get("SUBMITIT_LOCAL_NTASKS", "1") or 1)
-    if world <= 1:
-        return {}
-    rank = int(environ.get("SUBMITIT_LOCAL_GLOBALID", "0") or 0)
-    return launcher_env(rank, world, port_for_job(environ.get("SUBMITIT_LOCAL_JOB_ID")))
-
-
-def task_banner(environ: Mapping[str, str]) -> str:
+def task_banner(context: ClusterEnv) -> str:
     """First line of every task's log: where this rank runs (node names tell apart nodes that
     share a host name, as in slurm/cluster.sh) and how often the job was requeued."""
-    rank = environ.get("SLURM_PROCID") or environ.get("SUBMITIT_LOCAL_GLOBALID") or "0"
-    world = environ.get("SLURM_NTASKS") or environ.get("SUBMITIT_LOCAL_NTASKS") or "1"
-    node = environ.get("SLURMD_NODENAME") or "local"
-    job = environ.get("SLURM_JOB_ID") or environ.get("SUBMITIT_LOCAL_JOB_ID") or "?"
     return (
-        f"harness: task {rank} of {world} on node {node} (host {socket.gethostname()}), "
-        f"job {job}, requeue {requeue_count(environ)}"
+        f"harness: task {context.task_rank} of {context.task_count} on node {context.slurm_node or 'local'} "
+        f"(host {socket.gethostname()}), job {context.job_id or '?'}, requeue {context.restart_count}"
     )

@@ -1,7 +1,7 @@
 """What every task of a job will see: the Slurm (or local) environment, parsed by the job's own code.
 
-Imported only by the dry run: the cluster parsers live in `harness.distribute`, whose package
-imports TensorFlow, which `harness submit` itself does not need.
+Used by the dry run, which synthesizes each task's variables and reads them with the same
+parsers (`harness.distribute.cluster`, which does not import TensorFlow) as the job's tasks.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.config import SlurmConfig
-from harness.distribute.cluster import ClusterEnv, from_launcher, from_slurm, launcher_env, port_for_job, single
+from harness.distribute.cluster import ClusterEnv, from_slurm, from_submitit_local, single
 from harness.errors import ConfigError
 
 
@@ -48,6 +48,17 @@ def task_environment(rank: int, nodes: list[str], tasks_per_node: int, job_id: s
     }
 
 
+def local_task_environment(rank: int, world: int, job_id: str) -> dict[str, str]:
+    """The SUBMITIT_LOCAL_* variables submitit's local executor gives task `rank`."""
+    return {
+        "SUBMITIT_EXECUTOR": "local",
+        "SUBMITIT_LOCAL_JOB_ID": job_id,
+        "SUBMITIT_LOCAL_GLOBALID": str(rank),
+        "SUBMITIT_LOCAL_LOCALID": str(rank),
+        "SUBMITIT_LOCAL_NTASKS": str(world),
+    }
+
+
 def rank_views(slurm: SlurmConfig, job_id: str = PLACEHOLDER_JOB_ID) -> list[RankView]:
     """What `detect` sees in every task, parsed by the same code the job runs."""
     nodes = placeholder_nodes(slurm.nodes)
@@ -62,16 +73,16 @@ def rank_views(slurm: SlurmConfig, job_id: str = PLACEHOLDER_JOB_ID) -> list[Ran
 
 
 def local_rank_views(slurm: SlurmConfig, job_id: str = PLACEHOLDER_JOB_ID) -> list[RankView]:
-    """Under the local executor every task is a process on this machine, described as the
-    harness launcher describes its workers."""
+    """Under the local executor every task is a process on this machine, which reads its place
+    from submitit's SUBMITIT_LOCAL_* variables as the harness launcher's workers read theirs."""
     world = slurm.tasks_per_node or 1
     if world == 1:
         return [RankView(0, "this machine", single())]
     views = []
     for rank in range(world):
-        env = from_launcher(launcher_env(rank, world, port_for_job(job_id)))
-        if env is None:  # pragma: no cover - launcher_env always sets HARNESS_RANK
-            raise ConfigError("internal: the synthesized launcher environment was not recognised")
+        env = from_submitit_local(local_task_environment(rank, world, job_id))
+        if env is None:  # pragma: no cover - the environment above always has several tasks
+            raise ConfigError("internal: the synthesized local executor environment was not recognised")
         views.append(RankView(rank, "this machine", env))
     return views
 

@@ -14,10 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.config import SlurmConfig
+from harness.distribute.choice import fit_problem, resolve_strategy, tasks_per_node
 from harness.errors import ConfigError
-
-DISTRIBUTED = ("multiworker", "horovod")
-"""Strategies that run one process per GPU (or per node on CPU-only nodes)."""
 
 TIME_FORMATS = "minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (e.g. 90, 01:30:00, 2-00:00:00)"
 
@@ -91,13 +89,8 @@ def _apply(merged: dict[str, Any], layer: Mapping[str, Any]) -> None:
 
 
 def default_tasks_per_node(strategy: str, gpus_per_node: int) -> int:
-    """One process per GPU for the multi-process strategies, one per node otherwise.
-
-    `auto` plans like multiworker: inside a Slurm step of several tasks it picks multiworker.
-    """
-    if strategy in (*DISTRIBUTED, "auto") and gpus_per_node > 0:
-        return gpus_per_node
-    return 1
+    """One process per GPU for the multi-process strategies and `auto`, one per node otherwise."""
+    return tasks_per_node(strategy, gpus_per_node)
 
 
 def with_tasks(slurm: SlurmConfig, strategy: str) -> SlurmConfig:
@@ -108,13 +101,10 @@ def with_tasks(slurm: SlurmConfig, strategy: str) -> SlurmConfig:
     return slurm.model_copy(update={"tasks_per_node": tasks})
 
 
-def effective_strategy(strategy: str, total_tasks: int, gpus_per_node: int) -> str:
-    """What `auto` will pick inside the job: multiworker for several tasks, else one process."""
-    if strategy != "auto":
-        return strategy
-    if total_tasks > 1:
-        return "multiworker"
-    return "mirrored" if gpus_per_node > 1 else "single"
+def effective_strategy(strategy: str, total_tasks: int, gpus_per_node: int, executor: str = "slurm") -> str:
+    """What `auto` will pick inside the job (harness.distribute.choice's rule)."""
+    launcher = "launcher" if executor == "local" else "slurm"
+    return resolve_strategy(strategy, processes=total_tasks, gpus=gpus_per_node, launcher=launcher)
 
 
 def total_tasks(slurm: SlurmConfig) -> int:
@@ -123,7 +113,8 @@ def total_tasks(slurm: SlurmConfig) -> int:
 
 def check_fit(strategy: str, slurm: SlurmConfig) -> None:
     """Refuse a strategy that cannot use the resources asked for, before anything is submitted."""
-    problem = _fit_problem(strategy, slurm)
+    launcher = "launcher" if slurm.executor == "local" else "slurm"
+    problem = fit_problem(strategy, slurm.nodes, slurm.tasks_per_node or 1, slurm.gpus_per_node, launcher)
     if problem:
         raise ConfigError(
             f"distribute.strategy={strategy!r} does not fit the resources: {problem}. Asked for: {describe(slurm)}"
@@ -137,43 +128,6 @@ def check_fit(strategy: str, slurm: SlurmConfig) -> None:
             f"the time limit ({slurm.time_minutes} min) must be longer than slurm.signal_delay_s="
             f"{slurm.signal_delay_s} s, the warning Slurm gives before the limit to save a checkpoint"
         )
-
-
-def _fit_problem(strategy: str, slurm: SlurmConfig) -> str | None:
-    tasks_per_node = slurm.tasks_per_node or 1
-    tasks, gpus = slurm.nodes * tasks_per_node, slurm.gpus_per_node
-    if strategy == "single":
-        if tasks > 1:
-            return f"single runs one process, but {tasks} tasks were asked for. Use multiworker or horovod"
-        if gpus > 1:
-            return f"single uses one GPU, but {gpus} GPUs per node were asked for. Use mirrored or multiworker"
-    if strategy == "mirrored":
-        if slurm.nodes > 1:
-            return (
-                f"mirrored runs in one process on one node, but {slurm.nodes} nodes were asked for. "
-                "Use multiworker or horovod across nodes"
-            )
-        if tasks_per_node > 1:
-            return f"mirrored runs one process per node, but tasks_per_node={tasks_per_node}"
-    if strategy in (*DISTRIBUTED, "auto") and gpus > 0:
-        return _gpu_problem(strategy, tasks, tasks_per_node, gpus)
-    return None
-
-
-def _gpu_problem(strategy: str, tasks: int, tasks_per_node: int, gpus: int) -> str | None:
-    if strategy in DISTRIBUTED and tasks == 1 and gpus > 1:
-        return (
-            f"{strategy} uses one GPU per process, and 1 task on {gpus} GPUs would leave {gpus - 1} idle. "
-            f"Leave slurm.tasks_per_node unset (one task per GPU) or use mirrored"
-        )
-    if tasks_per_node > gpus:
-        return f"tasks_per_node={tasks_per_node} but gpus_per_node={gpus}: every task needs a GPU of its own"
-    if strategy in DISTRIBUTED and tasks_per_node < gpus:
-        return (
-            f"tasks_per_node={tasks_per_node} on {gpus} GPUs per node would leave "
-            f"{gpus - tasks_per_node} GPUs per node idle: {strategy} uses one GPU per process"
-        )
-    return None
 
 
 def describe(slurm: SlurmConfig) -> str:

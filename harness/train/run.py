@@ -26,7 +26,7 @@ from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
 from harness.distribute.watchdog import Heartbeats, Watchdog, heartbeat_folder, summarize_error
-from harness.envinfo import environment, node_name
+from harness.envinfo import environment
 from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
 from harness.imports import import_object, import_roots, importable
@@ -72,6 +72,7 @@ def train(
     request: RunRequest,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     stop_requested: Callable[[], bool] | None = None,
+    cluster: ClusterEnv | None = None,
 ) -> Path:
     """Train, evaluate on the test split and write the full run directory; returns its path.
 
@@ -80,8 +81,11 @@ def train(
     any rank, all ranks stop at the same step, the chief saves a checkpoint, and `Preempted`
     is raised. The chief records the run's state in state.json throughout: `preempted`,
     `interrupted` (Ctrl-C) or `failed` at the end of a run that does not complete.
+
+    `cluster` is this process's job context; without it, it is read here from the environment,
+    once for the whole run.
     """
-    cluster = detect(os.environ)
+    cluster = detect(os.environ) if cluster is None else cluster
     progress = Progress()
     try:
         with importable(import_roots(request.base_dir)):  # the same import rule in every launch mode
@@ -113,7 +117,7 @@ def _record(cluster: ClusterEnv, request: RunRequest, progress: Progress, state:
     if not (cluster.is_chief and (progress.started or requeued)):
         return
     try:
-        rundir.write_state(request.run_dir, state, **fields)
+        rundir.write_state(request.run_dir, state, job=cluster, **fields)
     except OSError as err:
         print(f"harness: could not record state {state!r} in {request.run_dir / rundir.STATE}: {err}", file=sys.stderr)
 
@@ -172,7 +176,7 @@ def _train(
         check_objectives(config.training, str(request.config_path or DEFAULT_SOURCE))
         data = prepare_data(config.data, config.run.seed, request.base_dir)
         watchdog.beat("connecting to the other ranks")
-        strategy = make_strategy(config.distribute)
+        strategy = make_strategy(config.distribute, cluster=cluster)
         ranks = preflight(strategy) if cluster.is_distributed else []
         warn_if_slow_precision(config.training.precision, enabled=strategy.is_chief)
         callbacks = watch_stops([*build_callbacks(config), *extra_callbacks])
@@ -282,7 +286,7 @@ def make_watchdog(config: Config, cluster: ClusterEnv) -> Watchdog:
     """Armed only when several processes take part: a single process cannot wait for a peer."""
     output = Path(config.run.output_dir)
     heartbeats = Heartbeats(
-        heartbeat_folder(output, config.run.name), cluster.rank, cluster.world_size, node_name()
+        heartbeat_folder(output, config.run.name), cluster.rank, cluster.world_size, cluster.node_name
     )
     watchdog = Watchdog(config.distribute.timeout_s, lambda: describe_ranks(cluster), heartbeats)
     return watchdog.start() if cluster.is_distributed else watchdog
@@ -344,7 +348,7 @@ def start_run_dir(
             _write_start(staging, request, config, data, strategy, ranks)
         progress.created = True
     progress.started = True
-    return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard)
+    return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard, job=strategy.cluster)
 
 
 def _write_start(
@@ -360,7 +364,13 @@ def _write_start(
     extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
     io.write_json(folder / "env.json", environment(request.base_dir, extra))
     rundir.write_state(
-        folder, "running", starting=True, epochs=config.training.epochs, requeues=requeues(), error=None
+        folder,
+        "running",
+        starting=True,
+        job=strategy.cluster,
+        epochs=config.training.epochs,
+        requeues=strategy.cluster.restart_count,
+        error=None,
     )
 
 
@@ -381,7 +391,7 @@ def finish_run_dir(
 ) -> dict[str, Any]:
     """Save the model, evaluate on the test split and write the report and model card."""
     save_model(trainer.model, run_dir / MODEL)
-    result.extra["requeues"] = requeues()
+    result.extra["requeues"] = trainer.strategy.cluster.restart_count
     evaluation = evaluate_test_split(trainer.model, data, run_dir, logits=trainer.objectives.loss.logits)
     env = environment(Path.cwd(), {"distribute": trainer.strategy.describe()})
     write_report(
@@ -395,16 +405,8 @@ def finish_run_dir(
         config=config.model_dump(mode="json"),
         command=reproduce_command(run_dir),
     )
-    rundir.write_state(run_dir, "completed", epoch=len(result.history), error=None)
+    rundir.write_state(run_dir, "completed", job=trainer.strategy.cluster, epoch=len(result.history), error=None)
     return evaluation
-
-
-def requeues() -> int:
-    """How many times Slurm requeued this job (preemption or time limit)."""
-    try:
-        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    except ValueError:
-        return 0
 
 
 def save_model(model: keras.Model, target: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import io
-from harness.envinfo import node_name
+from harness.distribute.cluster import ClusterEnv, job_of
 from harness.errors import RunDirError
 from harness.train import checkpoint
 from harness.train.checkpoint import LoopState
@@ -212,30 +212,28 @@ def _now() -> str:
 # ---- state.json ---------------------------------------------------------------------------
 
 
-def write_state(run_dir: Path, state: str, *, starting: bool = False, **fields: Any) -> None:
+def write_state(
+    run_dir: Path, state: str, *, starting: bool = False, job: ClusterEnv | None = None, **fields: Any
+) -> None:
     """Update state.json, the run's own record of where it stands (sacct is often off or slow).
 
     After `harness cancel`, what the cancelled job still writes (its start if the cancel came
     early, an epoch's progress, "preempted" on SIGTERM, "failed") must not undo the cancellation;
     only a real completion, or a start by another job or process (`--resume`, a new submission),
-    replaces it.
+    replaces it. `job` is the writing process's job context (default: read from its environment).
     """
+    job = job_of(os.environ) if job is None else job
     previous = read_state(run_dir)
-    restarted = starting and previous.get("job_id") != current_job_id()
+    restarted = starting and previous.get("job_id") != job.job_id
     if previous.get("state") == "cancelled" and state != "completed" and not restarted:
         return
     record = {**previous, **fields, "schema_version": STATE_SCHEMA_VERSION, "state": state}
     record["updated"] = _now()
     if starting:  # where the chief runs now (a requeued job may move to another node)
-        record.update(host=node_name(), job_id=current_job_id())
-    record.setdefault("host", node_name())
-    record.setdefault("job_id", current_job_id())
+        record.update(host=job.node_name, job_id=job.job_id)
+    record.setdefault("host", job.node_name)
+    record.setdefault("job_id", job.job_id)
     io.write_json(run_dir / STATE, record)
-
-
-def current_job_id() -> str | None:
-    """The job this process belongs to: Slurm's id, or the id submitit's local executor gave it."""
-    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
@@ -329,8 +327,9 @@ def end_with_complete_line(path: Path) -> None:
 class RunWriter:
     """Everything the training loop writes into the run directory goes through here."""
 
-    def __init__(self, path: Path, tensorboard: bool = False) -> None:
+    def __init__(self, path: Path, tensorboard: bool = False, job: ClusterEnv | None = None) -> None:
         self.path = path
+        self.job = job
         self._tb_writer: Any = None
         if tensorboard:
             import tensorflow as tf
@@ -360,7 +359,7 @@ class RunWriter:
         end_with_complete_line(path)
         io.append_text(path, json.dumps(logs) + "\n")
         self._tensorboard(logs)
-        write_state(self.path, "running", epoch=int(logs["epoch"]), global_step=int(logs["step"]))
+        write_state(self.path, "running", job=self.job, epoch=int(logs["epoch"]), global_step=int(logs["step"]))
 
     def save_checkpoint(self, trainer: Any, state: LoopState, best: bool) -> Path:
         return checkpoint.save(
