@@ -123,8 +123,8 @@ def launch_workers(child_args: list[str], workers: int, cfg: DistributeConfig) -
 
 
 def _smoke(args: argparse.Namespace) -> int:
+    from harness.commands.smoke import format_results, run_smoke
     from harness.config import load_config
-    from harness.smoke import format_results, run_smoke
 
     config_path, overrides = split_config_and_overrides(args.items)
     distribute = load_config(config_path, overrides).distribute
@@ -165,7 +165,7 @@ def _names_a_file(item: str) -> bool:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from harness.share import evaluate_run
+    from harness.commands.share import evaluate_run
 
     evaluate_run(Path(args.run_dir))
     print(f"report: {Path(args.run_dir) / 'report.html'}")
@@ -173,8 +173,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from harness.commands.share import predict_file
     from harness.data.newrows import PredictOptions
-    from harness.share import predict_file
 
     options = PredictOptions(missing=args.missing, strict=args.strict, id_column=args.id_column)
     output = Path(args.output) if args.output else None
@@ -218,7 +218,7 @@ def report_settings(run_dir: Path, report: Mapping[str, Any]) -> tuple[bool, boo
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from harness.doctor import exit_code, format_table, run_checks
+    from harness.commands.doctor import exit_code, format_table, run_checks
 
     checks = run_checks()
     if args.json:

@@ -119,8 +119,8 @@ def test_starting_workers_and_submitting_do_not_import_tensorflow() -> None:
 
 def test_smoke_subset_holds_two_global_batches_of_training() -> None:
     """Training refuses a global batch larger than its split, so smoke must not cut below that."""
+    from harness.commands.smoke import smoke_overrides
     from harness.config import load_config
-    from harness.smoke import smoke_overrides
 
     config = load_config(None, ["training.batch_size=256"])
     extra = dict(item.split("=", 1) for item in smoke_overrides(config, Path("/tmp/x"), 512, workers=2))

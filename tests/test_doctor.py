@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import doctor
-from harness.doctor import Check, exit_code, format_table, run_checks
+from harness.commands import doctor
+from harness.commands.doctor import Check, exit_code, format_table, run_checks
 
 REAL_VERSION = doctor.distribution_version
 

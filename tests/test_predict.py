@@ -333,10 +333,10 @@ def test_output_in_a_new_folder_is_created_and_an_existing_one_replaced(
 
 
 def test_regression_and_single_sigmoid_outputs_are_written_per_row() -> None:
+    from harness.commands.share import predictions_csv
     from harness.config.schema import DataConfig
     from harness.data import prepare_data
     from harness.data.newrows import NewRows
-    from harness.share import predictions_csv
 
     regression = prepare_data(DataConfig(dataset="diabetes"), seed=0).preprocessor
     rows = NewRows(np.zeros((2, 10)), "row", ["1", "2", "3"], np.array([True, False, True]))
