@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from harness import io
+from harness import atomic
 from harness.config import load_config
 from harness.data import Preprocessor, prepare_data
 from harness.errors import RunDirError
@@ -38,7 +38,7 @@ def predict_file(run_dir: Path, input_path: Path, output: Path | None = None) ->
     y = predict_array(model, x)
     report = load_report(run_dir)
     target = output or input_path.with_suffix(".predictions.csv")
-    io.write_text(target, predictions_csv(report["task"], y, preprocessor, report))
+    atomic.write_text(target, predictions_csv(report["task"], y, preprocessor, report))
     return target
 
 

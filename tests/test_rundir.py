@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from harness import cli, io
+from harness import atomic, cli
 from harness.config import load_config, to_yaml
 from harness.errors import ConfigError, RunDirError
 from harness.train import checkpoint, rundir
@@ -65,12 +65,12 @@ def fake_run(workdir: Path, name: str, epochs_done: int, *overrides: str) -> Pat
     """A run directory as training leaves it, enough for the resume checks (no TensorFlow)."""
     config = load_config(None, [*IRIS, f"run.name={name}", *overrides])
     run_dir = make_run(workdir / "runs", name)
-    io.write_text(run_dir / "config.yaml", to_yaml(config))
+    atomic.write_text(run_dir / "config.yaml", to_yaml(config))
     rundir.write_state(run_dir, "completed", epochs=config.training.epochs)
     folder = run_dir / "checkpoints" / "step-00000010"
     folder.mkdir(parents=True)
-    io.write_json(folder / "state.json", asdict(LoopState(epoch=epochs_done, global_step=10, global_batch=16)))
-    io.write_text(run_dir / "checkpoints" / "latest", "step-00000010\n")
+    atomic.write_json(folder / "state.json", asdict(LoopState(epoch=epochs_done, global_step=10, global_batch=16)))
+    atomic.write_text(run_dir / "checkpoints" / "latest", "step-00000010\n")
     return run_dir
 
 
@@ -271,7 +271,7 @@ def copy_run(trained: Path, workdir: Path) -> Path:
     run_dir = workdir / "runs" / "r"
     shutil.copytree(trained, run_dir, symlinks=True)
     config = load_config(run_dir / "config.yaml", [f"run.output_dir={workdir / 'runs'}", "run.name=r"])
-    io.write_text(run_dir / "config.yaml", to_yaml(config))
+    atomic.write_text(run_dir / "config.yaml", to_yaml(config))
     return run_dir
 
 
@@ -355,8 +355,8 @@ def test_a_full_disk_names_the_file_the_free_space_and_the_size(tmp_path: Path) 
     def fill(handle: object) -> None:
         raise no_space(tmp_path / "x")
 
-    with pytest.raises(io.WriteError) as err:
-        io.atomic_write(tmp_path / "env.json", fill, needed=5000)
+    with pytest.raises(atomic.WriteError) as err:
+        atomic.atomic_write(tmp_path / "env.json", fill, needed=5000)
     text = str(err.value)
     assert str(tmp_path / "env.json") in text and "No space left" in text
     assert "free there" in text and "at least 4.9 KiB" in text
@@ -373,24 +373,24 @@ def test_a_failed_append_is_cut_off_again(tmp_path: Path, monkeypatch: pytest.Mo
         real_write(fd, bytes(data[:5]))
         raise no_space(path)
 
-    with monkeypatch.context() as patched, pytest.raises(io.WriteError, match="metrics.jsonl"):
-        patched.setattr(io.os, "write", half_then_full)
-        io.append_text(path, '{"epoch": 2}\n')
+    with monkeypatch.context() as patched, pytest.raises(atomic.WriteError, match="metrics.jsonl"):
+        patched.setattr(atomic.os, "write", half_then_full)
+        atomic.append_text(path, '{"epoch": 2}\n')
     assert path.read_text() == '{"epoch": 1}\n'
 
 
 def test_disk_full_while_starting_leaves_no_run_directory(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = io.write_json
+    real = atomic.write_json
 
     def full_for_env(target: Path, obj: object) -> None:
         if Path(target).name == "env.json":
-            raise io.write_failure(Path(target), no_space(target), 4096)
+            raise atomic.write_failure(Path(target), no_space(target), 4096)
         real(target, obj)
 
     with monkeypatch.context() as patched:
-        patched.setattr(io, "write_json", full_for_env)
+        patched.setattr(atomic, "write_json", full_for_env)
         code, err = harness(capsys, "train", *IRIS, "training.epochs=1", "run.name=full")
     assert code == 2
     assert str(Path("runs") / "full" / "env.json") in err and "No space left" in err
@@ -403,9 +403,9 @@ def test_disk_full_during_the_first_epoch_removes_the_new_run_directory(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full(target: Path, text: str) -> None:
-        raise io.write_failure(Path(target), no_space(target), len(text))
+        raise atomic.write_failure(Path(target), no_space(target), len(text))
 
-    monkeypatch.setattr(io, "append_text", full)
+    monkeypatch.setattr(atomic, "append_text", full)
     code, err = harness(capsys, "train", *IRIS, "training.epochs=2", "run.name=full")
     assert code == 2
     assert "metrics.jsonl" in err and "No space left" in err
@@ -416,14 +416,14 @@ def test_disk_full_at_the_end_keeps_a_run_that_trained_without_checkpoints(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With epoch checkpoints off, the finished epochs' metrics are the work a full disk must not cost."""
-    real = io.write_json
+    real = atomic.write_json
 
     def full_for_report(target: Path, obj: object) -> None:
         if Path(target).name == "report.json":
-            raise io.write_failure(Path(target), no_space(target), 4096)
+            raise atomic.write_failure(Path(target), no_space(target), 4096)
         real(target, obj)
 
-    monkeypatch.setattr(io, "write_json", full_for_report)
+    monkeypatch.setattr(atomic, "write_json", full_for_report)
     args = [*IRIS, "training.epochs=2", "training.checkpoint.every_epochs=0", "run.name=kept"]
     code, err = harness(capsys, "train", *args)
     assert code == 2 and "report.json" in err and "No space left" in err
@@ -435,14 +435,14 @@ def test_disk_full_while_overwriting_keeps_the_old_run(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = make_run(workdir / "runs", "r")
-    real = io.write_text
+    real = atomic.write_text
 
     def full_for_config(target: Path, text: str) -> None:
         if Path(target).name == "config.yaml":
-            raise io.write_failure(Path(target), no_space(target), len(text))
+            raise atomic.write_failure(Path(target), no_space(target), len(text))
         real(target, text)
 
-    monkeypatch.setattr(io, "write_text", full_for_config)
+    monkeypatch.setattr(atomic, "write_text", full_for_config)
     code, err = harness(capsys, "train", *IRIS, "training.epochs=1", "run.name=r", "--overwrite")
     assert code == 2 and "config.yaml" in err
     assert (old / "keep.txt").read_text() == "precious"
@@ -527,8 +527,8 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 def test_atomic_writes_and_temporary_folders_follow_the_umask(tmp_path: Path, umask: int) -> None:
-    io.write_text(tmp_path / "a" / "x.txt", "x")
-    folder = io.temp_dir(tmp_path, ".t.")
+    atomic.write_text(tmp_path / "a" / "x.txt", "x")
+    folder = atomic.temp_dir(tmp_path, ".t.")
     assert (tmp_path / "a" / "x.txt").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "a").stat().st_mode & 0o777 == 0o777 & ~umask
     assert folder.stat().st_mode & 0o777 == 0o777 & ~umask

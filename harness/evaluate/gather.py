@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
 from harness.errors import RunDirError
 from harness.evaluate import plots as plotting
 from harness.evaluate.document import Bullets, Document, Image, Paragraph, Section, Table
@@ -139,7 +139,7 @@ def write_comparison(out_dir: Path, files: Mapping[str, str]) -> None:
         for name, text in {COMPARISON_MARKER: _marker_text(), **files}.items():
             path = out_dir / name
             existed = path.exists()
-            io.write_text(path, text)
+            atomic.write_text(path, text)
             if not existed:
                 written.append(path)
     except OSError as err:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
 from harness.evaluate.document import Bullets, Code, Document, Paragraph, Section, Table, key_values
 from harness.evaluate.formatting import MISSING, fmt_int, fmt_shape
 from harness.evaluate.render_md import document_to_markdown
@@ -26,7 +26,7 @@ PREPROCESSING_FILE = "preprocessing.json"
 def write_model_card(run_dir: Path) -> None:
     """(Re)write model_card.md in `run_dir` from its report.json."""
     run_dir = Path(run_dir)
-    io.write_text(run_dir / MODEL_CARD, document_to_markdown(model_card_document(load_report(run_dir))))
+    atomic.write_text(run_dir / MODEL_CARD, document_to_markdown(model_card_document(load_report(run_dir))))
 
 
 def model_card_document(report: Mapping[str, Any]) -> Document:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
 from harness.errors import RunDirError
 from harness.evaluate import plots as plotting
 from harness.evaluate.inputs import Predictions, read_history, read_predictions
@@ -63,7 +63,7 @@ def write_report(
             "config": config,
         }
     )
-    io.write_json(run_dir / REPORT_JSON, report)
+    atomic.write_json(run_dir / REPORT_JSON, report)
     html, with_plots = report_options(config)
     render_report(run_dir, config_html=html, plots=with_plots)
     write_model_card(run_dir)
@@ -105,9 +105,9 @@ def render_report(run_dir: Path, config_html: bool = True, plots: bool = True) -
     if config_html and plots:
         images = report_images(report, history, read_predictions(run_dir), problems)
     document = report_document(report, history, image_keys=images.keys(), problems=problems)
-    io.write_text(run_dir / REPORT_MD, document_to_markdown(document))
+    atomic.write_text(run_dir / REPORT_MD, document_to_markdown(document))
     if config_html:
-        io.write_text(run_dir / REPORT_HTML, document_to_html(document, images))
+        atomic.write_text(run_dir / REPORT_HTML, document_to_html(document, images))
 
 
 def report_images(

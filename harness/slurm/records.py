@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
 from harness.errors import RunDirError
 
 SUBMISSION = "submission.json"
@@ -36,7 +36,7 @@ def invocation(argv: list[str] | None = None) -> str:
 
 
 def write_submission(run_dir: Path, record: Mapping[str, Any]) -> None:
-    io.write_json(run_dir / SUBMISSION, {"schema_version": SCHEMA_VERSION, **record})
+    atomic.write_json(run_dir / SUBMISSION, {"schema_version": SCHEMA_VERSION, **record})
 
 
 def read_submission(run_dir: Path) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def read_submission(run_dir: Path) -> dict[str, Any]:
 
 def update_submission(run_dir: Path, **fields: Any) -> dict[str, Any]:
     record = {**read_submission(run_dir), **fields}
-    io.write_json(run_dir / SUBMISSION, record)
+    atomic.write_json(run_dir / SUBMISSION, record)
     return record
 
 

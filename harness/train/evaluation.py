@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from harness import io
+from harness import atomic
 from harness.data import PreparedData
 from harness.evaluate import evaluate_predictions
 
@@ -37,7 +37,7 @@ def evaluate_test_split(model: keras.Model, data: PreparedData, run_dir: Path) -
     if data.task == "regression":
         y_pred = data.preprocessor.inverse_targets(y_pred)
         y_true = data.preprocessor.inverse_targets(y_true)
-    io.atomic_write(
+    atomic.atomic_write(
         run_dir / PREDICTIONS, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True
     )
     return evaluate_predictions(data.task, y_true, y_pred, data.class_names)

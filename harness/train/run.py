@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from harness import io
+from harness import atomic
 from harness.config import Config, to_yaml
 from harness.data import PreparedData, prepare_data
 from harness.distribute import Strategy, make_strategy
@@ -88,7 +88,7 @@ def train(
     except KeyboardInterrupt:
         _record(cluster, request, progress, "interrupted", error="interrupted (Ctrl-C)")
         raise
-    except io.WriteError as err:
+    except atomic.WriteError as err:
         removed = _remove_unfinished(cluster, request, progress)
         if not removed:
             _record(cluster, request, progress, "failed", error=str(err)[:2000])
@@ -114,10 +114,12 @@ def _record(cluster: ClusterEnv, request: RunRequest, progress: Progress, state:
         print(f"harness: could not record state {state!r} in {request.run_dir / rundir.STATE}: {err}", file=sys.stderr)
 
 
-def _explain_write_failure(err: io.WriteError, request: RunRequest, progress: Progress, removed: bool) -> io.WriteError:
+def _explain_write_failure(
+    err: atomic.WriteError, request: RunRequest, progress: Progress, removed: bool
+) -> atomic.WriteError:
     """Add what the user can do: how much space the run needs, and whether it can be resumed."""
     if err.no_space and progress.space_needed:
-        needed = io.format_size(progress.space_needed)
+        needed = atomic.format_size(progress.space_needed)
         err = err.explained(
             f"The whole run directory needs about {needed} (checkpoints, the saved model and the reports)"
         )
@@ -355,10 +357,10 @@ def _write_start(
     strategy: Strategy,
     ranks: list[dict[str, Any]],
 ) -> None:
-    io.write_text(folder / rundir.CONFIG, to_yaml(config))
+    atomic.write_text(folder / rundir.CONFIG, to_yaml(config))
     data.preprocessor.save(folder / PREPROCESSING)
     extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
-    io.write_json(folder / "env.json", environment(request.base_dir, extra))
+    atomic.write_json(folder / "env.json", environment(request.base_dir, extra))
     rundir.write_state(
         folder, "running", starting=True, epochs=config.training.epochs, requeues=requeues(), error=None
     )
@@ -408,7 +410,7 @@ def requeues() -> int:
 
 
 def save_model(model: keras.Model, target: Path) -> None:
-    with io.atomic_path(target, suffix=".keras") as tmp:
+    with atomic.atomic_path(target, suffix=".keras") as tmp:
         model.save(tmp)
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
 from harness.envinfo import node_name
 from harness.errors import RunDirError
 from harness.train import checkpoint
@@ -145,7 +145,7 @@ def remove_run_dir(path: Path, output_dir: Path) -> None:
 def write_marker(folder: Path, by: str) -> None:
     """Mark `folder` as a run directory made by harness, the only kind --overwrite deletes."""
     marker = {"schema_version": MARKER_SCHEMA_VERSION, "created": _now(), "by": by}
-    io.write_json(folder / MARKER, marker)
+    atomic.write_json(folder / MARKER, marker)
 
 
 @contextmanager
@@ -156,13 +156,13 @@ def new_run_dir(path: Path, output_dir: Path, *, overwrite: bool, by: str = "har
     half-made is left. A run `--overwrite` replaces is deleted only then, once the new run's
     first files were written.
     """
-    io.make_dirs(path.parent)
-    staging = io.temp_dir(path.parent, f".{path.name}.new-")
+    atomic.make_dirs(path.parent)
+    staging = atomic.temp_dir(path.parent, f".{path.name}.new-")
     try:
         write_marker(staging, by)
         try:
             yield staging
-        except io.WriteError as err:
+        except atomic.WriteError as err:
             raise _told_for(err, staging, path) from None
         if path.exists() or path.is_symlink():
             if not overwrite:
@@ -180,7 +180,7 @@ def set_aside(path: Path, output_dir: Path) -> Path:
     The caller deletes it once the new run is in place, or renames it back if that fails.
     """
     check_removable(path, output_dir)
-    aside = io.temp_dir(path.parent, f".{path.name}.old-")
+    aside = atomic.temp_dir(path.parent, f".{path.name}.old-")
     os.rmdir(aside)  # only its unique name is wanted: rename needs a free target
     os.rename(path, aside)
     return aside
@@ -198,7 +198,7 @@ def _swap_in(staging: Path, path: Path, output_dir: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _told_for(err: io.WriteError, staging: Path, final: Path) -> io.WriteError:
+def _told_for(err: atomic.WriteError, staging: Path, final: Path) -> atomic.WriteError:
     try:
         return err.moved(final / err.target.relative_to(staging))
     except ValueError:
@@ -230,7 +230,7 @@ def write_state(run_dir: Path, state: str, *, starting: bool = False, **fields: 
         record.update(host=node_name(), job_id=current_job_id())
     record.setdefault("host", node_name())
     record.setdefault("job_id", current_job_id())
-    io.write_json(run_dir / STATE, record)
+    atomic.write_json(run_dir / STATE, record)
 
 
 def current_job_id() -> str | None:
@@ -314,13 +314,13 @@ def end_with_complete_line(path: Path) -> None:
     start = data.rfind(b"\n") + 1
     tail = data[start:].decode("utf-8", errors="replace")
     if _metrics_record(tail) is not None:
-        io.append_text(path, "\n")
+        atomic.append_text(path, "\n")
         return
     number = data.count(b"\n") + 1
     warnings.warn(
         RunDirWarning(f"{path}: line {number} was cut short by a crash; removed it: {tail[:200]!r}"), stacklevel=2
     )
-    io.write_bytes(path, data[:start])
+    atomic.write_bytes(path, data[:start])
 
 
 # ---- the chief's writer -------------------------------------------------------------------
@@ -352,13 +352,13 @@ class RunWriter:
         kept = [line for line in lines if int(line["epoch"]) <= epoch]
         text = "".join(json.dumps(line) + "\n" for line in kept)
         if path.is_file() and path.read_bytes() != text.encode("utf-8"):
-            io.write_text(path, text)
+            atomic.write_text(path, text)
         return kept
 
     def append_metrics(self, logs: dict[str, Any]) -> None:
         path = self.path / METRICS
         end_with_complete_line(path)
-        io.append_text(path, json.dumps(logs) + "\n")
+        atomic.append_text(path, json.dumps(logs) + "\n")
         self._tensorboard(logs)
         write_state(self.path, "running", epoch=int(logs["epoch"]), global_step=int(logs["step"]))
 
