@@ -15,15 +15,16 @@ from harness.config import load_config
 from harness.data import Preprocessor, prepare_data
 from harness.errors import RunDirError
 from harness.evaluate import load_report, write_report
+from harness.rundir import RunDir
 from harness.train.evaluation import evaluate_test_split, predict_array
-from harness.train.run import MODEL, PREPROCESSING, reproduce_command
+from harness.train.run import reproduce_command
 
 
 def load_run_model(run_dir: Path) -> keras.Model:
     """The trained model of a run directory, with a clear error if it is not there."""
-    path = run_dir / MODEL
+    path = RunDir(run_dir).model
     if not path.is_file():
-        raise RunDirError(f"{run_dir} is not a finished run directory: {MODEL} is missing")
+        raise RunDirError(f"{run_dir} is not a finished run directory: {path.name} is missing")
     try:
         return keras.saving.load_model(path)
     except Exception as err:
@@ -32,7 +33,7 @@ def load_run_model(run_dir: Path) -> keras.Model:
 
 def predict_file(run_dir: Path, input_path: Path, output: Path | None = None) -> Path:
     """Write predictions for a CSV or NPZ file as CSV; returns the output path."""
-    preprocessor = Preprocessor.load(run_dir / PREPROCESSING)
+    preprocessor = Preprocessor.load(RunDir(run_dir).preprocessing)
     model = load_run_model(run_dir)
     x = preprocessor.transform_file(input_path)
     y = predict_array(model, x)
@@ -64,7 +65,7 @@ def predictions_csv(task: str, y: np.ndarray, preprocessor: Preprocessor, report
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the test-split evaluation of a finished run and rewrite its report."""
     report = load_report(run_dir)
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(RunDir(run_dir).config)
     data = prepare_data(config.data, config.run.seed, run_dir)
     model = load_run_model(run_dir)
     evaluation = evaluate_test_split(model, data, run_dir)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import atomic
+from harness.envinfo import utc_now
 from harness.errors import RunDirError
 from harness.evaluate import plots as plotting
 from harness.evaluate.document import Bullets, Document, Image, Paragraph, Section, Table
@@ -23,7 +24,7 @@ from harness.evaluate.formatting import MISSING, fmt_duration, fmt_float
 from harness.evaluate.inputs import read_history
 from harness.evaluate.render_html import document_to_html
 from harness.evaluate.render_md import document_to_markdown
-from harness.evaluate.store import REPORT_SCHEMA_VERSION, load_report, part, utc_now
+from harness.evaluate.store import REPORT_SCHEMA_VERSION, load_report, part
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"

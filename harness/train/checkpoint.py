@@ -24,6 +24,7 @@ import numpy as np
 
 from harness import atomic
 from harness.errors import RunDirError
+from harness.rundir.layout import checkpoint_state
 
 POINTERS = ("latest", "previous", "best")
 FOLDER_NAME = re.compile(r"step-\d{8,}")
@@ -61,7 +62,7 @@ def save(
     try:
         _write_arrays(tmp / "model.npz", variables)
         _write_arrays(tmp / "optimizer.npz", opt_variables)
-        atomic.write_json(tmp / "state.json", asdict(state))
+        atomic.write_json(checkpoint_state(tmp), asdict(state))
         _replace_folder(tmp, final)
     except atomic.WriteError as err:  # named as the file it was to become, not its temporary folder
         raise err.moved(final / err.target.name) if err.target.parent == tmp else err from None
@@ -116,7 +117,7 @@ def candidates(directory: Path) -> list[Path]:
 
 def read_state(folder: Path) -> LoopState:
     """The loop position saved in a checkpoint, without loading its arrays."""
-    path = folder / "state.json"
+    path = checkpoint_state(folder)
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:

@@ -12,8 +12,7 @@ import tensorflow as tf
 from harness import atomic
 from harness.data import PreparedData
 from harness.evaluate import evaluate_predictions
-
-PREDICTIONS = "test_predictions.npz"
+from harness.rundir import RunDir
 
 
 def predict_array(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -38,6 +37,6 @@ def evaluate_test_split(model: keras.Model, data: PreparedData, run_dir: Path) -
         y_pred = data.preprocessor.inverse_targets(y_pred)
         y_true = data.preprocessor.inverse_targets(y_true)
     atomic.atomic_write(
-        run_dir / PREDICTIONS, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True
+        RunDir(run_dir).predictions, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True
     )
     return evaluate_predictions(data.task, y_true, y_pred, data.class_names)
