@@ -13,7 +13,7 @@ from typing import Any, Literal
 from harness.config import Config
 from harness.errors import ConfigError, RunDirError
 from harness.rundir import RunDir
-from harness.train import rundir
+from harness.train import checkpoint, rundir
 
 # Settings a resumed run may change, because the training they describe stays the same: display
 # and reports, how often to save, how the work is run and spread over processes (the worker count
@@ -65,7 +65,7 @@ class RunRequest:
 def wants_resume(request: RunRequest) -> bool:
     """`resume="auto"` continues when the run directory has a checkpoint (a requeued job)."""
     if request.resume == "auto":
-        return bool(rundir.checkpoint.candidates(RunDir(request.run_dir).checkpoints))
+        return bool(checkpoint.candidates(RunDir(request.run_dir).checkpoints))
     return bool(request.resume)
 
 
@@ -114,9 +114,9 @@ def check_resumable(run_dir: Path, config: Config) -> None:
 
 def epochs_done(run_dir: Path) -> int | None:
     """Complete epochs in the newest checkpoint whose loop state can be read."""
-    for folder in rundir.checkpoint.candidates(RunDir(run_dir).checkpoints):
+    for folder in checkpoint.candidates(RunDir(run_dir).checkpoints):
         try:
-            return rundir.checkpoint.read_state(folder).epoch
+            return checkpoint.read_state(folder).epoch
         except RunDirError:
             continue
     return None

@@ -31,7 +31,7 @@ from harness.evaluate import write_report
 from harness.imports import import_object, import_roots, importable
 from harness.models import describe_model
 from harness.rundir import RunDir, RunDirWarning, RunState
-from harness.train import rundir
+from harness.train import checkpoint, rundir
 from harness.train.checkpoint import CorruptCheckpoint, LoopState
 from harness.train.evaluation import evaluate_test_split
 from harness.train.loop import Trainer, TrainResult
@@ -121,7 +121,7 @@ def _explain_write_failure(
         err = err.explained(
             f"The whole run directory needs about {needed} (checkpoints, the saved model and the reports)"
         )
-    if progress.started and not removed and rundir.checkpoint.candidates(RunDir(request.run_dir).checkpoints):
+    if progress.started and not removed and checkpoint.candidates(RunDir(request.run_dir).checkpoints):
         err = err.explained(f"{request.run_dir} keeps its checkpoint: continue with --resume once the problem is fixed")
     return err
 
@@ -134,7 +134,7 @@ def _holds_progress(run_dir: Path) -> bool:
     """
     metrics = RunDir(run_dir).metrics
     has_metrics = metrics.is_file() and metrics.stat().st_size > 0
-    return has_metrics or bool(rundir.checkpoint.candidates(RunDir(run_dir).checkpoints))
+    return has_metrics or bool(checkpoint.candidates(RunDir(run_dir).checkpoints))
 
 
 def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> bool:
@@ -225,7 +225,7 @@ def restore(trainer: Trainer, run_dir: Path, config: Config) -> LoopState:
 
     Every rank reads the same files and so picks the same checkpoint.
     """
-    folders = rundir.checkpoint.candidates(RunDir(run_dir).checkpoints)
+    folders = checkpoint.candidates(RunDir(run_dir).checkpoints)
     problems: list[str] = []
     for folder in folders:
         try:
