@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from harness import __version__
 from harness.config import DistributeConfig
 from harness.errors import ConfigError, HarnessError, RunDirError
+from harness.rundir import RunDir
+from harness.rundir.layout import JOB_FOLDER, REPORT_HTML, REPORT_JSON, REPORT_MD, STATE, SUBMISSION
 
 if TYPE_CHECKING:
     from harness.train.request import RunRequest
@@ -50,7 +52,8 @@ EPILOG = """examples:
 
 def _train(args: argparse.Namespace) -> int:
     from harness.config import load_config
-    from harness.train.request import RunRequest, invocation
+    from harness.envinfo import invocation
+    from harness.train.request import RunRequest
 
     config_path, overrides = split_config_and_overrides(args.items)
     config = load_config(config_path, overrides)
@@ -168,7 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from harness.commands.share import evaluate_run
 
     evaluate_run(Path(args.run_dir))
-    print(f"report: {Path(args.run_dir) / 'report.html'}")
+    print(f"report: {RunDir(Path(args.run_dir)).report_html}")
     return 0
 
 
@@ -194,7 +197,7 @@ def _report(args: argparse.Namespace) -> int:
     if len(run_dirs) == 1 and args.out is None:
         html, plots = report_settings(run_dirs[0], load_report(run_dirs[0]))
         render_report(run_dirs[0], html, plots)
-        print(f"report: {run_dirs[0] / 'report.md'}")
+        print(f"report: {RunDir(run_dirs[0]).report_md}")
         return 0
     out = gather_reports(run_dirs, Path(args.out or "comparison"))
     print(f"comparison: {out}")
@@ -211,7 +214,7 @@ def report_settings(run_dir: Path, report: Mapping[str, Any]) -> tuple[bool, boo
         value = found.get(key, True)
         if not isinstance(value, bool):
             raise RunDirError(
-                f"{run_dir / 'report.json'}: config.report.{key} must be true or false. Received: {value!r:.200}"
+                f"{RunDir(run_dir).report}: config.report.{key} must be true or false. Received: {value!r:.200}"
             )
         values.append(value)
     return values[0], values[1]
@@ -235,8 +238,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from harness.envinfo import invocation
     from harness.slurm import submit as slurm_submit
-    from harness.slurm.records import invocation
 
     config_path, overrides = split_config_and_overrides(args.items)
     options = slurm_submit.SubmitOptions(
@@ -415,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser(
         "report",
         help="rebuild a run's report, or compare several runs",
-        description="With one RUN_DIR: rebuild report.md/report.html from report.json. "
+        description=f"With one RUN_DIR: rebuild {REPORT_MD}/{REPORT_HTML} from {REPORT_JSON}. "
         "With several (or --out): write a comparison table and plots.",
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=path_arg)
@@ -445,12 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBMIT_DESCRIPTION = """Submit the experiment as a Slurm job (through submitit) and return at once.
+SUBMIT_DESCRIPTION = f"""Submit the experiment as a Slurm job (through submitit) and return at once.
 
 Resources: flags > the config's slurm: section > the cluster profile > defaults. Tasks: one per
 GPU for multiworker/horovod, one per node otherwise (--tasks-per-node overrides). Checks the
 strategy against the resources and the partition against sinfo before submitting (exit 2,
-nothing created). The run directory holds submission.json and the job's logs (slurm/); a
+nothing created). The run directory holds {SUBMISSION} and the job's logs ({JOB_FOLDER}/); a
 preempted or timed-out job checkpoints, is requeued and resumes by itself."""
 
 
@@ -488,7 +491,7 @@ def add_slurm_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     status = sub.add_parser(
         "status",
         help="state of a submitted run: queued, running (epoch x/N), completed, failed, requeued",
-        description="State from the run directory's state.json, checked against squeue/scontrol.",
+        description=f"State from the run directory's {STATE}, checked against squeue/scontrol.",
     )
     status.add_argument("target", metavar="RUN_DIR|JOB_ID")
     status.set_defaults(func=_status)

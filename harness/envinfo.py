@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,17 @@ from typing import Any
 import harness
 
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "submitit", "horovod")
+
+
+def utc_now() -> str:
+    """ISO 8601 in UTC, so runs from clusters in different time zones sort correctly."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def invocation(argv: list[str] | None = None) -> str:
+    """How this process was started, quoted so it can be pasted into a shell (env.json, submission.json)."""
+    args = sys.argv if argv is None else argv
+    return " ".join(shlex.quote(arg) for arg in [os.path.basename(args[0]), *args[1:]])
 
 
 def node_name() -> str:

@@ -47,7 +47,7 @@ def markers(name: str) -> tuple[str, str]:
 
 def write_section(path: Path, name: str, section: str) -> None:
     """Replace benchmark `name`'s section of the file (atomically), keeping the other sections."""
-    from harness import io
+    from harness import atomic
 
     begin, end = markers(name)
     text = path.read_text() if path.exists() else HEADER
@@ -56,7 +56,7 @@ def write_section(path: Path, name: str, section: str) -> None:
         text = head + section + rest.split(end, 1)[1].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    io.write_text(path, text)
+    atomic.write_text(path, text)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, what: str | None = None) -> None:

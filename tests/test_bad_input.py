@@ -1085,3 +1085,43 @@ def test_workers_with_a_one_process_strategy(
     assert "this job has 2 processes (harness train --workers)" in err
     assert "Allowed here: auto, multiworker, horovod" in err and "rank" not in err
     assert sorted(p.name for p in workdir.iterdir()) == []
+# --- run directory records ---
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'{"schema_version": 1, "run": ', ["is not valid JSON"]),
+        ("{}".encode("utf-16"), ["not UTF-8"]),
+        (b'"a report"', ["must hold a JSON object", "str"]),
+    ],
+    ids=["cut", "utf16", "string"],
+)
+def test_report_of_a_damaged_report_json(
+    workdir: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: list[str]
+) -> None:
+    run_dir = finished_run(workdir, "a")
+    (run_dir / "report.json").write_bytes(content)
+    before = snapshot(workdir)
+    err = refused(capsys, "report", str(run_dir))
+    assert str(run_dir / "report.json") in err and all(word in err for word in words), err
+    assert snapshot(workdir) == before
+
+
+def test_status_of_a_metrics_log_that_cannot_be_read(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = submitted_run(workdir, {"state": "running"})
+    (run_dir / "metrics.jsonl").mkdir()
+    before = snapshot(workdir)
+    err = refused(capsys, "status", str(run_dir))
+    assert "cannot read" in err and str(run_dir / "metrics.jsonl") in err, err
+    assert snapshot(workdir) == before
+
+
+def test_status_of_a_state_json_from_another_harness_version(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = submitted_run(workdir, {"schema_version": 7, "state": "running"})
+    before = snapshot(workdir)
+    err = refused(capsys, "status", str(run_dir))
+    assert str(run_dir / "state.json") in err and "schema_version 7" in err and "schema_version 1" in err, err
+    assert snapshot(workdir) == before

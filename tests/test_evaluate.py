@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness import io
+from harness import atomic
 from harness.errors import RunDirError
 from harness.evaluate import (
     REPORT_SCHEMA_VERSION,
@@ -266,13 +266,13 @@ def test_write_report_writes_only_through_the_atomic_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     targets: list[str] = []
-    original = io.atomic_write
+    original = atomic.atomic_write
 
     def recording(target: Path, writer: Any, binary: bool = False) -> None:
         targets.append(Path(target).name)
         original(target, writer, binary)
 
-    monkeypatch.setattr(io, "atomic_write", recording)
+    monkeypatch.setattr(atomic, "atomic_write", recording)
     make_run(tmp_path, "digits-mlp", plots=True)
 
     assert sorted(targets) == ["model_card.md", "report.html", "report.json", "report.md"]
@@ -529,14 +529,14 @@ def test_a_failed_comparison_write_names_the_file_and_leaves_no_half_made_folder
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = [make_run(tmp_path, "a"), make_run(tmp_path, "b")]
-    real_write = io.write_text
+    real_write = atomic.write_text
 
     def full_disk(path: Path, text: str) -> None:
         if path.name == "comparison.md":
             raise OSError(28, "No space left on device")
         real_write(path, text)
 
-    monkeypatch.setattr(io, "write_text", full_disk)
+    monkeypatch.setattr(atomic, "write_text", full_disk)
     with pytest.raises(RunDirError, match=r"cannot write .*new/comparison\.md: No space left on device"):
         gather_reports(runs, tmp_path / "out" / "new")
     assert not (tmp_path / "out").exists()

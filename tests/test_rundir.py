@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from harness import cli, io
+from harness import atomic, cli
 from harness.config import load_config, to_yaml
 from harness.errors import ConfigError, RunDirError
 from harness.train import checkpoint, rundir
@@ -65,12 +65,12 @@ def fake_run(workdir: Path, name: str, epochs_done: int, *overrides: str) -> Pat
     """A run directory as training leaves it, enough for the resume checks (no TensorFlow)."""
     config = load_config(None, [*IRIS, f"run.name={name}", *overrides])
     run_dir = make_run(workdir / "runs", name)
-    io.write_text(run_dir / "config.yaml", to_yaml(config))
+    atomic.write_text(run_dir / "config.yaml", to_yaml(config))
     rundir.write_state(run_dir, "completed", epochs=config.training.epochs)
     folder = run_dir / "checkpoints" / "step-00000010"
     folder.mkdir(parents=True)
-    io.write_json(folder / "state.json", asdict(LoopState(epoch=epochs_done, global_step=10, global_batch=16)))
-    io.write_text(run_dir / "checkpoints" / "latest", "step-00000010\n")
+    atomic.write_json(folder / "state.json", asdict(LoopState(epoch=epochs_done, global_step=10, global_batch=16)))
+    atomic.write_text(run_dir / "checkpoints" / "latest", "step-00000010\n")
     return run_dir
 
 
@@ -210,12 +210,13 @@ def test_batch_size_may_change_only_to_keep_the_global_batch(workdir: Path) -> N
 def test_metrics_reader_skips_and_names_bad_lines(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 1, "loss": 1.0}\ngarbage\n{"epoch": 2, "loss": 0.5}\n[1]\n{"epoch": 3, "lo')
-    with pytest.warns(rundir.RunDirWarning) as caught:
+    with pytest.warns(UserWarning) as caught:
         lines = rundir.read_metrics(path)
     assert [line["epoch"] for line in lines] == [1, 2]
     assert len(caught) == 1, "one warning for the whole file"
     text = str(caught[0].message)
-    assert str(path) in text and "line 2" in text and "line 4" in text and "line 5 (cut short" in text
+    assert f"{path}:2:" in text and "2 (not JSON)" in text and "4 (not a JSON object)" in text
+    assert "5 (" not in text, "a last line cut short by a crash is dropped without a warning"
 
 
 def test_a_partial_last_line_is_cut_and_a_whole_one_completed(tmp_path: Path) -> None:
@@ -271,7 +272,7 @@ def copy_run(trained: Path, workdir: Path) -> Path:
     run_dir = workdir / "runs" / "r"
     shutil.copytree(trained, run_dir, symlinks=True)
     config = load_config(run_dir / "config.yaml", [f"run.output_dir={workdir / 'runs'}", "run.name=r"])
-    io.write_text(run_dir / "config.yaml", to_yaml(config))
+    atomic.write_text(run_dir / "config.yaml", to_yaml(config))
     return run_dir
 
 
@@ -355,8 +356,8 @@ def test_a_full_disk_names_the_file_the_free_space_and_the_size(tmp_path: Path) 
     def fill(handle: object) -> None:
         raise no_space(tmp_path / "x")
 
-    with pytest.raises(io.WriteError) as err:
-        io.atomic_write(tmp_path / "env.json", fill, needed=5000)
+    with pytest.raises(atomic.WriteError) as err:
+        atomic.atomic_write(tmp_path / "env.json", fill, needed=5000)
     text = str(err.value)
     assert str(tmp_path / "env.json") in text and "No space left" in text
     assert "free there" in text and "at least 4.9 KiB" in text
@@ -373,24 +374,24 @@ def test_a_failed_append_is_cut_off_again(tmp_path: Path, monkeypatch: pytest.Mo
         real_write(fd, bytes(data[:5]))
         raise no_space(path)
 
-    with monkeypatch.context() as patched, pytest.raises(io.WriteError, match="metrics.jsonl"):
-        patched.setattr(io.os, "write", half_then_full)
-        io.append_text(path, '{"epoch": 2}\n')
+    with monkeypatch.context() as patched, pytest.raises(atomic.WriteError, match="metrics.jsonl"):
+        patched.setattr(atomic.os, "write", half_then_full)
+        atomic.append_text(path, '{"epoch": 2}\n')
     assert path.read_text() == '{"epoch": 1}\n'
 
 
 def test_disk_full_while_starting_leaves_no_run_directory(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = io.write_json
+    real = atomic.write_json
 
     def full_for_env(target: Path, obj: object) -> None:
         if Path(target).name == "env.json":
-            raise io.write_failure(Path(target), no_space(target), 4096)
+            raise atomic.write_failure(Path(target), no_space(target), 4096)
         real(target, obj)
 
     with monkeypatch.context() as patched:
-        patched.setattr(io, "write_json", full_for_env)
+        patched.setattr(atomic, "write_json", full_for_env)
         code, err = harness(capsys, "train", *IRIS, "training.epochs=1", "run.name=full")
     assert code == 2
     assert str(Path("runs") / "full" / "env.json") in err and "No space left" in err
@@ -403,9 +404,9 @@ def test_disk_full_during_the_first_epoch_removes_the_new_run_directory(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full(target: Path, text: str) -> None:
-        raise io.write_failure(Path(target), no_space(target), len(text))
+        raise atomic.write_failure(Path(target), no_space(target), len(text))
 
-    monkeypatch.setattr(io, "append_text", full)
+    monkeypatch.setattr(atomic, "append_text", full)
     code, err = harness(capsys, "train", *IRIS, "training.epochs=2", "run.name=full")
     assert code == 2
     assert "metrics.jsonl" in err and "No space left" in err
@@ -416,14 +417,14 @@ def test_disk_full_at_the_end_keeps_a_run_that_trained_without_checkpoints(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With epoch checkpoints off, the finished epochs' metrics are the work a full disk must not cost."""
-    real = io.write_json
+    real = atomic.write_json
 
     def full_for_report(target: Path, obj: object) -> None:
         if Path(target).name == "report.json":
-            raise io.write_failure(Path(target), no_space(target), 4096)
+            raise atomic.write_failure(Path(target), no_space(target), 4096)
         real(target, obj)
 
-    monkeypatch.setattr(io, "write_json", full_for_report)
+    monkeypatch.setattr(atomic, "write_json", full_for_report)
     args = [*IRIS, "training.epochs=2", "training.checkpoint.every_epochs=0", "run.name=kept"]
     code, err = harness(capsys, "train", *args)
     assert code == 2 and "report.json" in err and "No space left" in err
@@ -435,14 +436,14 @@ def test_disk_full_while_overwriting_keeps_the_old_run(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = make_run(workdir / "runs", "r")
-    real = io.write_text
+    real = atomic.write_text
 
     def full_for_config(target: Path, text: str) -> None:
         if Path(target).name == "config.yaml":
-            raise io.write_failure(Path(target), no_space(target), len(text))
+            raise atomic.write_failure(Path(target), no_space(target), len(text))
         real(target, text)
 
-    monkeypatch.setattr(io, "write_text", full_for_config)
+    monkeypatch.setattr(atomic, "write_text", full_for_config)
     code, err = harness(capsys, "train", *IRIS, "training.epochs=1", "run.name=r", "--overwrite")
     assert code == 2 and "config.yaml" in err
     assert (old / "keep.txt").read_text() == "precious"
@@ -527,8 +528,8 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 def test_atomic_writes_and_temporary_folders_follow_the_umask(tmp_path: Path, umask: int) -> None:
-    io.write_text(tmp_path / "a" / "x.txt", "x")
-    folder = io.temp_dir(tmp_path, ".t.")
+    atomic.write_text(tmp_path / "a" / "x.txt", "x")
+    folder = atomic.temp_dir(tmp_path, ".t.")
     assert (tmp_path / "a" / "x.txt").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "a").stat().st_mode & 0o777 == 0o777 & ~umask
     assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
@@ -566,3 +567,148 @@ def test_an_overwrite_whose_final_rename_fails_keeps_the_old_run(
         (staging / "new.txt").write_text("new")
     assert (old / "keep.txt").read_text() == "precious"
     assert sorted(p.name for p in output.iterdir()) == ["r"], "no staging or set-aside folder is left"
+
+
+# ---- harness.rundir: the layout, the lifecycle states and the typed records -----------------
+
+
+def test_every_file_of_the_layout_has_its_own_name_inside_the_run_directory(tmp_path: Path) -> None:
+    from harness.rundir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    paths = [getattr(run, name) for name, value in vars(RunDir).items() if isinstance(value, property)]
+    assert len(paths) == len(set(paths)) >= 15
+    assert all(run.path in path.parents for path in paths)
+    assert run.job_config.parent == run.job_folder
+
+
+@pytest.mark.parametrize("state", list(__import__("harness.rundir", fromlist=["RunState"]).RunState))
+def test_a_state_written_to_state_json_reads_back_as_the_same_member(tmp_path: Path, state: object) -> None:
+    from harness.rundir import RunState, read_state, recorded_state, write_state
+
+    assert isinstance(state, RunState)
+    write_state(tmp_path, state, current_job="7", host="node1", starting=True)
+    raw = json.loads((tmp_path / "state.json").read_text())
+    assert raw["state"] == state.value and type(raw["state"]) is str  # plain JSON, no enum repr
+    assert recorded_state(read_state(tmp_path)) is state
+    assert RunState.parse(state.value) is state and f"{state}" == state.value
+
+
+def test_a_state_this_harness_does_not_know_is_none_not_an_error(tmp_path: Path) -> None:
+    from harness.rundir import RunState, read_state, recorded_state
+
+    (tmp_path / "state.json").write_text(json.dumps({"state": "hibernating"}))
+    assert recorded_state(read_state(tmp_path)) is None and RunState.parse("") is None
+
+
+def _metrics_as_each_reader_sees_them(run_dir: Path) -> dict[str, tuple[list[int], list[str]]]:
+    """(epochs, warnings) from training's resume, the report and `harness status`."""
+    from harness.evaluate.inputs import read_history
+    from harness.slurm import follow
+
+    def seen(read: Callable[[], list[int]]) -> tuple[list[int], list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            found = read()
+        return found, [str(w.message) for w in caught]
+
+    path = run_dir / "metrics.jsonl"
+    train, train_warnings = seen(lambda: [line["epoch"] for line in rundir.read_metrics(path)])
+    report, report_warnings = seen(lambda: [row["epoch"] for row in read_history(run_dir)])
+    last, status_warnings = seen(lambda: [line["epoch"] for line in [follow.last_metrics(path)] if line])
+    return {"train": (train, train_warnings), "report": (report, report_warnings), "status": (last, status_warnings)}
+
+
+@pytest.mark.parametrize(
+    ("text", "epochs", "warned"),
+    [
+        ('{"epoch": 1, "loss": 1.0}\n{"epoch": 2, "loss": 0.5}\n{"epoch": 3, "lo', [1, 2], []),
+        ('{"epoch": 1}\n{"epoch": 2}', [1, 2], []),  # whole, only its newline missing
+        ('{"epoch": 1}\n[2]\n{"epoch": 3}\n{"ep', [1, 3], [":2: skipping a line that is not a JSON object"]),
+        ('{"epoch": 1}\n{"epoch": -1}\n\nnope\n', [1], [":2: skipping 2 lines", "2 (a JSON object", "4 (not JSON)"]),
+        ("", [], []),
+    ],
+    ids=["cut-short", "no-newline", "bad-middle", "two-bad", "empty"],
+)
+def test_a_damaged_metrics_log_reads_the_same_for_training_report_and_status(
+    tmp_path: Path, text: str, epochs: list[int], warned: list[str]
+) -> None:
+    (tmp_path / "metrics.jsonl").write_text(text)
+    seen = _metrics_as_each_reader_sees_them(tmp_path)
+    assert seen["train"][0] == seen["report"][0] == epochs
+    assert seen["status"][0] == epochs[-1:]
+    for name, (_, messages) in seen.items():
+        assert len(messages) == (1 if warned else 0), (name, messages)
+        assert all(str(tmp_path / "metrics.jsonl") in m and all(w in m for w in warned) for m in messages), name
+    assert (tmp_path / "metrics.jsonl").read_text() == text, "reading never changes the file"
+
+
+def test_an_unreadable_metrics_log_is_named(tmp_path: Path) -> None:
+    from harness.evaluate.inputs import read_history
+    from harness.slurm import follow
+
+    (tmp_path / "metrics.jsonl").mkdir()
+    with pytest.raises(RunDirError, match=r"cannot read .*metrics\.jsonl"):
+        follow.last_metrics(tmp_path / "metrics.jsonl")
+    with pytest.warns(UserWarning, match=r"cannot read .*metrics\.jsonl.*skipping the metrics tables"):
+        assert read_history(tmp_path) == []
+
+
+def _read(kind: str, run_dir: Path) -> object:
+    from harness import rundir as layout
+
+    readers = {"state": layout.read_state, "submission": layout.read_submission, "report": layout.read_report}
+    return readers[kind](run_dir)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'{"schema_version": 1, "state": "runn', ["is not valid JSON"]),
+        (b"[1, 2]", ["must hold a JSON object", "list"]),
+        ("{}".encode("utf-16"), ["not UTF-8"]),
+        (b'{"schema_version": 99}', ["schema_version 99", "schema_version 1"]),
+    ],
+    ids=["cut", "list", "utf16", "version"],
+)
+@pytest.mark.parametrize("kind", ["state", "submission", "report"])
+def test_a_garbled_record_is_a_run_dir_error_naming_the_file(
+    tmp_path: Path, kind: str, content: bytes, words: list[str]
+) -> None:
+    path = tmp_path / f"{kind}.json"
+    path.write_bytes(content)
+    with pytest.raises(RunDirError) as err:
+        _read(kind, tmp_path)
+    assert str(path) in str(err.value) and all(word in str(err.value) for word in words), str(err.value)
+    assert path.read_bytes() == content
+
+
+def test_a_missing_record_is_empty_for_state_and_an_error_naming_the_file_otherwise(tmp_path: Path) -> None:
+    assert _read("state", tmp_path) == {}
+    with pytest.raises(RunDirError, match="is not a submitted run: it has no submission.json"):
+        _read("submission", tmp_path)
+    with pytest.raises(RunDirError, match="has no report.json"):
+        _read("report", tmp_path)
+    (tmp_path / "state.json").mkdir()
+    with pytest.raises(RunDirError, match=r"cannot read .*state\.json"):
+        _read("state", tmp_path)
+
+
+def test_a_field_of_the_wrong_type_is_named_with_its_value(tmp_path: Path) -> None:
+    from harness.rundir import read_state, read_submission
+
+    (tmp_path / "state.json").write_text(json.dumps({"state": "running", "epoch": "three"}))
+    with pytest.raises(RunDirError, match=r"state\.json is damaged: epoch must be a whole number >= 0\. Received: 'th"):
+        read_state(tmp_path)
+    (tmp_path / "submission.json").write_text(json.dumps({"schema_version": 1, "resources": {"max_requeues": -2}}))
+    with pytest.raises(RunDirError, match=r"resources\.max_requeues must be a whole number >= 0\. Received: -2"):
+        read_submission(tmp_path)
+
+
+def test_a_damaged_state_json_is_replaced_by_the_next_write_not_a_reason_to_stop(tmp_path: Path) -> None:
+    from harness.rundir import RunState, read_state, write_state
+
+    (tmp_path / "state.json").write_text('{"state": "runn')
+    write_state(tmp_path, RunState.RUNNING, current_job=None, host="n1", epoch=2)
+    record = read_state(tmp_path)
+    assert record["state"] == "running" and record["epoch"] == 2 and record["host"] == "n1"

@@ -25,6 +25,7 @@ from harness import cli
 from harness.config import SlurmConfig
 from harness.distribute.cluster import detect
 from harness.errors import ConfigError, Preempted
+from harness.rundir import read_state
 from harness.slurm import backends, follow, records, resources, scheduler
 from harness.slurm.job import TrainJob, task_banner
 from harness.slurm.profiles import get_profile, load_profiles
@@ -787,7 +788,7 @@ def test_local_executor_runs_the_same_job_with_two_workers(
 def wait_for_state(run_dir: Path, wanted: tuple[str, ...], timeout: float) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = follow.read_json(run_dir / "state.json").get("state")
+        state = read_state(run_dir).get("state")
         if state in wanted:
             return str(state)
         time.sleep(0.5)

@@ -494,7 +494,7 @@ def test_local_light_end_to_end_writes_table_json_html_and_history(
     for name in ("node.memory", "compute.matmul", "memory.host_bandwidth", "gpu.ecc", "collective.allreduce"):
         assert name in captured.out
     assert "node node-7: PASS" in captured.out and "e2e.training" not in captured.out
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "validation.json").read_text())
     assert schema.problems(report) == [] and report["light"] is True and report["exit_code"] == 0
     checks = {c["name"]: c for c in report["nodes"][0]["checks"]}
     assert checks["gpu.ecc"]["verdict"] == "SKIPPED" and "no NVIDIA GPU" in checks["gpu.ecc"]["message"]
@@ -503,7 +503,7 @@ def test_local_light_end_to_end_writes_table_json_html_and_history(
     assert matmul["unit"] == "GFLOP/s" and matmul["value"] > 0 and matmul["reference"] is None
     node_file = json.loads((out / "nodes" / "node-7.json").read_text())
     assert schema.problems(node_file, schema.node_schema()) == []
-    html = (out / "report.html").read_text()
+    html = (out / "validation.html").read_text()
     assert "Node validation" in html and "Node node-7: PASS" in html and "compute.matmul" in html
     assert html.count("data:image/png;base64,") >= 3  # matmul, host bandwidth, all-reduce
     assert len((out / "history" / "node-7.jsonl").read_text().splitlines()) == 1
@@ -511,7 +511,7 @@ def test_local_light_end_to_end_writes_table_json_html_and_history(
     code = cli.main(["validate", "--local", "--checks", "node", "--gpus", "0", "--out", str(out)])
     assert code == 0
     assert len((out / "history" / "node-7.jsonl").read_text().splitlines()) == 2
-    assert "History" in (out / "report.html").read_text()
+    assert "History" in (out / "validation.html").read_text()
 
 
 def test_a_check_that_raises_sets_the_exit_code(

@@ -12,25 +12,26 @@ from typing import Any
 import keras
 import numpy as np
 
-from harness import io
+from harness import atomic
 from harness.config import load_config
 from harness.data import Preprocessor, fit_data_to_model, prepare_data
 from harness.data.newrows import NewRows, PredictOptions
 from harness.errors import RunDirError, UserInputError
 from harness.evaluate import load_report, write_report
 from harness.models.saved import MESSAGE_CHARS, check_keras_file
+from harness.rundir import RunDir
 from harness.train.evaluation import evaluate_test_split, predict_array
-from harness.train.run import MODEL, PREPROCESSING, reproduce_command
+from harness.train.run import reproduce_command
 
 
 def load_run_model(run_dir: Path) -> keras.Model:
     """The trained model of a run directory, with a clear error if it is not there or not loadable."""
-    path = run_dir / MODEL
+    path = RunDir(run_dir).model
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
     if not path.is_file():
         raise RunDirError(
-            f"{run_dir} is not a finished run directory: {MODEL} is missing (the run has not finished, failed "
+            f"{run_dir} is not a finished run directory: {path.name} is missing (the run has not finished, failed "
             "before saving its model, or the folder is not a run directory)"
         )
     check_keras_file(path)
@@ -94,14 +95,14 @@ def predict_file(
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
     check_output(target, input_path, run_dir)
-    preprocessor = Preprocessor.load(run_dir / PREPROCESSING)
+    preprocessor = Preprocessor.load(RunDir(run_dir).preprocessing)
     rows = preprocessor.read_new(input_path, options)
     model = load_run_model(run_dir)
     y = predict_array(model, rows.x, run_dir=run_dir)
     notes = list(rows.notes)
     if target.is_file():
         notes.append(f"replaced the existing file {target}")
-    io.write_text(target, predictions_csv(preprocessor, rows, y))
+    atomic.write_text(target, predictions_csv(preprocessor, rows, y))
     return Predictions(target, len(rows.ids), int(rows.predicted.sum()), notes, list(rows.warnings))
 
 
@@ -142,7 +143,7 @@ def _matrix(values: np.ndarray) -> np.ndarray:
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the test-split evaluation of a finished run and rewrite its report."""
     report = load_report(run_dir)
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(RunDir(run_dir).config)
     data = prepare_data(config.data, config.run.seed, run_dir)
     model = load_run_model(run_dir)
     data = fit_data_to_model(data, model)  # the same adaptation as in training

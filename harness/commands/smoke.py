@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import Config, load_config
+from harness.rundir import RunDir, read_metrics
 from harness.train import checkpoint
-from harness.train.rundir import read_metrics
 
 SMOKE_OVERRIDES = (
     "training.epochs=1",
@@ -77,23 +77,24 @@ def run_smoke(
 
 def check_run(run_dir: Path, code: int, workers: int) -> list[Result]:
     results = [Result("all ranks exited 0", code == 0, f"exit code {code}")]
-    lines = read_metrics(run_dir / "metrics.jsonl")
+    run = RunDir(run_dir)
+    lines = read_metrics(run.metrics)
     losses = [line.get("loss", math.nan) for line in lines]
     results.append(
         Result(
             "loss is finite",
             bool(losses) and all(math.isfinite(x) for x in losses),
-            f"losses {losses}" if losses else "no metrics.jsonl lines",
+            f"losses {losses}" if losses else f"no {run.metrics.name} lines",
         )
     )
-    latest = checkpoint.resolve(run_dir / "checkpoints")
+    latest = checkpoint.resolve(run.checkpoints)
     results.append(Result("checkpoint written", latest is not None, str(latest)))
-    report_path = run_dir / "report.json"
+    report_path = run.report
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     results.append(Result("report written", bool(report), str(report_path)))
     world = report.get("training", {}).get("world_size")
     results.append(Result("ranks took part", world == workers, f"world size {world}, expected {workers}"))
-    results.append(Result("model saved", (run_dir / "model.keras").is_file(), str(run_dir / "model.keras")))
+    results.append(Result("model saved", run.model.is_file(), str(run.model)))
     return results
 
 

@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from harness.atomic import write_json
 from harness.data.arrays import check_numeric, read_npz
 from harness.data.images import IMAGE_SUFFIXES, ImageSpec, list_images, read_images, resize_images
 from harness.data.newrows import FILE_ID, INDEX_ID, NewRows, PredictOptions, table_rows
 from harness.data.raw import Task
 from harness.data.table import TableEncoder, name_list, read_csv
 from harness.errors import DataError
-from harness.io import write_json
 from harness.shapes import ShapeFit
 
 FORMAT = "harness.preprocessor"

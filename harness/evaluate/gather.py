@@ -15,7 +15,8 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
+from harness.envinfo import utc_now
 from harness.errors import RunDirError
 from harness.evaluate import plots as plotting
 from harness.evaluate.document import Bullets, Document, Image, Paragraph, Section, Table
@@ -23,7 +24,7 @@ from harness.evaluate.formatting import MISSING, fmt_duration, fmt_float
 from harness.evaluate.inputs import read_history
 from harness.evaluate.render_html import document_to_html
 from harness.evaluate.render_md import document_to_markdown
-from harness.evaluate.store import REPORT_SCHEMA_VERSION, load_report, part, utc_now
+from harness.evaluate.store import REPORT_SCHEMA_VERSION, load_report, part
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
@@ -139,7 +140,7 @@ def write_comparison(out_dir: Path, files: Mapping[str, str]) -> None:
         for name, text in {COMPARISON_MARKER: _marker_text(), **files}.items():
             path = out_dir / name
             existed = path.exists()
-            io.write_text(path, text)
+            atomic.write_text(path, text)
             if not existed:
                 written.append(path)
     except OSError as err:

@@ -11,22 +11,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
 from harness.evaluate.document import Bullets, Code, Document, Paragraph, Section, Table, key_values
 from harness.evaluate.formatting import MISSING, fmt_int, fmt_shape
 from harness.evaluate.render_md import document_to_markdown
 from harness.evaluate.report_doc import headline_pairs, names_summary, note_lines, short_value
 from harness.evaluate.store import load_report, part
-
-MODEL_CARD = "model_card.md"
-MODEL_FILE = "model.keras"
-PREPROCESSING_FILE = "preprocessing.json"
+from harness.rundir.layout import CONFIG, MODEL, MODEL_CARD, PREPROCESSING, REPORT_HTML, REPORT_JSON, REPORT_MD
 
 
 def write_model_card(run_dir: Path) -> None:
     """(Re)write model_card.md in `run_dir` from its report.json."""
     run_dir = Path(run_dir)
-    io.write_text(run_dir / MODEL_CARD, document_to_markdown(model_card_document(load_report(run_dir))))
+    atomic.write_text(run_dir / MODEL_CARD, document_to_markdown(model_card_document(load_report(run_dir))))
 
 
 def model_card_document(report: Mapping[str, Any]) -> Document:
@@ -116,24 +113,24 @@ def limitations(report: Mapping[str, Any]) -> str:
 
 def files_part() -> Section:
     items = [
-        f"{MODEL_FILE}: Keras 3 model (architecture and weights).",
-        f"{PREPROCESSING_FILE}: preprocessing fitted on the training split; inputs must go through it "
+        f"{MODEL}: Keras 3 model (architecture and weights).",
+        f"{PREPROCESSING}: preprocessing fitted on the training split; inputs must go through it "
         "before the model.",
-        "report.json, report.md, report.html: test evaluation and training history.",
-        "config.yaml: the resolved experiment config.",
+        f"{REPORT_JSON}, {REPORT_MD}, {REPORT_HTML}: test evaluation and training history.",
+        f"{CONFIG}: the resolved experiment config.",
     ]
     return Section("Files", [Bullets(items)])
 
 
 def usage_part(run: Mapping[str, Any]) -> Section:
     folder = str(run.get("dir") or ".")
-    load = f"import keras\n\nmodel = keras.saving.load_model({str(Path(folder) / MODEL_FILE)!r})\n"
+    load = f"import keras\n\nmodel = keras.saving.load_model({str(Path(folder) / MODEL)!r})\n"
     predict = f"harness predict {shlex.quote(folder)} inputs.csv"
     return Section(
         "How to use it",
         [
             Code(load, "python", summary="Load the model in Python"),
-            Code(predict, "sh", summary=f"Predict raw inputs with {PREPROCESSING_FILE} applied"),
+            Code(predict, "sh", summary=f"Predict raw inputs with {PREPROCESSING} applied"),
         ],
     )
 

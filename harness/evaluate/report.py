@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import io
+from harness import atomic
+from harness.envinfo import utc_now
 from harness.errors import RunDirError
 from harness.evaluate import plots as plotting
 from harness.evaluate.inputs import Predictions, read_history, read_predictions
@@ -20,10 +21,10 @@ from harness.evaluate.model_card import write_model_card
 from harness.evaluate.render_html import document_to_html
 from harness.evaluate.render_md import document_to_markdown
 from harness.evaluate.report_doc import report_document
-from harness.evaluate.store import REPORT_JSON, REPORT_SCHEMA_VERSION, jsonable, load_report, part, utc_now
+from harness.evaluate.store import REPORT_SCHEMA_VERSION, jsonable, load_report, part
+from harness.rundir.layout import REPORT_HTML, REPORT_MD
+from harness.rundir.records import write_report_json
 
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
 PlotMaker = Callable[[], bytes | None]
 
 
@@ -63,7 +64,7 @@ def write_report(
             "config": config,
         }
     )
-    io.write_json(run_dir / REPORT_JSON, report)
+    write_report_json(run_dir, report)
     html, with_plots = report_options(config)
     render_report(run_dir, config_html=html, plots=with_plots)
     write_model_card(run_dir)
@@ -105,9 +106,9 @@ def render_report(run_dir: Path, config_html: bool = True, plots: bool = True) -
     if config_html and plots:
         images = report_images(report, history, read_predictions(run_dir), problems)
     document = report_document(report, history, image_keys=images.keys(), problems=problems)
-    io.write_text(run_dir / REPORT_MD, document_to_markdown(document))
+    atomic.write_text(run_dir / REPORT_MD, document_to_markdown(document))
     if config_html:
-        io.write_text(run_dir / REPORT_HTML, document_to_html(document, images))
+        atomic.write_text(run_dir / REPORT_HTML, document_to_html(document, images))
 
 
 def report_images(

@@ -25,6 +25,7 @@ from harness.evaluate.formatting import (
     humanize_key,
 )
 from harness.evaluate.store import part
+from harness.rundir.layout import REPORT_HTML, REPORT_JSON
 
 CONFUSION_TABLE_MAX_CLASSES = 20
 EPOCH_TABLE_MAX_ROWS = 50
@@ -195,7 +196,7 @@ def confusion_section(test: Mapping[str, Any]) -> Section:
     if len(counts) > CONFUSION_TABLE_MAX_CLASSES:
         note = (
             f"{len(counts)} classes are too many for a readable table; the counts are in "
-            "report.json (test.confusion_matrix) and the heatmap is in report.html."
+            f"{REPORT_JSON} (test.confusion_matrix) and the heatmap is in {REPORT_HTML}."
         )
         return Section("Confusion matrix", [Paragraph(note)])
     rows = [[names[i], *(fmt_int(value) for value in row)] for i, row in enumerate(counts)]

@@ -13,7 +13,6 @@ and a bad line of metrics.jsonl is skipped.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -24,40 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from harness.distribute.watchdog import last_error_line
+from harness.envinfo import node_name, utc_now
 from harness.errors import RunDirError
+from harness.rundir import (
+    ENDED,
+    FINAL,
+    STOPPED,
+    RunDir,
+    RunState,
+    SubmissionRecord,
+    last_metrics,
+    read_state,
+    recorded_state,
+    write_state,
+)
+from harness.rundir.layout import JOB_FOLDER
 from harness.slurm import records, scheduler
 from harness.slurm.scheduler import ACTIVE, JobInfo, SchedulerUnavailable
-from harness.train import rundir
 from harness.train.progress import format_logs
 
-STATE = "state.json"
-METRICS = "metrics.jsonl"
-FINAL = ("completed", "failed")
 SHOWN_CHARS = 200
 JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
-
-# The fields status, logs and cancel use, with the types they must have (None: absent or null).
-_WHOLE = "a whole number >= 0"
-_TEXT = "a string"
-SUBMISSION_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
-    "job_id": ("a job id", (str, int)),
-    "executor": (_TEXT, (str,)),
-    "job_folder": (_TEXT, (str,)),
-    "tasks": (_WHOLE, (int,)),
-    "epochs": (_WHOLE, (int,)),
-    "submitted": (_TEXT, (str,)),
-    "cancelled": (_TEXT, (str,)),
-    "resources": ("an object", (dict,)),
-    "resources.max_requeues": (_WHOLE, (int,)),
-}
-STATE_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
-    "state": (_TEXT, (str,)),
-    "epoch": (_WHOLE, (int,)),
-    "epochs": (_WHOLE, (int,)),
-    "requeues": (_WHOLE, (int,)),
-    "updated": (_TEXT, (str,)),
-    "error": (_TEXT, (str,)),
-}
 
 
 @dataclass(frozen=True)
@@ -65,7 +51,7 @@ class Run:
     """A submitted run: its directory and its submission record."""
 
     run_dir: Path
-    submission: dict[str, Any]
+    submission: SubmissionRecord
 
     @property
     def job_id(self) -> str:
@@ -76,7 +62,7 @@ class Run:
         return str(self.submission.get("executor", "slurm"))
 
     def log_path(self, rank: int, err: bool = False) -> Path:
-        folder = Path(self.submission.get("job_folder") or self.run_dir / records.JOB_FOLDER)
+        folder = Path(self.submission.get("job_folder") or RunDir(self.run_dir).job_folder)
         return folder / f"{self.job_id}_{rank}_log.{'err' if err else 'out'}"
 
 
@@ -100,14 +86,10 @@ def locate(target: str, environ: Mapping[str, str] | None = None) -> Run:
     return Run(run_dir, read_submission(run_dir))
 
 
-def read_submission(run_dir: Path) -> dict[str, Any]:
-    """submission.json, with the fields used here checked; an unreadable file is named, not a traceback."""
-    path = run_dir / records.SUBMISSION
-    try:
-        record = records.read_submission(run_dir)
-    except OSError as err:
-        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
-    check_fields(path, record, SUBMISSION_FIELDS)
+def read_submission(run_dir: Path) -> SubmissionRecord:
+    """submission.json, with the job id checked too: it reaches scancel and kill."""
+    path = RunDir(run_dir).submission
+    record = records.read_submission(run_dir)
     job_id = str(record.get("job_id", ""))
     if not JOB_ID.fullmatch(job_id):  # it reaches scancel and kill: never an option or a process group
         raise RunDirError(
@@ -132,22 +114,6 @@ def _lookup_job(job_id: str, environ: Mapping[str, str] | None) -> Path | None:
         ) from None
 
 
-def check_fields(path: Path, record: Mapping[str, Any], fields: Mapping[str, tuple[str, tuple[type, ...]]]) -> None:
-    """Refuse a record whose fields have the wrong type, naming the file, the key and the value."""
-    for dotted, (expected, types) in fields.items():
-        value: Any = record
-        for key in dotted.split("."):
-            value = value.get(key) if isinstance(value, Mapping) else None
-        if value is None:
-            continue
-        wrong_type = isinstance(value, bool) or not isinstance(value, types)
-        if wrong_type or (expected == _WHOLE and value < 0):
-            raise RunDirError(
-                f"{path} is damaged: {dotted} must be {expected}. Received: {value!r:.{SHOWN_CHARS}}; "
-                "fix or remove the value"
-            )
-
-
 def _run_dir_from_slurm(job_id: str) -> Path | None:
     """Jobs submitted by harness log to RUN_DIR/slurm/<job>_<task>_log.out."""
     try:
@@ -157,7 +123,7 @@ def _run_dir_from_slurm(job_id: str) -> Path | None:
     if info is None or not info.stdout:
         return None
     folder = Path(info.stdout).parent
-    return folder.parent if folder.name == records.JOB_FOLDER else None
+    return folder.parent if folder.name == JOB_FOLDER else None
 
 
 # --------------------------------------------------------------------------- status
@@ -165,7 +131,7 @@ def _run_dir_from_slurm(job_id: str) -> Path | None:
 
 @dataclass(frozen=True)
 class Status:
-    state: str
+    state: RunState
     detail: str
     run_dir: Path
     job_id: str
@@ -184,7 +150,7 @@ class Status:
 def status(target: str, environ: Mapping[str, str] | None = None) -> Status:
     run = locate(target, environ)
     state = read_state(run.run_dir)
-    metrics = last_metrics(run.run_dir / METRICS)
+    metrics = last_metrics(RunDir(run.run_dir).metrics)
     job, scheduler_note = _job(run)
     return derive_status(run, state, job, scheduler_note, metrics, _now())
 
@@ -232,12 +198,12 @@ def derive_status(
     now: datetime,
 ) -> Status:
     """Combine the run's own record with the scheduler's; pure, so every case is tested."""
-    recorded = str(state.get("state") or "") or None
+    recorded = recorded_state(state)
     name, detail, error = _classify(run, recorded, state, job, scheduler_note)
     epochs = state.get("epochs") or run.submission.get("epochs")
     epoch = state.get("epoch") if state.get("epoch") is not None else (metrics or {}).get("epoch")
     requeues = max(int(state.get("requeues") or 0), (job.restarts or 0) if job else 0)
-    report = run.run_dir / "report.html"
+    report = RunDir(run.run_dir).report_html
     return Status(
         state=name,
         detail=detail,
@@ -252,55 +218,62 @@ def derive_status(
         requeues=requeues,
         max_requeues=(run.submission.get("resources") or {}).get("max_requeues"),
         scheduler=scheduler_note or _scheduler_line(job),
-        report=report if name == "completed" and report.is_file() else None,
+        report=report if name is RunState.COMPLETED and report.is_file() else None,
     )
 
 
 def _classify(
-    run: Run, recorded: str | None, state: Mapping[str, Any], job: JobInfo | None, note: str | None
-) -> tuple[str, str, str | None]:
+    run: Run, recorded: RunState | None, state: Mapping[str, Any], job: JobInfo | None, note: str | None
+) -> tuple[RunState, str, str | None]:
     """(state, one-line explanation, error)."""
     active = job is not None and job.state in ACTIVE
-    if recorded in FINAL:
-        return recorded, "", state.get("error") if recorded == "failed" else None
+    if recorded is not None and recorded in FINAL:
+        return recorded, "", state.get("error") if recorded is RunState.FAILED else None
     if run.submission.get("cancelled"):
-        return "cancelled", f"cancelled at {run.submission['cancelled']}", None
-    if recorded == "interrupted" and not active:
-        resume = f"harness train {run.run_dir / 'config.yaml'} --resume"
-        return "interrupted", f"stopped by Ctrl-C; continue it with `{resume}`", None
-    if recorded == "preempted":
+        return RunState.CANCELLED, f"cancelled at {run.submission.get('cancelled')}", None
+    if recorded is RunState.INTERRUPTED and not active:
+        resume = f"harness train {RunDir(run.run_dir).config} --resume"
+        return RunState.INTERRUPTED, f"stopped by Ctrl-C; continue it with `{resume}`", None
+    if recorded is RunState.PREEMPTED:
         if active and job is not None and job.state == "PENDING":
-            return "requeued", f"checkpoint saved; waiting in the queue ({job.reason or 'pending'})", None
+            return RunState.REQUEUED, f"checkpoint saved; waiting in the queue ({job.reason or 'pending'})", None
         if active:
-            return "running", "resuming from its checkpoint after a requeue", None
-        return "preempted", "stopped with a checkpoint and not requeued (requeue limit, or the requeue failed)", None
-    if recorded == "running":
+            return RunState.RUNNING, "resuming from its checkpoint after a requeue", None
+        return (
+            RunState.PREEMPTED,
+            "stopped with a checkpoint and not requeued (requeue limit, or the requeue failed)",
+            None,
+        )
+    if recorded is RunState.RUNNING:
         return _running(job, active, note, state)
     return _not_started(run, job, active, note)
 
 
 def _running(
     job: JobInfo | None, active: bool, note: str | None, state: Mapping[str, Any]
-) -> tuple[str, str, str | None]:
+) -> tuple[RunState, str, str | None]:
     if active or note is not None:
-        return "running", "" if active else f"last update {state.get('updated')}; scheduler not reachable", None
+        detail = "" if active else f"last update {state.get('updated')}; scheduler not reachable"
+        return RunState.RUNNING, detail, None
     ended = f"ended as {job.state}" if job is not None else "is no longer known to the scheduler"
     return (
-        "failed",
+        RunState.FAILED,
         "",
         f"the job {ended} while the run was training (last update {state.get('updated')}): "
         "killed at its time limit, cancelled, or its node failed; no final state was recorded",
     )
 
 
-def _not_started(run: Run, job: JobInfo | None, active: bool, note: str | None) -> tuple[str, str, str | None]:
+def _not_started(
+    run: Run, job: JobInfo | None, active: bool, note: str | None
+) -> tuple[RunState, str, str | None]:
     if job is not None and job.state == "PENDING":
-        return "pending", f"waiting in the queue ({job.reason or 'pending'})", None
+        return RunState.PENDING, f"waiting in the queue ({job.reason or 'pending'})", None
     if active:
-        return "starting", "the job runs; training has not written its state yet", None
+        return RunState.STARTING, "the job runs; training has not written its state yet", None
     if note is not None:
-        return "unknown", "no state recorded yet and the scheduler is not reachable", None
-    return "failed", "", _log_error(run) or "the job ended before training started (see harness logs --err)"
+        return RunState.UNKNOWN, "no state recorded yet and the scheduler is not reachable", None
+    return RunState.FAILED, "", _log_error(run) or "the job ended before training started (see harness logs --err)"
 
 
 def _log_error(run: Run) -> str | None:
@@ -312,11 +285,13 @@ def _log_error(run: Run) -> str | None:
         return None
 
 
-def _elapsed(submission: Mapping[str, Any], state: Mapping[str, Any], name: str, now: datetime) -> float | None:
+def _elapsed(
+    submission: Mapping[str, Any], state: Mapping[str, Any], name: RunState, now: datetime
+) -> float | None:
     start = _parse_time(submission.get("submitted"))
     if start is None:
         return None
-    end = _parse_time(state.get("updated")) if name in (*FINAL, "preempted", "interrupted") else now
+    end = _parse_time(state.get("updated")) if name in STOPPED else now
     return max(0.0, ((end or now) - start).total_seconds())
 
 
@@ -353,53 +328,6 @@ def _metrics_line(metrics: Mapping[str, Any] | None) -> str | None:
     }
     values.pop("step", None)
     return f"epoch {metrics.get('epoch')}: {format_logs(values)}"
-
-
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """state.json with the fields status uses checked; {} before the run has written it."""
-    path = run_dir / STATE
-    state = read_json(path)
-    check_fields(path, state, STATE_FIELDS)
-    return state
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; {} if there is no such file. A damaged one is an error naming it."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as err:
-        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise RunDirError(f"{path} is damaged: not UTF-8 text (byte {err.start})") from None
-    try:
-        found = json.loads(text)
-    except ValueError as err:
-        raise RunDirError(f"{path} is damaged: not valid JSON ({err})") from None
-    if not isinstance(found, dict):
-        raise RunDirError(f"{path} is damaged: it must hold a JSON object. Received: {type(found).__name__}")
-    return found
-
-
-def last_metrics(path: Path) -> dict[str, Any] | None:
-    """The last epoch line of metrics.jsonl; lines that are cut short or damaged are skipped."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-    except OSError as err:
-        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
-    for line in reversed(text.splitlines()):
-        try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict) and _whole(found.get("epoch")):
-            return found
-    return None
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def format_status(status: Status) -> str:
@@ -458,22 +386,24 @@ def cancel(target: str) -> tuple[Run, str]:
     """Cancel the job; the run then reads as cancelled (the chief cannot record it once killed)."""
     run = locate(target)
     try:
-        state = str(read_state(run.run_dir).get("state") or "")
+        state = recorded_state(read_state(run.run_dir))
     except RunDirError:
-        state = ""  # a damaged state.json must not keep a job from being cancelled
-    if state in (*FINAL, "interrupted"):  # ended: a local job's pid may belong to another process by now
+        state = None  # a damaged state.json must not keep a job from being cancelled
+    if state in ENDED:  # ended: a local job's pid may belong to another process by now
         return run, f"job {run.job_id} already ended: the run is {state}; nothing to cancel"
     if run.submission.get("cancelled"):
-        return run, f"job {run.job_id} was already cancelled at {run.submission['cancelled']}"
+        return run, f"job {run.job_id} was already cancelled at {run.submission.get('cancelled')}"
     if run.executor == "local":
         _interrupt_local(run.job_id)
     else:
         scheduler.cancel(run.job_id)
-    when = records.now_utc()
+    when = utc_now()
     try:
         records.update_submission(run.run_dir, cancelled=when)
         if run.run_dir.is_dir():  # also before the job wrote anything: its start must not undo this
-            rundir.write_state(run.run_dir, "cancelled", cancelled=when, job_id=run.job_id)
+            write_state(
+                run.run_dir, RunState.CANCELLED, current_job=None, host=node_name(), cancelled=when, job_id=run.job_id
+            )
     except OSError as err:  # the job is cancelled all the same; say what could not be noted
         return run, (
             f"cancelled job {run.job_id}, but could not record it in {run.run_dir} ({err.strerror or err}); "

@@ -24,9 +24,7 @@ from submitit.helpers import DelayedSubmission
 
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.errors import Preempted
-
-CONFIG_NAME = "config.yaml"
-"""The resolved config saved at submission, in the job folder (RUN_DIR/slurm/)."""
+from harness.rundir import RunDir
 
 JOIN_POLL_S = 0.5
 """Join the training thread in slices so the main thread stays free to run signal handlers."""
@@ -94,7 +92,7 @@ class TrainJob:
         from harness.train.run import RunRequest, train
 
         try:
-            config = load_config(Path(self.run_dir) / "slurm" / CONFIG_NAME)
+            config = load_config(RunDir(Path(self.run_dir)).job_config)
             config_path = Path(self.config_path) if self.config_path else None
             request = RunRequest(config, config_path, resume="auto", command=self.command)
             self._outcome.result = train(request, stop_requested=self._stop.is_set, cluster=self.context)
@@ -149,7 +147,7 @@ class TrainJob:
             print(
                 f"harness: could not requeue the job ({type(err).__name__}: {err}); if it was preempted, Slurm "
                 f"requeues it at the end of the grace time; otherwise continue with harness train "
-                f"{Path(self.run_dir) / 'config.yaml'} --resume",
+                f"{RunDir(Path(self.run_dir)).config} --resume",
                 flush=True,
             )
 
@@ -168,7 +166,7 @@ class TrainJob:
             print(
                 f"harness: not requeueing: the job was requeued {restarts} times already "
                 f"(slurm.max_requeues={self.max_requeues}); it can continue from its checkpoint with "
-                f"harness train {Path(self.run_dir) / 'config.yaml'} --resume",
+                f"harness train {RunDir(Path(self.run_dir)).config} --resume",
                 flush=True,
             )
             return None

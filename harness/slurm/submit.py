@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Config, load_config, to_yaml
+from harness.envinfo import utc_now
 from harness.errors import ConfigError, DataError, RunDirError, UserInputError
+from harness.rundir import RunDir, lifecycle
 from harness.slurm import backends, records, scheduler
-from harness.slurm.job import CONFIG_NAME, TrainJob
+from harness.slurm.job import TrainJob
 from harness.slurm.profiles import resolve_profile
 from harness.slurm.resources import check_fit, describe, effective_strategy, merge, total_tasks, with_tasks
 from harness.slurm.scheduler import Partition, SchedulerUnavailable
 from harness.slurm.script import check_script_values
-from harness.train import rundir
 
 GRACE_EXTRA_S = 60
 """How long past the signal delay a stopped non-chief rank waits to be ended by the requeue."""
@@ -63,7 +64,7 @@ class Plan:
 
     @property
     def folder(self) -> Path:
-        return self.run_dir / records.JOB_FOLDER
+        return RunDir(self.run_dir).job_folder
 
     @property
     def params(self) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def check_run_dir(run_dir: Path, overwrite: bool, output_dir: Path) -> None:
             f"run directory {run_dir} belongs to job {active}, which is still queued or running; "
             f"cancel it first (harness cancel {run_dir})"
         )
-    rundir.check_removable(run_dir, output_dir)
+    lifecycle.check_removable(run_dir, output_dir)
 
 
 def active_job(run_dir: Path) -> str | None:
@@ -170,12 +171,12 @@ def submit(plan: Plan, command: str) -> Submitted:
     """Create the run directory, submit the job and record it; on failure nothing is left behind."""
     aside = None
     if plan.run_dir.exists() or plan.run_dir.is_symlink():  # --overwrite: kept aside until the job is accepted
-        aside = rundir.set_aside(plan.run_dir, Path(plan.config.run.output_dir))
+        aside = lifecycle.set_aside(plan.run_dir, Path(plan.config.run.output_dir))
     try:
         plan.run_dir.mkdir(parents=True)
-        rundir.write_marker(plan.run_dir, "harness submit")
+        lifecycle.write_marker(plan.run_dir, "harness submit")
         plan.folder.mkdir()
-        (plan.folder / CONFIG_NAME).write_text(to_yaml(plan.config))
+        RunDir(plan.run_dir).job_config.write_text(to_yaml(plan.config))
         job = backends.submit(
             plan.executor, plan.folder, plan.params, plan.config.slurm.max_requeues, make_job(plan, command)
         )
@@ -211,10 +212,10 @@ def submission_record(plan: Plan, job_id: str, script: Path | None, command: str
     return {
         "job_id": job_id,
         "executor": plan.executor,
-        "submitted": records.now_utc(),
+        "submitted": utc_now(),
         "command": command,
         "run_dir": str(plan.run_dir),
-        "config": str(plan.folder / CONFIG_NAME),
+        "config": str(RunDir(plan.run_dir).job_config),
         "script": str(script) if script else None,
         "job_folder": str(plan.folder),
         "strategy": plan.strategy,

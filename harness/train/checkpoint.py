@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import io
+from harness import atomic
 from harness.errors import RunDirError
+from harness.rundir.layout import checkpoint_state
 
 POINTERS = ("latest", "previous", "best")
 FOLDER_NAME = re.compile(r"step-\d{8,}")
@@ -54,25 +55,25 @@ def save(
     directory: Path, variables: list[Any], opt_variables: list[Any], state: LoopState, best: bool
 ) -> Path:
     """Write a checkpoint folder, then point `latest` (and `best` if asked) at it."""
-    io.make_dirs(directory)
+    atomic.make_dirs(directory)
     name = f"step-{state.global_step:08d}"
-    tmp = io.temp_dir(directory, f".{name}.")
+    tmp = atomic.temp_dir(directory, f".{name}.")
     final = directory / name
     try:
         _write_arrays(tmp / "model.npz", variables)
         _write_arrays(tmp / "optimizer.npz", opt_variables)
-        io.write_json(tmp / "state.json", asdict(state))
+        atomic.write_json(checkpoint_state(tmp), asdict(state))
         _replace_folder(tmp, final)
-    except io.WriteError as err:  # named as the file it was to become, not its temporary folder
+    except atomic.WriteError as err:  # named as the file it was to become, not its temporary folder
         raise err.moved(final / err.target.name) if err.target.parent == tmp else err from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     before = _pointed(directory, "latest")
     if before is not None and before != name:
-        io.write_text(directory / "previous", before + "\n")
-    io.write_text(directory / "latest", name + "\n")
+        atomic.write_text(directory / "previous", before + "\n")
+    atomic.write_text(directory / "latest", name + "\n")
     if best:
-        io.write_text(directory / "best", name + "\n")
+        atomic.write_text(directory / "best", name + "\n")
     _prune(directory)
     return final
 
@@ -116,7 +117,7 @@ def candidates(directory: Path) -> list[Path]:
 
 def read_state(folder: Path) -> LoopState:
     """The loop position saved in a checkpoint, without loading its arrays."""
-    path = folder / "state.json"
+    path = checkpoint_state(folder)
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -149,7 +150,7 @@ def load(folder: Path, variables: list[Any], opt_variables: list[Any]) -> LoopSt
 def _write_arrays(path: Path, variables: list[Any]) -> None:
     arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     needed = sum(a.nbytes + NPZ_OVERHEAD for a in arrays.values()) + NPZ_OVERHEAD
-    io.atomic_write(path, lambda handle: np.savez(handle, **arrays), binary=True, needed=needed)  # type: ignore[arg-type]
+    atomic.atomic_write(path, lambda handle: np.savez(handle, **arrays), binary=True, needed=needed)  # type: ignore[arg-type]
 
 
 def _read_arrays(path: Path) -> list[np.ndarray]:

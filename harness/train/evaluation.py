@@ -16,12 +16,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from harness import io
+from harness import atomic
 from harness.data import PreparedData
 from harness.errors import HarnessError, TrainingError
 from harness.evaluate import evaluate_predictions, load_report
+from harness.rundir import RunDir
 
-PREDICTIONS = "test_predictions.npz"
 LOGITS = "logits"
 PROBABILITY_SLACK = 1e-3  # float16 softmax outputs overshoot [0, 1] by rounding, not by meaning
 
@@ -110,13 +110,14 @@ def evaluate_test_split(
         y_true = data.preprocessor.inverse_targets(y_true)
     else:
         y_pred, note = as_class_probabilities(y_pred, logits)
-    io.atomic_write(run_dir / PREDICTIONS, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True)
+    predictions = RunDir(run_dir).predictions
+    atomic.atomic_write(predictions, lambda handle: np.savez(handle, y_true=y_true, y_pred=y_pred), binary=True)
     try:
         evaluation = evaluate_predictions(data.task, y_true, y_pred, data.class_names)
     except ValueError as err:
         raise TrainingError(
             f"the test-split predictions cannot be evaluated: {err}. The trained model is saved in {run_dir}; "
-            "the predictions are in " + str(run_dir / PREDICTIONS)
+            "the predictions are in " + str(predictions)
         ) from None
     if logits and data.task == "classification":
         evaluation["outputs"] = "logits, turned into probabilities with a softmax before the metrics"

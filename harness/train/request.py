@@ -6,16 +6,14 @@ Kept free of TensorFlow and Keras so the processes that only check a request and
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from harness.config import Config
 from harness.errors import ConfigError, RunDirError
-from harness.train import rundir
+from harness.rundir import RunDir
+from harness.train import checkpoint, rundir
 
 # Settings a resumed run may change, because the training they describe stays the same: display
 # and reports, how often to save, how the work is run and spread over processes (the worker count
@@ -67,7 +65,7 @@ class RunRequest:
 def wants_resume(request: RunRequest) -> bool:
     """`resume="auto"` continues when the run directory has a checkpoint (a requeued job)."""
     if request.resume == "auto":
-        return bool(rundir.checkpoint.candidates(request.run_dir / rundir.CHECKPOINTS))
+        return bool(checkpoint.candidates(RunDir(request.run_dir).checkpoints))
     return bool(request.resume)
 
 
@@ -91,7 +89,7 @@ def check_resumable(run_dir: Path, config: Config) -> None:
     """A resumed run must use the config it started with; see RESUMABLE_KEYS for what may change."""
     from harness.config import load_config
 
-    saved_path = run_dir / rundir.CONFIG
+    saved_path = RunDir(run_dir).config
     saved = load_config(saved_path)
     before, now = _comparable(saved), _comparable(config)
     changed = [key for key in diff_keys(before, now) if not _may_change(key)]
@@ -116,9 +114,9 @@ def check_resumable(run_dir: Path, config: Config) -> None:
 
 def epochs_done(run_dir: Path) -> int | None:
     """Complete epochs in the newest checkpoint whose loop state can be read."""
-    for folder in rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS):
+    for folder in checkpoint.candidates(RunDir(run_dir).checkpoints):
         try:
-            return rundir.checkpoint.read_state(folder).epoch
+            return checkpoint.read_state(folder).epoch
         except RunDirError:
             continue
     return None
@@ -131,7 +129,7 @@ def check_global_batch(run_dir: Path, config: Config, global_batch: int, saved_g
     """
     from harness.config import load_config
 
-    saved = load_config(run_dir / rundir.CONFIG).training.batch_size
+    saved = load_config(RunDir(run_dir).config).training.batch_size
     now = config.training.batch_size
     if now == saved or global_batch == saved_global_batch:
         return
@@ -178,8 +176,3 @@ def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[st
         elif left != right:
             keys.append(f"{prefix}{key}")
     return keys
-
-
-def invocation() -> str:
-    """How this process was started, for env.json."""
-    return " ".join(shlex.quote(arg) for arg in [os.path.basename(sys.argv[0]), *sys.argv[1:]])

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from harness import io
+from harness import atomic
 from harness.config import Config, to_yaml
 from harness.config.loader import DEFAULT_SOURCE
 from harness.data import PreparedData, prepare_data
@@ -26,12 +26,13 @@ from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
 from harness.distribute.watchdog import Heartbeats, Watchdog, heartbeat_folder, summarize_error
-from harness.envinfo import environment
+from harness.envinfo import environment, invocation
 from harness.errors import ConfigError, LaunchError, Preempted, RunDirError
 from harness.evaluate import write_report
 from harness.imports import import_object, import_roots, importable
 from harness.models import describe_model
-from harness.train import rundir
+from harness.rundir import RunDir, RunDirWarning, RunState
+from harness.train import checkpoint, rundir
 from harness.train.callbacks import make_early_stopping, watch_stops
 from harness.train.checkpoint import CorruptCheckpoint, LoopState
 from harness.train.evaluation import evaluate_test_split
@@ -44,14 +45,10 @@ from harness.train.request import (
     absolute_data_path,
     check_global_batch,
     check_request,
-    invocation,
     wants_resume,
 )
 
 __all__ = ["RunRequest", "invocation", "train"]
-
-PREPROCESSING = "preprocessing.json"
-MODEL = "model.keras"
 
 
 @dataclass
@@ -91,45 +88,48 @@ def train(
         with importable(import_roots(request.base_dir)):  # the same import rule in every launch mode
             return _train(request, cluster, extra_callbacks, stop_requested, progress)
     except Preempted:
-        _record(cluster, request, progress, "preempted")
+        _record(cluster, request, progress, RunState.PREEMPTED)
         raise
     except KeyboardInterrupt:
-        _record(cluster, request, progress, "interrupted", error="interrupted (Ctrl-C)")
+        _record(cluster, request, progress, RunState.INTERRUPTED, error="interrupted (Ctrl-C)")
         raise
-    except io.WriteError as err:
+    except atomic.WriteError as err:
         removed = _remove_unfinished(cluster, request, progress)
         if not removed:
-            _record(cluster, request, progress, "failed", error=str(err)[:2000])
+            _record(cluster, request, progress, RunState.FAILED, error=str(err)[:2000])
         raise _explain_write_failure(err, request, progress, removed) from None
     except BaseException as err:
-        _record(cluster, request, progress, "failed", error=f"{type(err).__name__}: {err}"[:2000])
+        _record(cluster, request, progress, RunState.FAILED, error=f"{type(err).__name__}: {err}"[:2000])
         raise
 
 
-def _record(cluster: ClusterEnv, request: RunRequest, progress: Progress, state: str, **fields: Any) -> None:
+def _record(cluster: ClusterEnv, request: RunRequest, progress: Progress, state: RunState, **fields: Any) -> None:
     """The chief notes how the run ended, if the run is its own; never hiding the error itself.
 
     Its own: this process started it, or it is a submitted job (`resume="auto"`) continuing the
     run it started before a requeue, whose failure `harness status` must show. A command refused
     before starting (a completed run trained again, a wrong resume) leaves the record as it was.
     """
-    requeued = request.resume == "auto" and (request.run_dir / rundir.STATE).is_file()
+    requeued = request.resume == "auto" and RunDir(request.run_dir).state.is_file()
     if not (cluster.is_chief and (progress.started or requeued)):
         return
     try:
         rundir.write_state(request.run_dir, state, job=cluster, **fields)
     except OSError as err:
-        print(f"harness: could not record state {state!r} in {request.run_dir / rundir.STATE}: {err}", file=sys.stderr)
+        where = RunDir(request.run_dir).state
+        print(f"harness: could not record state {str(state)!r} in {where}: {err}", file=sys.stderr)
 
 
-def _explain_write_failure(err: io.WriteError, request: RunRequest, progress: Progress, removed: bool) -> io.WriteError:
+def _explain_write_failure(
+    err: atomic.WriteError, request: RunRequest, progress: Progress, removed: bool
+) -> atomic.WriteError:
     """Add what the user can do: how much space the run needs, and whether it can be resumed."""
     if err.no_space and progress.space_needed:
-        needed = io.format_size(progress.space_needed)
+        needed = atomic.format_size(progress.space_needed)
         err = err.explained(
             f"The whole run directory needs about {needed} (checkpoints, the saved model and the reports)"
         )
-    if progress.started and not removed and rundir.checkpoint.candidates(request.run_dir / rundir.CHECKPOINTS):
+    if progress.started and not removed and checkpoint.candidates(RunDir(request.run_dir).checkpoints):
         err = err.explained(f"{request.run_dir} keeps its checkpoint: continue with --resume once the problem is fixed")
     return err
 
@@ -140,9 +140,9 @@ def _holds_progress(run_dir: Path) -> bool:
     A run with checkpoints off (`training.checkpoint.every_epochs=0`) has none until its end, so
     metrics lines count too; only a run that has not finished an epoch is removed.
     """
-    metrics = run_dir / rundir.METRICS
+    metrics = RunDir(run_dir).metrics
     has_metrics = metrics.is_file() and metrics.stat().st_size > 0
-    return has_metrics or bool(rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS))
+    return has_metrics or bool(checkpoint.candidates(RunDir(run_dir).checkpoints))
 
 
 def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> bool:
@@ -236,7 +236,7 @@ def restore(trainer: Trainer, run_dir: Path, config: Config) -> LoopState:
 
     Every rank reads the same files and so picks the same checkpoint.
     """
-    folders = rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS)
+    folders = checkpoint.candidates(RunDir(run_dir).checkpoints)
     problems: list[str] = []
     for folder in folders:
         try:
@@ -246,7 +246,7 @@ def restore(trainer: Trainer, run_dir: Path, config: Config) -> LoopState:
             continue
         if problems and trainer.strategy.is_chief:
             warnings.warn(
-                rundir.RunDirWarning(f"{'; '.join(problems)}. Resuming from the older checkpoint {folder} instead"),
+                RunDirWarning(f"{'; '.join(problems)}. Resuming from the older checkpoint {folder} instead"),
                 stacklevel=2,
             )
         check_global_batch(run_dir, config, trainer.global_batch, state.global_batch)
@@ -359,13 +359,13 @@ def _write_start(
     strategy: Strategy,
     ranks: list[dict[str, Any]],
 ) -> None:
-    io.write_text(folder / rundir.CONFIG, to_yaml(config))
-    data.preprocessor.save(folder / PREPROCESSING)
+    atomic.write_text(RunDir(folder).config, to_yaml(config))
+    data.preprocessor.save(RunDir(folder).preprocessing)
     extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
-    io.write_json(folder / "env.json", environment(request.base_dir, extra))
+    atomic.write_json(RunDir(folder).env, environment(request.base_dir, extra))
     rundir.write_state(
         folder,
-        "running",
+        RunState.RUNNING,
         starting=True,
         job=strategy.cluster,
         epochs=config.training.epochs,
@@ -382,7 +382,7 @@ def result_lines(run_dir: Path, evaluation: dict[str, Any], result: TrainResult)
     stopped = f" ({result.stop_reason})" if result.stopped_early else ""
     return (
         f"done: {metric}, {len(result.history)} epochs{stopped}, {result.wall_time_s:.1f}s training\n"
-        f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}"
+        f"run directory: {run_dir}\nreport: {RunDir(run_dir).report_html}"
     )
 
 
@@ -390,7 +390,7 @@ def finish_run_dir(
     run_dir: Path, config: Config, data: PreparedData, trainer: Trainer, result: TrainResult
 ) -> dict[str, Any]:
     """Save the model, evaluate on the test split and write the report and model card."""
-    save_model(trainer.model, run_dir / MODEL)
+    save_model(trainer.model, RunDir(run_dir).model)
     result.extra["requeues"] = trainer.strategy.cluster.restart_count
     evaluation = evaluate_test_split(trainer.model, data, run_dir, logits=trainer.objectives.loss.logits)
     env = environment(Path.cwd(), {"distribute": trainer.strategy.describe()})
@@ -405,16 +405,16 @@ def finish_run_dir(
         config=config.model_dump(mode="json"),
         command=reproduce_command(run_dir),
     )
-    rundir.write_state(run_dir, "completed", job=trainer.strategy.cluster, epoch=len(result.history), error=None)
+    rundir.write_state(run_dir, RunState.COMPLETED, job=trainer.strategy.cluster, epoch=len(result.history), error=None)
     return evaluation
 
 
 def save_model(model: keras.Model, target: Path) -> None:
-    with io.atomic_path(target, suffix=".keras") as tmp:
+    with atomic.atomic_path(target, suffix=".keras") as tmp:
         model.save(tmp)
 
 
 def reproduce_command(run_dir: Path) -> str:
     """The command that re-runs exactly this experiment from its saved config."""
-    config = shlex.quote(str(run_dir / "config.yaml"))
+    config = shlex.quote(str(RunDir(run_dir).config))
     return f"harness train {config} run.name={shlex.quote(run_dir.name)}-repro"

@@ -32,7 +32,7 @@ def add_arguments(
     parser.add_argument("--reference", metavar="FILE", type=path_arg,
                         help="site reference YAML, merged over the shipped table")
     parser.add_argument("--out", metavar="DIR", type=path_arg,
-                        help="write report.json, report.html, nodes/ and history/ here (default: write nothing)")
+                        help="write validation.json, validation.html, nodes/ and history/ here (default: none)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.add_argument("--gpus", type=count_arg, metavar="N",
                         help="GPUs the node should have (default: SLURM_GPUS_ON_NODE or the node's Gres)")
@@ -77,7 +77,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
         print_table(report, sys.stdout)
         if request.out is not None:
-            print(f"report: {request.out / 'report.html'}")
+            print(f"report: {request.out / 'validation.html'}")
     return report.exit_code
 
 

@@ -1,6 +1,6 @@
 """The JSON Schema of validation output, and a small validator for the part of JSON Schema it uses.
 
-Automation reads `report.json` and the per-node files; the schema (data/validate.schema.json)
+Automation reads `validation.json` and the per-node files; the schema (data/validate.schema.json)
 is their contract, versioned by `schema_version`. The `jsonschema` package is not a dependency,
 so `problems` checks the keywords the schema uses (type, enum, const, required, properties,
 additionalProperties, items, anyOf, minimum, $ref to #/$defs); any other keyword is refused,

@@ -1,7 +1,7 @@
 """Where results go: the output folder of a validation and the per-node history.
 
-    OUT/report.json            the validation report (schema: data/validate.schema.json)
-    OUT/report.html            the same for people
+    OUT/validation.json        the validation report (schema: data/validate.schema.json)
+    OUT/validation.html        the same for people
     OUT/nodes/NODE.json        each node's own result: what a job on that node writes
     OUT/history/NODE.jsonl     one line per validation of that node, appended: drift over time
 
@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import io as atomic
+from harness import atomic
 from harness.errors import UserInputError
 from harness.validate.results import NodeResult, node_from_dict
 
 NODES = "nodes"
 HISTORY = "history"
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
+REPORT_JSON = "validation.json"
+REPORT_HTML = "validation.html"
 
 
 def safe_name(node: str) -> str:

@@ -2,7 +2,7 @@
 
 1. `run_local_node`: on one node, run the selected checks -> a `NodeResult` (a Slurm job on each
    node calls the same function and writes its result into a shared folder);
-2. `aggregate` + `save`: node results -> fleet rules, verdicts, report.json / report.html and
+2. `aggregate` + `save`: node results -> fleet rules, verdicts, validation.json / validation.html and
    history.
 
 `prepare` reads and checks every input (check names, the expected-versions and reference files,

@@ -8,13 +8,13 @@ removed afterwards.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from harness.rundir import read_report
 from harness.validate.checks.timing import cpu_model
 from harness.validate.context import NodeContext
 from harness.validate.judge import judge_all
@@ -67,7 +67,7 @@ def training(ctx: NodeContext) -> CheckResult:
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             return CheckResult("e2e.training", Verdict.FAIL, f"harness train exited {done.returncode}: {last[:300]}")
-        report = json.loads((folder / RUN_NAME / "report.json").read_text())
+        report = read_report(folder / RUN_NAME)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     rate = float(report["training"]["train_samples_per_s"])
