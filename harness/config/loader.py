@@ -142,7 +142,7 @@ def _describe(error: Any, lines: Mapping[str, int | str]) -> str:
     where = _where(loc, lines)
     if error["type"] == "extra_forbidden":
         return _unknown_key([str(part) for part in loc], where)
-    message = error["msg"].removeprefix("Value error, ").rstrip(".")
+    message = str(error["msg"]).removeprefix("Value error, ").rstrip(".")
     if not loc:
         return message
     if isinstance(error["input"], Mapping):  # a section-wide rule: its message names the values

@@ -137,9 +137,9 @@ class _StrictLoader(yaml.SafeLoader):
         self.aliases += self.check_event(yaml.AliasEvent)
         try:
             if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise YamlProblem(f"nests deeper than {MAX_DEPTH} levels (at line {mark.line + 1})")
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 

@@ -132,4 +132,4 @@ def _one_hot_to_index(y: np.ndarray, task: str, notes: dict[str, Any]) -> np.nda
     if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
         return y
     notes["one_hot_labels"] = "converted to class indices"
-    return np.argmax(y, axis=1)
+    return np.asarray(np.argmax(y, axis=1))

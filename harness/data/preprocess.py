@@ -109,10 +109,10 @@ class TargetScaler:
         return cls(y.mean(axis=0), np.where(std > MIN_SCALE, std, 1.0))
 
     def apply(self, y: np.ndarray) -> np.ndarray:
-        return ((np.asarray(y, np.float64) - self.mean) / self.std).astype(np.float32)
+        return np.asarray((np.asarray(y, np.float64) - self.mean) / self.std, np.float32)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        return np.asarray(y, np.float64) * self.std + self.mean
+        return np.asarray(np.asarray(y, np.float64) * self.std + self.mean)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
@@ -358,7 +358,7 @@ class Preprocessor:
 
     def _read_npy(self, path: Path) -> np.ndarray:
         try:
-            x = np.load(path, allow_pickle=False)
+            x: np.ndarray = np.asarray(np.load(path, allow_pickle=False))
         except (OSError, ValueError, EOFError) as err:
             raise DataError(f"NPY file {path} cannot be read as a NumPy array: {err}") from None
         check_numeric(x, "array", path)

@@ -114,10 +114,10 @@ class Table:
         present = ~self.blanks[name]
         parsed = self.parsed[name]
         if parsed is not None:
-            return present & ~np.isfinite(parsed)
+            return np.asarray(present & ~np.isfinite(parsed))
         uniques, inverse = np.unique(self.columns[name], return_inverse=True)
         finite = np.array([_is_finite_number(str(text)) for text in uniques], dtype=bool)
-        return present & ~finite[inverse.reshape(-1)]
+        return np.asarray(present & ~finite[inverse.reshape(-1)])
 
     def with_missing(self, name: str, cells: np.ndarray) -> Table:
         """The table with the `cells` (a mask) of column `name` counted as missing values."""

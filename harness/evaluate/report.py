@@ -51,7 +51,7 @@ def write_report(
         raise RunDirError(f"cannot write a report: run directory {run_dir} does not exist")
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
-    report = jsonable(
+    report: dict[str, Any] = jsonable(
         {
             "schema_version": REPORT_SCHEMA_VERSION,
             "run": run_info(run_dir, config, environment, command),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 import keras
 
@@ -44,7 +44,7 @@ def check_task(task: str) -> Task:
     """Return `task` typed, or raise; callers pass strings from data code."""
     if task not in TASKS:
         raise ModelError(f"`task` must be one of {', '.join(TASKS)}. Received: task={task!r}")
-    return cast(Task, task)
+    return task
 
 
 def default_loss(task: str) -> str:

@@ -30,7 +30,7 @@ WATCHED_HOOKS = (
 )
 
 
-class ConfiguredEarlyStopping(keras.callbacks.EarlyStopping):
+class ConfiguredEarlyStopping(keras.callbacks.EarlyStopping):  # type: ignore[misc]  # Keras is untyped
     """The early stopping of `training.early_stopping` (a subclass, so the stop reason can tell
     it from a user's own `EarlyStopping`)."""
 

@@ -68,7 +68,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
         return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)
     shifted = values - values.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return np.asarray(exp / exp.sum(axis=-1, keepdims=True), np.float32)
 
 
 def as_class_probabilities(y_pred: np.ndarray, logits: bool) -> tuple[np.ndarray, str | None]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -31,6 +31,19 @@ from harness.train.objectives import Objectives, choose_loss, choose_optimizer, 
 from harness.train.progress import Reporter, SilentReporter
 
 __all__ = ["Trainer", "TrainResult", "check_global_batch", "make_optimizer", "seed_everything"]
+
+class RunRecord(Protocol):
+    """Where the loop keeps what outlives the process: the run directory's metrics and checkpoints
+    (`harness.train.rundir.RunWriter`); the loop runs without one in tests and benchmarks."""
+
+    def history_until(self, epoch: int) -> list[dict[str, Any]]: ...
+
+    def append_metrics(self, logs: dict[str, Any]) -> None: ...
+
+    def save_checkpoint(self, trainer: Trainer, state: LoopState, best: bool) -> Path: ...
+
+    def latest_checkpoint(self) -> Path | None: ...
+
 
 ACCUMULATORS = ("loss", "metric", "count")
 PICKED_BY_AUTO = ", picked by distribute.strategy=auto"
@@ -296,7 +309,7 @@ class Trainer:
         self.strategy.synchronize(self._state_variables())
         return state
 
-    def fit(self, state: LoopState | None = None, run: Any = None) -> TrainResult:
+    def fit(self, state: LoopState | None = None, run: RunRecord | None = None) -> TrainResult:
         """Train from `state` (fresh if None) to the configured number of epochs.
 
         `run` is the chief's run directory writer (None on other ranks): it receives metrics
@@ -373,7 +386,7 @@ class Trainer:
             dataset = dataset.skip(skip)
         return self.strategy.distribute(dataset)
 
-    def _run_epoch(self, epoch: int, state: LoopState, run: Any) -> dict[str, float]:
+    def _run_epoch(self, epoch: int, state: LoopState, run: RunRecord | None) -> dict[str, float]:
         self.callbacks.on_epoch_begin(epoch)
         self._reset(self.train_acc)
         offset = dict(state.partial) if state.step_in_epoch else {}
@@ -457,7 +470,7 @@ class Trainer:
         last = epoch + 1 == self.cfg.epochs
         return bool(every) and ((epoch + 1) % every == 0 or last or bool(self.model.stop_training))
 
-    def _save_final_checkpoint(self, state: LoopState, run: Any) -> None:
+    def _save_final_checkpoint(self, state: LoopState, run: RunRecord) -> None:
         if not self.cfg.checkpoint.every_epochs:
             run.save_checkpoint(self, state, best=False)
 
@@ -474,7 +487,7 @@ class Trainer:
             state.best_value, state.best_epoch = value, epoch + 1
         return better
 
-    def _check_finite(self, logs: dict[str, Any], epoch: int, state: LoopState, run: Any) -> None:
+    def _check_finite(self, logs: dict[str, Any], epoch: int, state: LoopState, run: RunRecord | None) -> None:
         if math.isfinite(logs["loss"]):
             return
         self.reporter.close()

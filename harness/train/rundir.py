@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.distribute.cluster import ClusterEnv, job_of
 from harness.errors import RunDirError
@@ -29,6 +29,9 @@ from harness.rundir.records import read_state
 from harness.rundir.records import write_state as _write_state_record
 from harness.train import checkpoint
 from harness.train.checkpoint import LoopState
+
+if TYPE_CHECKING:
+    from harness.train.loop import Trainer
 
 __all__ = [
     "RunDirWarning",
@@ -139,7 +142,7 @@ class RunWriter:
         self._tensorboard(logs)
         write_state(self.path, RunState.RUNNING, job=self.job, epoch=int(logs["epoch"]), global_step=int(logs["step"]))
 
-    def save_checkpoint(self, trainer: Any, state: LoopState, best: bool) -> Path:
+    def save_checkpoint(self, trainer: Trainer, state: LoopState, best: bool) -> Path:
         return checkpoint.save(
             self.checkpoints, trainer.model.variables, trainer.optimizer.variables, state, best
         )

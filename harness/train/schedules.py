@@ -16,7 +16,7 @@ from harness.config import ScheduleConfig
 
 
 @keras.saving.register_keras_serializable(package="harness")
-class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore[misc]  # Keras is untyped
     """Linear warmup to `base_lr`, then constant, cosine or step decay."""
 
     def __init__(
