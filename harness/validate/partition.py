@@ -214,7 +214,7 @@ def run_jobs(
             target = folder / "nodes" / f"{store.safe_name(name)}.json"
             batch.submit(name, NodeJob(node_request, str(target)), [name], target, "node-local checks")
         batch.wait()
-        results = [_node_result(name, batch.done[name]) for name in names]
+        results = [_node_result(name, batch.done[name], batch.log_tail) for name in names]
         ran = [r.node for r in results if r.check(drain.NOT_RUN_CHECK) is None]
         if wants_pairs(request.checks) and len(ran) >= 2:
             per_node = _pair_checks(batch, ran, request.light, references)
@@ -249,7 +249,7 @@ def _run_pairs(batch: JobBatch, plan: Sequence[pairs.Pair], light: bool, retest:
         batch.submit(key, PairJob((a, b), light, str(target)), [a, b], target, "all-reduce between the nodes")
         keys.append((key, (a, b)))
     batch.wait()
-    return [_pair_outcome(nodes, batch.done[key], retest) for key, nodes in keys]
+    return [_pair_outcome(nodes, batch.done[key], retest, batch.log_tail) for key, nodes in keys]
 
 
 @dataclass
@@ -323,7 +323,7 @@ class JobBatch:
         return f"{lines[-1][:200] if lines else 'empty log'} (log: {path})"
 
 
-def _node_result(name: str, job: Waiting) -> NodeResult:
+def _node_result(name: str, job: Waiting, log_tail: Callable[[Waiting], str]) -> NodeResult:
     if job.ended is None:
         try:
             import json
@@ -335,14 +335,15 @@ def _node_result(name: str, job: Waiting) -> NodeResult:
         except (OSError, ValueError, UserInputError) as err:
             message = f"unreadable result {job.target}: {err}"
     else:
-        logs = job.target.parent.parent / "logs"
-        message = f"validation job {job.job_id} ended ({job.ended}) without a result; see {logs}"
+        message = f"validation job {job.job_id} ended ({job.ended}) without a result: {log_tail(job)}"
     stamp = now()
     check = CheckResult(drain.NOT_RUN_CHECK, Verdict.ERROR, message)
     return NodeResult(name, (check,), stamp, stamp, False, "")
 
 
-def _pair_outcome(nodes: tuple[str, str], job: Waiting, retest: bool) -> pairs.PairOutcome:
+def _pair_outcome(
+    nodes: tuple[str, str], job: Waiting, retest: bool, log_tail: Callable[[Waiting], str]
+) -> pairs.PairOutcome:
     if job.ended is None:
         try:
             import json
@@ -353,8 +354,8 @@ def _pair_outcome(nodes: tuple[str, str], job: Waiting, retest: bool) -> pairs.P
                                      float(rate) if rate is not None else None, retest)
         except (OSError, ValueError, KeyError) as err:
             return pairs.PairOutcome(nodes, Verdict.ERROR, f"unreadable result {job.target}: {err}", None, retest)
-    return pairs.PairOutcome(nodes, Verdict.ERROR, f"pair job {job.job_id} ended ({job.ended}) without a result",
-                             None, retest)
+    return pairs.PairOutcome(nodes, Verdict.ERROR, f"pair job {job.job_id} ended ({job.ended}) without a result: "
+                             f"{log_tail(job)}", None, retest)
 
 
 # --- drain and resume ----------------------------------------------------------------------------
