@@ -754,3 +754,55 @@ def test_the_healthcheck_wrapper(tmp_path: Path, harness_exit: int, reason: str,
         assert "not drained" in done.stderr
     if reason == "disk swap":
         assert "drained by someone else" in done.stderr
+
+
+def test_the_partition_flow_with_stand_in_jobs(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submission, waiting, pair retests, aggregation, saving and drain, with jobs run in-process."""
+    import os
+    from unittest import mock
+
+    from harness.slurm import node_jobs
+    from harness.validate import partition
+    from harness.validate.jobs import NodeJob, PairJob
+    from harness.validate.suite import Request
+
+    submitted: list[tuple[str, ...]] = []
+    commands: list[list[str]] = []
+
+    def submit(folder: Path, function: Any, nodes: Any, resources: Any, name: str) -> str:
+        submitted.append(tuple(nodes))
+        if isinstance(function, NodeJob):
+            with mock.patch.dict(os.environ, {"SLURMD_NODENAME": nodes[0]}):
+                function()
+        else:
+            assert isinstance(function, PairJob)
+            broken = "n2" in nodes
+            outcome = {"nodes": list(nodes), "verdict": "FAIL" if broken else "PASS", "message": "sum",
+                       "busbw_gbs": 1.0}
+            Path(function.target).write_text(json.dumps(outcome))
+        return str(len(submitted))
+
+    def runner(command: Any) -> str:
+        if command[0] == "sinfo":
+            return "n1|debug*|idle|none\nn2|debug*|idle|none\nn3|debug*|idle|none\n"
+        commands.append(list(command))
+        return ""
+
+    monkeypatch.setattr(node_jobs, "submit_pinned", submit)
+    monkeypatch.setattr(node_jobs, "job_states", lambda ids: {})
+    said: list[str] = []
+    request = partition.PartitionRequest(
+        Request(checks=["node.memory", "collective.internode"], light=True, gpus=0, out=workdir / "v"),
+        partition="debug", drain=True, yes=True)
+    outcome = partition.validate_partition(request, said.append, runner)
+    assert submitted == [("n1",), ("n2",), ("n3",), ("n1", "n2"), ("n3", "n1"), ("n2", "n3")]
+    report = outcome.report
+    assert report is not None and report.mode == "partition"
+    assert {n.node: n.verdict for n in report.nodes} == {"n1": Verdict.PASS, "n2": Verdict.FAIL, "n3": Verdict.PASS}
+    assert [c.name for c in report.nodes[1].checks] == ["node.memory", "collective.internode"]
+    assert commands == [["scontrol", "update", "NodeName=n2", "State=DRAIN",
+                         "Reason=harness-validate: collective.internode FAIL: failed with every partner (n1, n3), "
+                         "including nodes that passed with others: this node is blamed (pair n1-n2: sum)"]]
+    assert any("retesting 1 pair(s)" in line for line in said)
+    saved = json.loads((workdir / "v" / "validation.json").read_text())
+    assert schema.problems(saved) == [] and saved["exit_code"] == 1

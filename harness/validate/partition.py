@@ -141,9 +141,18 @@ def unusable(state: NodeState) -> str | None:
 # --- inputs ----------------------------------------------------------------------------------------
 
 
+def node_checks(checks: Sequence[str] | None) -> list[str] | None:
+    """The node-local part of --checks: `collective.internode` is not one (it runs between nodes);
+    asked for alone, the nodes still run their basics (a node job has to report something)."""
+    if checks is None:
+        return None
+    local = [name for name in checks if name != pairs.CHECK]
+    return local or ["node"]
+
+
 def check_inputs(request: Request) -> tuple[ReferenceTable, str | None]:
     """What `prepare` checks on a node, checked here before anything is submitted."""
-    select_checks(request.checks, request.light)
+    select_checks(node_checks(request.checks), request.light)
     references = load_references(request.reference_file)
     expected = load_expected(request.expected_file) if request.expected_file else None
     if request.out is None:
@@ -207,7 +216,7 @@ def run_jobs(
     folder = request.out / "jobs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     atomic.make_dirs(folder / "nodes")
     atomic.make_dirs(folder / "pairs")
-    node_request = replace(request, out=None)
+    node_request = replace(request, out=None, checks=node_checks(request.checks))
     batch = JobBatch(folder, resources, say)
     try:
         for name in names:
