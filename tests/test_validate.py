@@ -697,7 +697,7 @@ def test_a_pinned_job_asks_for_exactly_its_nodes() -> None:
     assert params["use_srun"] is False and params["exclusive"] is True
     script = batch_script(Path("/tmp/validate-jobs"), params)
     for line in ("#SBATCH --nodelist=n1,n2", "#SBATCH --nodes=2", "#SBATCH --reservation=maint-1",
-                 "#SBATCH --exclusive", "#SBATCH --partition=debug", "#SBATCH --time=7"):
+                 "#SBATCH --exclusive", "#SBATCH --partition=debug", "#SBATCH --time=7", "#SBATCH --no-requeue"):
         assert line in script, script
     assert "srun" not in script.split("# command")[1]
     assert parse_job_states("12|RUNNING\n13|PENDING\n") == {"12": "RUNNING", "13": "PENDING"}
@@ -806,3 +806,28 @@ def test_the_partition_flow_with_stand_in_jobs(workdir: Path, monkeypatch: pytes
     assert any("retesting 1 pair(s)" in line for line in said)
     saved = json.loads((workdir / "v" / "validation.json").read_text())
     assert schema.problems(saved) == [] and saved["exit_code"] == 1
+
+
+def test_a_failing_node_drains_itself_with_local_drain_yes(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What slurm/healthcheck.sh runs: the scontrol line is printed without --yes, and run with it."""
+    calls = workdir / "calls"
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    fake_bin(bin_dir, "sinfo", "printf 'n1|debug*|idle|none\\nn2|debug*|idle|none\\n'\n")
+    fake_bin(bin_dir, "scontrol", f'echo "$@" >>{calls}\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("SLURMD_NODENAME", "n2")
+    expected = workdir / "expected.yaml"
+    expected.write_text('nodes:\n  n2: {python: "2.7.*"}\n')
+    args = ["validate", "--local", "--checks", "node.memory,stack", "--gpus", "0", "--expected", str(expected),
+            "--drain"]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "would drain n2" in out and "scontrol update NodeName=n2 State=DRAIN 'Reason=harness-validate: " \
+        "stack.versions FAIL: python: expected 2.7.*" in out
+    assert not calls.exists()
+    assert cli.main([*args, "--yes"]) == 1
+    assert "drain n2: harness-validate: stack.versions FAIL" in capsys.readouterr().out
+    assert calls.read_text().startswith("update NodeName=n2 State=DRAIN Reason=harness-validate: stack.versions FAIL")

@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ assert backends.submitit  # import submitit while collecting (it reconfigures lo
 
 CLUSTER = ROOT / "slurm" / "cluster.sh"
 NODES = ("n1", "n2")
-QUICK = ["--light", "--checks", "node,stack,collective", "--gpus", "0", "--time", "10"]
+QUICK = ["--light", "--checks", "node,stack,collective.internode", "--gpus", "0", "--time", "10"]
 """Checks that do not compare the two nodes' speed: both nodes share this machine's two cores, so a
 benchmark of one would be slowed by the other's and the fleet rule would flag it."""
+JOB_NAMES = ("harness-validate-n1", "harness-validate-n2", "harness-validate-n1-n2")
 OTHER_REASON = "disk swap scheduled by the storage team"
 
 
@@ -56,6 +58,13 @@ def node_state(node: str) -> tuple[str, str]:
 
 
 def back_in_service() -> None:
+    """No validation job left, no node drained, no reservation of ours (it cannot go while jobs run)."""
+    deadline = time.monotonic() + 120
+    while subprocess.run(["squeue", "-h", "-n", ",".join(JOB_NAMES)], capture_output=True, text=True).stdout.strip():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", "-n", ",".join(JOB_NAMES)])
+            deadline += 30
+        time.sleep(0.5)
     for node in NODES:
         state, _ = node_state(node)
         if "drain" in state:
@@ -65,6 +74,10 @@ def back_in_service() -> None:
         found = re.search(r"ReservationName=(harness-validate-\S+)", line)
         if found:
             scontrol("delete", f"ReservationName={found[1]}")
+    deadline = time.monotonic() + 60
+    while any(node_state(node)[0] != "idle" for node in NODES):  # a resumed node is "idle*" until pinged
+        assert time.monotonic() < deadline, [node_state(node) for node in NODES]
+        time.sleep(0.5)
 
 
 @pytest.fixture
@@ -180,7 +193,8 @@ def test_a_check_that_cannot_run_is_an_error_and_the_exit_code_says_so(
 ) -> None:
     monkeypatch.setenv("OMPI_MCA_pml", "no-such-component")  # the jobs inherit it: every mpirun fails
     out = slurm / "validation"
-    code, text, err = validate(capsys, "--partition", "debug", *QUICK, "--out", str(out))
+    code, text, err = validate(capsys, "--partition", "debug", *QUICK[:2], "node,collective", *QUICK[3:],
+                               "--out", str(out))
     assert code == 1, text + err
     report = json.loads((out / "validation.json").read_text())
     for node in NODES:

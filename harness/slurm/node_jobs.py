@@ -39,7 +39,7 @@ def pinned_parameters(nodes: Sequence[str], resources: PinnedResources, job_name
     """`SlurmExecutor.update_parameters` keywords for one job on exactly `nodes`."""
     if not nodes:
         raise ValueError("a pinned job needs at least one node")
-    additional: dict[str, Any] = {"requeue": False}
+    additional: dict[str, Any] = {"no_requeue": True}
     if resources.reservation:
         additional["reservation"] = resources.reservation
     params: dict[str, Any] = {

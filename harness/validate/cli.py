@@ -99,9 +99,12 @@ def run_validate(args: argparse.Namespace) -> int:
     report = validate_local(request, environ, progress=None if args.json else _progress)
     _print_report(args, report, request.out)
     if args.drain:
-        from harness.validate.partition import local_drain_actions
+        from harness.validate.partition import apply, local_drain_actions
 
-        _act(local_drain_actions(report), args.yes)
+        actions = local_drain_actions(report)
+        if args.yes:
+            apply(actions, _say)
+        _act(actions, args.yes)
     return report.exit_code
 
 

@@ -271,7 +271,11 @@ class Waiting:
 
 
 class JobBatch:
-    """Submitted jobs, waited for together; `cancel` scancels every one not finished (Ctrl-C)."""
+    """Submitted jobs, waited for together; `cancel` scancels every one not finished (Ctrl-C).
+
+    A job counts as finished when it has left the queue, not when its result appears: the next
+    jobs (pairs, exclusive) and the end of a reservation need its nodes free.
+    """
 
     def __init__(self, folder: Path, resources: PinnedResources, say: Say) -> None:
         self.folder = folder
@@ -296,7 +300,7 @@ class JobBatch:
             states = self._states()
             for key, job in list(self.pending.items()):
                 state = states.get(job.job_id) if states is not None else job.state
-                if job.target.exists() or state is None or state not in scheduler.ACTIVE:
+                if state is None or state not in scheduler.ACTIVE:
                     job.ended = None if job.target.exists() else (state or "gone from the queue")
                     self.done[key] = self.pending.pop(key)
                     self.say(f"job {job.job_id} ({key}): " + ("finished" if job.ended is None
