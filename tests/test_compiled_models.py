@@ -168,6 +168,17 @@ def test_tutorial_model_trains_as_compiled_in_one_process(tutorial: Path, capsys
     assert probabilities.shape == (6, 10) and (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
 
+    # a run that saved its model but not its report (training ended before evaluation): evaluate
+    # writes the report, and both it and predict still read the head's logits as logits
+    (run_dir / "report.json").unlink()
+    assert cli.main(["predict", str(run_dir), str(tutorial / "new.npz"), "-o", str(tutorial / "q.csv")]) == 0
+    assert (tutorial / "q.csv").read_text() == (tutorial / "p.csv").read_text()
+    assert cli.main(["evaluate", str(run_dir)]) == 0
+    rebuilt = load_report(run_dir)
+    assert rebuilt["test"]["log_loss"] < 2.3 and rebuilt["test"]["accuracy"] >= 0.6
+    assert "rebuilt by harness evaluate" in rebuilt["training"]["note"]
+    assert rebuilt["model"]["parameters"] > 0 and rebuilt["config"]["model"]["name"] == TUTORIAL_MODEL
+
 
 def run_harness(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **THREADS, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
