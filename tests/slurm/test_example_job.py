@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.distribute.cluster import detect, from_slurm
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 CLUSTER = ROOT / "slurm" / "cluster.sh"
 EXAMPLES = ROOT / "slurm" / "examples"

@@ -22,8 +22,7 @@ import pytest
 from harness import cli
 from harness.evaluate import load_report
 from harness.slurm import backends, records
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 # Importing submitit runs logging.config.dictConfig, which closes every logging handler that
 # exists at that moment, pytest's capture handlers included: import it while collecting.
@@ -191,7 +190,7 @@ def test_preempted_job_resumes_from_its_checkpoint(
         f"training.epochs={epochs}",
         f"distribute.strategy={strategy}",
         f"run.name=preempt-{strategy}",
-        "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
+        "training.callbacks=['tests.slurm.test_cluster_jobs:slow_epochs']",
         f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
     ]
     job_id, run_dir = submit([*args, "--nodes", str(nodes), "--time", "10"], capsys)
@@ -231,7 +230,7 @@ def test_job_preempted_by_a_higher_priority_partition_checkpoints_and_resumes(
         "training.checkpoint.every_epochs=0",
         f"distribute.strategy={strategy}",
         f"run.name=preempted-by-urgent-{strategy}",
-        "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
+        "training.callbacks=['tests.slurm.test_cluster_jobs:slow_epochs']",
         f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
     ]
     job_id, run_dir = submit([*args, "--nodes", str(nodes), "--time", "10"], capsys)
@@ -271,7 +270,7 @@ def test_cancel_stops_the_job_and_the_run_reads_cancelled(slurm: Path, capsys: p
         *QUICK,
         "training.epochs=50",
         "run.name=cancelled",
-        "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
+        "training.callbacks=['tests.slurm.test_cluster_jobs:slow_epochs']",
     ]
     job_id, run_dir = submit([*args, f"slurm.env={{PYTHONPATH: '{ROOT}'}}", "--time", "10"], capsys)
     wait_for_epochs(run_dir, 1)

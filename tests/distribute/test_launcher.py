@@ -29,7 +29,7 @@ from harness.distribute.watchdog import (
     summarize_error,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # A worker: waits until told (a file appears) or for a signal, then exits as its arguments say.
 WORKER = r"""

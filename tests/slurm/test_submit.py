@@ -2,7 +2,7 @@
 
 As in submitit's own tests, `sbatch` is a script that keeps the batch file it is given, so the
 production path runs and the script is compared with golden files (tests/golden/; regenerate
-with HARNESS_UPDATE_GOLDEN=1). The real cluster is exercised in test_slurm_jobs.py.
+with HARNESS_UPDATE_GOLDEN=1). The real cluster is exercised in tests/slurm/test_cluster_jobs.py.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from harness.slurm.job import TrainJob, task_banner
 from harness.slurm.profiles import get_profile, load_profiles
 from harness.slurm.scheduler import JobInfo
 from harness.slurm.submit import SubmitOptions, plan
+from tests.conftest import CONFIGS, ROOT
 
-from .conftest import CONFIGS, ROOT
-
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = ROOT / "tests" / "golden"
 CLUSTERS = CONFIGS / "clusters.yaml"
 FAKE_JOB_ID = "4242"
 SINFO = "debug*|2|up|infinite|1-infinite\ngpu|4|up|2-00:00:00|1-2\n"

@@ -24,8 +24,7 @@ import pytest
 from harness.data import step_layout
 from harness.distribute.cluster import launcher_env
 from harness.distribute.launcher import free_port_range
-
-from .conftest import THREADS, needs_horovod
+from tests.conftest import THREADS, needs_horovod
 
 GLOBAL_BATCH = 32
 COMMON = [

@@ -13,8 +13,7 @@ from harness import cli
 from harness.evaluate import load_report
 from harness.train import checkpoint
 from harness.train.loop import Trainer
-
-from .conftest import CONFIGS
+from tests.conftest import CONFIGS
 
 FAST = ["training.progress=lines", "training.steps_per_execution=4"]
 IRIS = [

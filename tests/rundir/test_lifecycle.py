@@ -235,7 +235,7 @@ def test_a_partial_last_line_is_cut_and_a_whole_one_completed(tmp_path: Path) ->
 def test_resume_after_a_partial_metrics_line_keeps_every_epoch(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from . import test_train
+    from tests.train import test_run as test_train
 
     common = [*IRIS, "training.epochs=3", "run.name=cut"]
     code, _ = harness(capsys, "train", *common, f"training.callbacks=['{test_train.__name__}:stop_after_epoch_two']")
