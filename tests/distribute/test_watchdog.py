@@ -1,39 +1,22 @@
-"""Preflight version checks, the watchdog and heartbeat files (pure parts, no peers needed)."""
+"""The watchdog, heartbeat files and the failure summaries a stalled or failed rank prints."""
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.distribute.preflight import check_versions
-from harness.distribute.watchdog import EXIT_STALLED, Heartbeats, Watchdog
-from harness.errors import LaunchError
-
-
-def info(rank: int, host: str, **versions: str) -> dict:
-    return {"rank": rank, "host": host, "versions": {"python": "3.11.7", "tensorflow": "2.21.0", **versions}}
-
-
-def test_matching_versions_pass() -> None:
-    check_versions([info(0, "n1", keras="3.15.1"), info(1, "n2", keras="3.15.1")])
-
-
-def test_version_mismatch_names_rank_host_and_versions() -> None:
-    with pytest.raises(LaunchError) as err:
-        check_versions([info(0, "n1", keras="3.15.1"), info(1, "n2", keras="3.15.1"), info(2, "gpu-b7", keras="3.9.0")])
-    text = str(err.value)
-    assert "rank 2 on gpu-b7" in text and "keras 3.9.0 (rank 0 has 3.15.1)" in text
-    assert "rank 1" not in text
-
-
-def test_a_package_missing_on_one_rank_is_a_mismatch() -> None:
-    with pytest.raises(LaunchError, match="horovod missing"):
-        check_versions([info(0, "n1", horovod="0.28.1"), info(1, "n2")])
+from harness.distribute.watchdog import (
+    EXIT_STALLED,
+    Heartbeats,
+    Watchdog,
+    heartbeat_folder,
+    last_error_line,
+    remove_heartbeats,
+    summarize_error,
+)
 
 
 def test_watchdog_exits_when_no_beat_arrives(tmp_path: Path) -> None:
@@ -104,70 +87,137 @@ def test_heartbeat_folder_goes_when_the_last_rank_retires(tmp_path: Path, order:
     assert not folder.exists()
 
 
-def test_horovod_layout_for_srun_started_ranks() -> None:
-    from harness.distribute.gloo import layout
+# --------------------------------------------------------------------------- failure lines
 
-    slots = layout(("n1", "n1", "n2", "n2", "n3"))
-    assert [(s.local_rank, s.local_size) for s in slots] == [(0, 2), (1, 2), (0, 2), (1, 2), (0, 1)]
-    # cross ranks group the processes with the same local rank across hosts
-    assert [(s.cross_rank, s.cross_size) for s in slots] == [(0, 3), (0, 2), (1, 3), (1, 2), (2, 3)]
-
-
-def test_gloo_environment_points_every_rank_at_rank_zero() -> None:
-    from harness.distribute.cluster import ClusterEnv
-    from harness.distribute.gloo import gloo_environment, needs_own_rendezvous
-
-    cluster = ClusterEnv(
-        source="slurm",
-        rank=1,
-        world_size=2,
-        local_rank=0,
-        local_world_size=1,
-        node_rank=1,
-        hosts=("n1", "n2"),
-        master_addr="n1",
-        port=21000,
-        job_id="7",
-    )
-    env = gloo_environment(cluster, timeout_s=60)
-    assert env["HOROVOD_GLOO_RENDEZVOUS_ADDR"] == "n1" and env["HOROVOD_GLOO_RENDEZVOUS_PORT"] == "21002"
-    assert (env["HOROVOD_RANK"], env["HOROVOD_SIZE"], env["HOROVOD_HOSTNAME"]) == ("1", "2", "n2")
-    assert needs_own_rendezvous(cluster, {})
-    assert not needs_own_rendezvous(cluster, {"HOROVOD_RANK": "1"})
+TF_OP_ERROR = (
+    "Graph execution error:\n\nDetected at node CheckNumerics defined at (most recent call last):\n"
+    '  File "<frozen runpy>", line 198, in _run_module_as_main\n\n'
+    '  File "<frozen runpy>", line 88, in _run_code\n\n'
+    '  File "/tmp/train.py", line 5, in step\n\n'
+    "found a NaN : Tensor had NaN values\n\t [[{{node CheckNumerics}}]] [Op:__inference_f_8]"
+)
+PYTHON_TRACEBACK = (
+    "epoch 1/3\n"
+    "Traceback (most recent call last):\n"
+    '  File "<frozen runpy>", line 198, in _run_module_as_main\n'
+    '  File "/x/harness/train/run.py", line 132, in fit_or_explain\n'
+    "    raise LaunchError(watchdog.explain_failure(summarize_op_error(err))) from None\n"
+    "    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+    "ValueError: Attempt to convert a value\nwith more text\n"
+    "I0000 00:00:1796083853.849926   15832 port.cc:153] shutting down\n"
+)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def test_summaries_pick_the_error_not_a_traceback_frame() -> None:
+    assert summarize_error(TF_OP_ERROR) == "found a NaN : Tensor had NaN values"
+    assert last_error_line(PYTHON_TRACEBACK) == "ValueError: Attempt to convert a value"
+    assert last_error_line("[x]\nerror: unknown model 'nope'\n") == "error: unknown model 'nope'"
+    assert last_error_line('File "<frozen runpy>", line 198, in _run_module_as_main\n') is None
+    died = last_error_line("[x]\nterminate called after throwing\n  what():  oops\n")
+    assert died == "terminate called after throwing"
+    assert len(summarize_error("x" * 5000) or "") == 300
 
 
-def test_a_rank_waits_for_a_rendezvous_that_starts_late() -> None:
-    from harness.distribute.gloo import wait_for_rendezvous
+def test_a_real_tensorflow_error_is_summarised_by_its_message() -> None:
+    import tensorflow as tf
 
-    port = _free_port()
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    from harness.train.run import summarize_op_error
 
-    def serve_later() -> None:
-        time.sleep(1.5)  # longer than Horovod's own retries would wait
-        server.bind(("127.0.0.1", port))
-        server.listen()
+    @tf.function(input_signature=[tf.TensorSpec([None])])
+    def check(x: tf.Tensor) -> tf.Tensor:
+        return tf.debugging.check_numerics(x * 2.0, "found a NaN")
 
-    thread = threading.Thread(target=serve_later)
-    thread.start()
+    with pytest.raises(tf.errors.OpError) as caught:
+        check(tf.constant([float("nan")]))
+    assert "most recent call last" in caught.value.message  # the frames the summary must skip
+    assert summarize_op_error(caught.value) == "found a NaN : Tensor had NaN values"
+
+
+# --------------------------------------------------------------------------- heartbeats
+
+
+def beat(folder: Path, rank: int, age_s: float, what: str = "epoch 3") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"rank": rank, "host": "n1", "time": time.time() - age_s, "progress": 5, "what": what}
+    (folder / f"rank-{rank}").write_text(json.dumps(record))
+
+
+def test_a_stale_heartbeat_of_a_killed_rank_is_cleared_and_not_blamed(tmp_path: Path) -> None:
+    folder = tmp_path / ".run.heartbeats"
+    beat(folder, 0, age_s=3600)  # both ranks of an earlier run were killed with SIGKILL
+    beat(folder, 1, age_s=3600)
+    beat(folder, 5, age_s=3600)  # an earlier run had more ranks
+    (folder / "notes.txt").write_text("not ours")
+    (folder / ".rank-1.tmp").write_text("{")
+    chief = Heartbeats(folder, 0, 2, "n1")
+    assert chief.culprits(dead_after_s=5) == ["rank 1 (never reported)"]  # not "silent for 3600s"
+    chief.clear_stale()
+    assert sorted(p.name for p in folder.iterdir()) == [".rank-1.tmp", "notes.txt"]  # a peer's temp file may be in use
+    beat(folder, 1, age_s=0)  # the new rank 1 reports
+    chief.clear_stale()
+    assert (folder / "rank-1").exists()
+    assert chief.culprits(dead_after_s=5) == []
+
+
+def test_each_rank_clears_its_own_stale_file_when_its_watchdog_starts(tmp_path: Path) -> None:
+    folder = tmp_path / ".run.heartbeats"
+    beat(folder, 0, age_s=3600)
+    beat(folder, 1, age_s=3600)
+    (folder / ".rank-1.tmp").write_text("{")
+    watchdog = Watchdog(60, lambda: "", Heartbeats(folder, 1, 2, "n2")).start()
     try:
-        started = time.monotonic()
-        wait_for_rendezvous("127.0.0.1", port, timeout_s=20, poll_s=0.1)
-        assert time.monotonic() - started >= 1.0  # it really waited for the listener
+        left = {p.name: json.loads(p.read_text())["host"] for p in folder.iterdir()}
     finally:
-        thread.join()
-        server.close()
+        watchdog.stop()
+    assert left.get("rank-1", "n2") == "n2" and ".rank-1.tmp" not in left  # gone, or already rewritten
+    assert left["rank-0"] == "n1"  # a peer's file is the chief's to judge
 
 
-def test_a_rendezvous_that_never_starts_names_the_address() -> None:
-    from harness.distribute.gloo import wait_for_rendezvous
+def test_a_damaged_heartbeat_file_does_not_stop_the_watchdog_from_exiting(tmp_path: Path) -> None:
+    folder = tmp_path / ".run.heartbeats"
+    folder.mkdir()
+    (folder / "rank-0").write_text(json.dumps({"time": "yesterday", "host": 3}))
+    codes: list[int] = []
+    watchdog = Watchdog(0.2, lambda: "", Heartbeats(folder, 1, 2, "n2"), exit_fn=codes.append).start()
+    try:
+        from tests.distribute.test_launcher import wait_for
 
-    port = _free_port()
-    with pytest.raises(LaunchError, match=rf"rendezvous at 127\.0\.0\.1:{port} did not answer within 1s"):
-        wait_for_rendezvous("127.0.0.1", port, timeout_s=1, poll_s=0.1)
+        wait_for(lambda: codes)
+    finally:
+        watchdog.stop()
+    assert codes == [EXIT_STALLED]
+
+
+def test_heartbeats_leave_no_output_folder_behind_when_a_run_fails_early(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / ".r.heartbeats"
+    ranks = [Heartbeats(folder, rank, 2, "n1") for rank in range(2)]
+    for heartbeats in ranks:
+        heartbeats.write(1, "connecting")
+    for heartbeats in ranks:
+        heartbeats.retire()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_heartbeats_keep_an_output_folder_that_was_there_or_holds_a_run(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    Heartbeats(tmp_path / "runs" / ".r.heartbeats", 0, 1, "n1").write(1, "x")
+    Heartbeats(tmp_path / "runs" / ".r.heartbeats", 0, 1, "n1").retire()
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+    made = Heartbeats(tmp_path / "new" / ".r.heartbeats", 0, 1, "n1")
+    made.write(1, "x")
+    (tmp_path / "new" / "r").mkdir()  # the chief created the run directory
+    made.retire()
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["r"]
+
+
+def test_remove_heartbeats_takes_only_heartbeat_files(tmp_path: Path) -> None:
+    folder = heartbeat_folder(tmp_path, "r")
+    beat(folder, 0, age_s=0)
+    beat(folder, 1, age_s=0)
+    (folder / ".rank-1.tmp").write_text("{")
+    remove_heartbeats(folder)
+    assert not folder.exists()
+    beat(folder, 0, age_s=0)
+    (folder / "notes.txt").write_text("not ours")
+    remove_heartbeats(folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]

@@ -1,8 +1,9 @@
-"""`harness submit` against a real Slurm: two slurmd nodes on this machine (slurm/cluster.sh).
+"""Against a real Slurm: two slurmd nodes on this machine (slurm/cluster.sh).
 
 Every job goes through sbatch, srun and slurmstepd, and is followed with the same commands a
-user types. The cluster is started by the fixture (as root); a failure to start fails the tests
-instead of skipping them.
+user types; the example batch script in slurm/examples must train one model on both nodes too.
+The cluster is started by a fixture (as root); a failure to start fails the tests instead of
+skipping them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from tests.conftest import ROOT
 assert backends.submitit
 
 CLUSTER = ROOT / "slurm" / "cluster.sh"
+EXAMPLES = ROOT / "slurm" / "examples"
 QUICK = ["data.dataset=wine", "model.name=mlp", "training.progress=lines"]
 EPOCH_PAUSE_S = 1.0
 JOB_TIMEOUT_S = 300.0
@@ -282,3 +285,40 @@ def test_cancel_stops_the_job_and_the_run_reads_cancelled(slurm: Path, capsys: p
     assert not (run_dir / "report.json").exists()
     # the run's own record agrees, whatever the dying job wrote after SIGTERM
     assert json.loads((run_dir / "state.json").read_text())["state"] == "cancelled"
+
+
+def test_two_node_training_job_from_the_example_batch_script(slurm: Path) -> None:
+    """slurm/examples/train.sbatch, submitted with plain sbatch as its comments tell a user to."""
+    (slurm / ".venv").symlink_to(Path(sys.prefix))
+    (slurm / "configs").symlink_to(ROOT / "configs")
+    args = [
+        "data.dataset=wine",
+        "model.name=mlp",
+        "training.epochs=2",
+        "training.progress=lines",
+        "run.name=slurm",
+    ]
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-N2",
+            "--ntasks-per-node=1",
+            "-o",
+            "job.out",
+            str(EXAMPLES / "train.sbatch"),
+            *args,
+        ],
+        cwd=slurm,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wait_until_gone(submitted.stdout.strip().split(";")[0], timeout=600)
+    output = (slurm / "job.out").read_text()
+    found = re.findall(r"rank (\d): weights digest per local replica: (\w+)", output)
+    assert sorted(rank for rank, _ in found) == ["0", "1"], output[-3000:]
+    assert len({digest for _, digest in found}) == 1
+    report = json.loads((slurm / "runs" / "slurm" / "report.json").read_text())
+    assert report["training"]["world_size"] == 2
+    assert report["training"]["cluster_source"] == "slurm"
