@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from harness.distribute import launcher
 from harness.distribute.watchdog import heartbeat_folder
+from tests.conftest import wait_until
 from tests.distribute.test_watchdog import beat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,14 +68,6 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def wait_for(predicate: object, timeout: float = 60.0) -> None:
-    """Poll `predicate()` until true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- exit codes
@@ -149,7 +141,10 @@ def start_launcher(script: Path, folder: Path, behaviours: list[str], grace_s: f
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: all((folder / f"pid-{rank}").exists() for rank in range(len(behaviours))))
+    wait_until(
+        lambda: all((folder / f"pid-{rank}").exists() for rank in range(len(behaviours))),
+        what="every worker to start and write its pid file",
+    )
     return proc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from harness.distribute.watchdog import (
     remove_heartbeats,
     summarize_error,
 )
+from tests.conftest import wait_until
 
 
 def test_watchdog_exits_when_no_beat_arrives(tmp_path: Path) -> None:
@@ -24,9 +26,7 @@ def test_watchdog_exits_when_no_beat_arrives(tmp_path: Path) -> None:
     beats = Heartbeats(tmp_path, rank=0, world_size=2, host="n1")
     dog = Watchdog(0.8, lambda: "ranks: 0 on n1, 1 on n2.", beats, exit_fn=exits.append).start()
     try:
-        deadline = time.monotonic() + 10
-        while not exits and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: exits, 10, 0.1, "the watchdog to exit")
     finally:
         dog.stop()
     assert exits == [EXIT_STALLED]
@@ -65,26 +65,34 @@ def test_heartbeats_name_a_rank_that_is_alive_but_behind(tmp_path: Path) -> None
     assert Heartbeats(tmp_path / "none", 0, 2, "n1").culprits(5) == ["rank 1 (never reported)"]
 
 
+def rank_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("rank-")) if folder.is_dir() else []
+
+
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
 def test_heartbeat_folder_goes_when_the_last_rank_retires(tmp_path: Path, order: tuple[int, int]) -> None:
     folder = tmp_path / ".run.heartbeats"
+    before = set(threading.enumerate())
     dogs = {}
     for rank in (0, 1):
         beats = Heartbeats(folder, rank=rank, world_size=2, host="n1")
         dogs[rank] = Watchdog(0.8, lambda: "", beats, exit_fn=lambda code: None).start()
         dogs[rank].pause()  # keep beating files, never fire
-    time.sleep(0.5)  # both threads have written (every 0.2 s)
+    threads = set(threading.enumerate()) - before
+    wait_until(lambda: rank_files(folder) == ["rank-0", "rank-1"], 10, what="both ranks' first heartbeat")
     first, last = order
     dogs[first].stop()
     assert dogs[first].heartbeats is not None
     dogs[first].heartbeats.retire()
-    time.sleep(0.5)  # the other rank keeps beating; its file, and the folder, stay
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("rank-")) == [f"rank-{last}"]
+    beat_before = (folder / f"rank-{last}").read_text()
+    # the other rank keeps beating; its file, and the folder, stay
+    wait_until(lambda: (folder / f"rank-{last}").read_text() != beat_before, 10, what=f"rank {last} to beat again")
+    assert rank_files(folder) == [f"rank-{last}"]
     dogs[last].stop()
     assert dogs[last].heartbeats is not None
     dogs[last].heartbeats.retire()
-    time.sleep(0.5)  # a stopped watchdog writes nothing more
     assert not folder.exists()
+    assert len(threads) == 2 and not any(thread.is_alive() for thread in threads)  # nothing writes any more
 
 
 # --------------------------------------------------------------------------- failure lines
@@ -180,9 +188,7 @@ def test_a_damaged_heartbeat_file_does_not_stop_the_watchdog_from_exiting(tmp_pa
     codes: list[int] = []
     watchdog = Watchdog(0.2, lambda: "", Heartbeats(folder, 1, 2, "n2"), exit_fn=codes.append).start()
     try:
-        from tests.distribute.test_launcher import wait_for
-
-        wait_for(lambda: codes)
+        wait_until(lambda: codes, what="the watchdog to exit")
     finally:
         watchdog.stop()
     assert codes == [EXIT_STALLED]

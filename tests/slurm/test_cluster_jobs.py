@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,12 @@ import pytest
 from harness import cli
 from harness.evaluate import load_report
 from harness.slurm import backends, records
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 # Importing submitit runs logging.config.dictConfig, which closes every logging handler that
 # exists at that moment, pytest's capture handlers included: import it while collecting.
 assert backends.submitit
 
-CLUSTER = ROOT / "slurm" / "cluster.sh"
 EXAMPLES = ROOT / "slurm" / "examples"
 QUICK = ["data.dataset=wine", "model.name=mlp", "training.progress=lines"]
 EPOCH_PAUSE_S = 1.0
@@ -49,25 +46,6 @@ def slow_epochs() -> keras.callbacks.Callback:
     return SlowEpochs()
 
 
-@pytest.fixture(scope="module")
-def cluster() -> dict[str, str]:
-    """Start (as root) the two-node cluster; the variables its clients need."""
-    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
-    if started.returncode != 0:
-        pytest.fail(f"slurm/cluster.sh start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
-    exports = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
-    return {name: shlex.split(value)[0] for name, value in re.findall(r"^export (\w+)=(.*)$", exports, flags=re.M)}
-
-
-@pytest.fixture
-def slurm(cluster: dict[str, str], workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A test's working folder, with SLURM_CONF set and a private job index."""
-    for name, value in cluster.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("XDG_STATE_HOME", str(workdir / "state"))
-    yield workdir
-
-
 def submit(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, Path]:
     code = cli.main(["submit", *args])
     out, err = capsys.readouterr()
@@ -83,14 +61,18 @@ def squeue(job_id: str) -> str:
     return done.stdout.strip()
 
 
+def job_ended(job_id: str) -> bool:
+    queued = squeue(job_id)
+    return not queued or queued.startswith(("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"))
+
+
 def wait_until_gone(job_id: str, timeout: float = JOB_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not squeue(job_id) or squeue(job_id).startswith(("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")):
-            return
-        time.sleep(0.5)
-    subprocess.run(["scancel", job_id])
-    pytest.fail(f"job {job_id} did not finish within {timeout:.0f} s")
+    """Wait for the job to end; one that does not is cancelled, so it cannot hold the nodes."""
+    try:
+        wait_until(lambda: job_ended(job_id), timeout, 0.5, f"Slurm job {job_id} to finish")
+    except pytest.fail.Exception:
+        subprocess.run(["scancel", job_id])
+        raise
 
 
 def status(target: str | Path, capsys: pytest.CaptureFixture[str]) -> str:
@@ -159,28 +141,27 @@ def test_two_node_job_trains_one_model_with_one_rank_per_node(
 def release_requeued(job_id: str, run_dir: Path, timeout: float = 120.0) -> None:
     """Slurm holds a requeued job back for its credential lifetime (about 2 minutes); as an admin
     would, start it now so the test does not wait."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def requeued() -> bool:
         queued = squeue(job_id)
-        if queued.startswith("PENDING"):
-            # slurmd refuses a credential created in the same second the old one was revoked
-            # ("Job credential revoked", the job then fails): release it two seconds later
-            time.sleep(2.0)
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-            return
         if not queued or queued.startswith(("COMPLETED", "FAILED", "CANCELLED")):
             pytest.fail(f"job {job_id} ended instead of being requeued:\n{task_log(run_dir, job_id, 0)[-3000:]}")
-        time.sleep(0.25)
-    pytest.fail(f"job {job_id} was not requeued within {timeout:.0f} s: {squeue(job_id)!r}")
+        return queued.startswith("PENDING")
+
+    wait_until(requeued, timeout, 0.25, f"job {job_id} to be requeued")
+    # slurmd refuses a credential created in the same second the old one was revoked
+    # ("Job credential revoked", the job then fails): release it two seconds later
+    time.sleep(2.0)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 
 def wait_for_epochs(run_dir: Path, count: int, timeout: float = JOB_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (run_dir / "metrics.jsonl").is_file() and len(metrics_epochs(run_dir)) >= count:
-            return
-        time.sleep(0.25)
-    pytest.fail(f"{run_dir} did not reach epoch {count}")
+    wait_until(
+        lambda: (run_dir / "metrics.jsonl").is_file() and len(metrics_epochs(run_dir)) >= count,
+        timeout,
+        0.25,
+        f"{run_dir} to reach epoch {count}",
+    )
 
 
 @pytest.mark.parametrize(("strategy", "nodes"), [("single", 1), ("multiworker", 2), ("horovod", 2)])
