@@ -45,6 +45,18 @@ needs_horovod = pytest.mark.skipif(
 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slurm` every test that needs the real cluster, so `-m "not slurm"` runs without root.
+
+    The mark follows the fixture (directly or through `slurm`), so a new real-cluster test cannot
+    be forgotten; tryfirst puts it on before `-m` selects.
+    """
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+
+
 @pytest.fixture(autouse=True)
 def no_env_leaks() -> Iterator[None]:
     """Fail a test that leaves environment variables changed for the tests after it."""
