@@ -21,26 +21,50 @@ from harness.distribute.watchdog import (
 from tests.conftest import wait_until
 
 
-def test_watchdog_exits_when_no_beat_arrives(tmp_path: Path) -> None:
+class FakeClock:
+    """Monotonic seconds that move only when the test moves them."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_watchdog_exits_when_no_beat_arrives(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exits: list[int] = []
+    clock = FakeClock()
     beats = Heartbeats(tmp_path, rank=0, world_size=2, host="n1")
-    dog = Watchdog(0.8, lambda: "ranks: 0 on n1, 1 on n2.", beats, exit_fn=exits.append).start()
+    dog = Watchdog(0.8, lambda: "ranks: 0 on n1, 1 on n2.", beats, exit_fn=exits.append, clock=clock).start()
     try:
-        wait_until(lambda: exits, 10, 0.1, "the watchdog to exit")
+        clock.advance(0.8)
+        assert not dog.check() and exits == []  # the timeout itself is not yet a stall
+        clock.advance(4.2)
+        assert dog.check()
+        assert dog.check()  # it fires once
     finally:
         dog.stop()
     assert exits == [EXIT_STALLED]
+    err = capsys.readouterr().err
+    assert "error: no progress for 5s (distribute.timeout_s=0.8) after starting." in err
+    assert "Waiting for: rank 1 (never reported)." in err and "ranks: 0 on n1, 1 on n2." in err
 
 
-def test_watchdog_stays_quiet_while_beating(tmp_path: Path) -> None:
+def test_watchdog_stays_quiet_while_beating_and_while_paused() -> None:
     exits: list[int] = []
-    dog = Watchdog(0.8, lambda: "", None, exit_fn=exits.append).start()
+    clock = FakeClock()
+    dog = Watchdog(0.8, lambda: "", None, exit_fn=exits.append, clock=clock).start()
     try:
-        for step in range(12):
+        for step in range(12):  # 6 s in all, far past the timeout, but never 0.8 s without a beat
+            clock.advance(0.5)
+            assert not dog.check(), step
             dog.beat(f"step {step}")
-            time.sleep(0.1)
         dog.pause()
-        time.sleep(1.2)  # a paused watchdog does not fire (evaluation on the chief alone)
+        clock.advance(60.0)  # a paused watchdog does not fire (evaluation on the chief alone)
+        assert not dog.check()
     finally:
         dog.stop()
     assert exits == []
@@ -186,9 +210,11 @@ def test_a_damaged_heartbeat_file_does_not_stop_the_watchdog_from_exiting(tmp_pa
     folder.mkdir()
     (folder / "rank-0").write_text(json.dumps({"time": "yesterday", "host": 3}))
     codes: list[int] = []
-    watchdog = Watchdog(0.2, lambda: "", Heartbeats(folder, 1, 2, "n2"), exit_fn=codes.append).start()
+    clock = FakeClock()
+    watchdog = Watchdog(0.2, lambda: "", Heartbeats(folder, 1, 2, "n2"), exit_fn=codes.append, clock=clock).start()
     try:
-        wait_until(lambda: codes, what="the watchdog to exit")
+        clock.advance(1.0)
+        assert watchdog.check()
     finally:
         watchdog.stop()
     assert codes == [EXIT_STALLED]
