@@ -90,7 +90,9 @@ def test_the_launcher_returns_the_first_failing_ranks_code(
 ) -> None:
     assert launcher.run_workers(commands(worker_script, tmp_path, *behaviours), grace_s=30) == expected
     for rank in range(len(behaviours)):
-        assert not pid_alive(int((tmp_path / f"pid-{rank}").read_text()))
+        pid = (tmp_path / f"pid-{rank}").read_text() if (tmp_path / f"pid-{rank}").exists() else ""
+        # a waiting rank may be stopped (a peer failed at once) before it got as far as writing its pid
+        assert not pid or not pid_alive(int(pid))
 
 
 def test_the_failure_message_names_the_error_line_not_a_frame(
