@@ -377,7 +377,7 @@ def test_config_duplicate_key_in_a_cluster_profile(workdir: Path, capsys: pytest
 
 def run_refused(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """Run `harness train ARGS`; check exit 2, one message, no traceback, and nothing changed anywhere."""
-    from .test_rundir import snapshot
+    from tests.rundir.test_lifecycle import snapshot
 
     before = snapshot(workdir)
     code = cli.main(["train", *args])
@@ -391,7 +391,7 @@ def run_refused(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -
 @pytest.fixture
 def around_runs(workdir: Path) -> Path:
     """Runs and other files around run.output_dir that --overwrite must never touch."""
-    from .test_rundir import make_run
+    from tests.rundir.test_lifecycle import make_run
 
     runs = workdir / "runs"
     make_run(runs, "sibling")
@@ -406,7 +406,7 @@ def around_runs(workdir: Path) -> Path:
 def test_overwrite_never_deletes_what_is_not_a_run(
     workdir: Path, around_runs: Path, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
-    from .test_rundir import IRIS
+    from tests.rundir.test_lifecycle import IRIS
 
     name = str(workdir / "elsewhere" / "marked") if name == "ABSOLUTE" else name
     err = run_refused(workdir, capsys, *IRIS, f"run.name={name}", "--overwrite")
@@ -415,8 +415,7 @@ def test_overwrite_never_deletes_what_is_not_a_run(
 
 def test_training_a_completed_run_again_writes_nothing(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from harness.train import rundir
-
-    from .test_rundir import IRIS, fake_run
+    from tests.rundir.test_lifecycle import IRIS, fake_run
 
     run_dir = fake_run(workdir, "done", 2, "training.epochs=2")
     err = run_refused(workdir, capsys, *IRIS, "run.name=done", "training.epochs=2")
@@ -436,7 +435,7 @@ def test_training_a_completed_run_again_writes_nothing(workdir: Path, capsys: py
 def test_resume_with_a_setting_that_may_not_change(
     workdir: Path, capsys: pytest.CaptureFixture[str], override: str, words: list[str]
 ) -> None:
-    from .test_rundir import IRIS, fake_run
+    from tests.rundir.test_lifecycle import IRIS, fake_run
 
     fake_run(workdir, "r", 3, "training.epochs=5")
     err = run_refused(workdir, capsys, *IRIS, "run.name=r", "training.epochs=5", override, "--resume")
@@ -787,7 +786,7 @@ def penguin_run(workdir: Path) -> Path:
     """A run directory's preprocessing (penguins-like CSV, no model yet): predict input is checked first."""
     from harness.config.schema import DataConfig
     from harness.data import prepare_data
-    from tests.test_predict import penguins_csv
+    from tests.commands.test_predict import penguins_csv
 
     source = penguins_csv(workdir / "penguins.csv")
     data = prepare_data(DataConfig(dataset="csv", path=str(source), target="species"), seed=0)
@@ -810,7 +809,7 @@ def predict_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -
 
 
 def penguin_input(workdir: Path, header: str, rows: int = 3, name: str = "new.csv") -> Path:
-    from tests.test_predict import penguin_rows
+    from tests.commands.test_predict import penguin_rows
 
     path = workdir / name
     path.write_text("\n".join([header, *penguin_rows(rows)]) + "\n")

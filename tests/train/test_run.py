@@ -13,8 +13,7 @@ from harness import cli
 from harness.evaluate import load_report
 from harness.train import checkpoint
 from harness.train.loop import Trainer
-
-from .conftest import CONFIGS
+from tests.conftest import CONFIGS, wait_until
 
 FAST = ["training.progress=lines", "training.steps_per_execution=4"]
 IRIS = [
@@ -234,15 +233,17 @@ def test_sigusr2_stops_training_with_exit_code_75(workdir: Path) -> None:
     import signal
     import subprocess
     import sys
-    import time
 
     args = [sys.executable, "-m", "harness", "train", *IRIS, "training.epochs=100000", "run.name=sig"]
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     metrics_file = workdir / "runs" / "sig" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (metrics_file.exists() and metrics_file.read_text().count("\n") >= 2):
-        time.sleep(0.2)
+    wait_until(
+        lambda: metrics_file.exists() and metrics_file.read_text().count("\n") >= 2,
+        120,
+        0.2,
+        "two epochs in metrics.jsonl",
+    )
     proc.send_signal(signal.SIGUSR2)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-2000:]

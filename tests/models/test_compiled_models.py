@@ -37,8 +37,7 @@ from harness.train.objectives import (
     optimizer_class,
 )
 from harness.train.schedules import WarmupSchedule
-
-from .conftest import THREADS, needs_horovod
+from tests.conftest import THREADS, needs_horovod
 
 # The tutorial's mnist_setup.py, as published (https://www.tensorflow.org/tutorials/distribute/multi_worker_with_keras).
 TUTORIAL = """\

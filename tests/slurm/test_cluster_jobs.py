@@ -1,18 +1,18 @@
-"""`harness submit` against a real Slurm: two slurmd nodes on this machine (slurm/cluster.sh).
+"""Against a real Slurm: two slurmd nodes on this machine (slurm/cluster.sh).
 
 Every job goes through sbatch, srun and slurmstepd, and is followed with the same commands a
-user types. The cluster is started by the fixture (as root); a failure to start fails the tests
-instead of skipping them.
+user types; the example batch script in slurm/examples must train one model on both nodes too.
+The cluster is started by a fixture (as root); a failure to start fails the tests instead of
+skipping them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,13 @@ import pytest
 from harness import cli
 from harness.evaluate import load_report
 from harness.slurm import backends, records
-
-from .conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 # Importing submitit runs logging.config.dictConfig, which closes every logging handler that
 # exists at that moment, pytest's capture handlers included: import it while collecting.
 assert backends.submitit
 
-CLUSTER = ROOT / "slurm" / "cluster.sh"
+EXAMPLES = ROOT / "slurm" / "examples"
 QUICK = ["data.dataset=wine", "model.name=mlp", "training.progress=lines"]
 EPOCH_PAUSE_S = 1.0
 JOB_TIMEOUT_S = 300.0
@@ -47,25 +46,6 @@ def slow_epochs() -> keras.callbacks.Callback:
     return SlowEpochs()
 
 
-@pytest.fixture(scope="module")
-def cluster() -> dict[str, str]:
-    """Start (as root) the two-node cluster; the variables its clients need."""
-    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
-    if started.returncode != 0:
-        pytest.fail(f"slurm/cluster.sh start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
-    exports = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
-    return {name: shlex.split(value)[0] for name, value in re.findall(r"^export (\w+)=(.*)$", exports, flags=re.M)}
-
-
-@pytest.fixture
-def slurm(cluster: dict[str, str], workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A test's working folder, with SLURM_CONF set and a private job index."""
-    for name, value in cluster.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("XDG_STATE_HOME", str(workdir / "state"))
-    yield workdir
-
-
 def submit(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, Path]:
     code = cli.main(["submit", *args])
     out, err = capsys.readouterr()
@@ -81,14 +61,18 @@ def squeue(job_id: str) -> str:
     return done.stdout.strip()
 
 
+def job_ended(job_id: str) -> bool:
+    queued = squeue(job_id)
+    return not queued or queued.startswith(("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"))
+
+
 def wait_until_gone(job_id: str, timeout: float = JOB_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not squeue(job_id) or squeue(job_id).startswith(("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")):
-            return
-        time.sleep(0.5)
-    subprocess.run(["scancel", job_id])
-    pytest.fail(f"job {job_id} did not finish within {timeout:.0f} s")
+    """Wait for the job to end; one that does not is cancelled, so it cannot hold the nodes."""
+    try:
+        wait_until(lambda: job_ended(job_id), timeout, 0.5, f"Slurm job {job_id} to finish")
+    except pytest.fail.Exception:
+        subprocess.run(["scancel", job_id])
+        raise
 
 
 def status(target: str | Path, capsys: pytest.CaptureFixture[str]) -> str:
@@ -157,28 +141,27 @@ def test_two_node_job_trains_one_model_with_one_rank_per_node(
 def release_requeued(job_id: str, run_dir: Path, timeout: float = 120.0) -> None:
     """Slurm holds a requeued job back for its credential lifetime (about 2 minutes); as an admin
     would, start it now so the test does not wait."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def requeued() -> bool:
         queued = squeue(job_id)
-        if queued.startswith("PENDING"):
-            # slurmd refuses a credential created in the same second the old one was revoked
-            # ("Job credential revoked", the job then fails): release it two seconds later
-            time.sleep(2.0)
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-            return
         if not queued or queued.startswith(("COMPLETED", "FAILED", "CANCELLED")):
             pytest.fail(f"job {job_id} ended instead of being requeued:\n{task_log(run_dir, job_id, 0)[-3000:]}")
-        time.sleep(0.25)
-    pytest.fail(f"job {job_id} was not requeued within {timeout:.0f} s: {squeue(job_id)!r}")
+        return queued.startswith("PENDING")
+
+    wait_until(requeued, timeout, 0.25, f"job {job_id} to be requeued")
+    # slurmd refuses a credential created in the same second the old one was revoked
+    # ("Job credential revoked", the job then fails): release it two seconds later
+    time.sleep(2.0)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
 
 
 def wait_for_epochs(run_dir: Path, count: int, timeout: float = JOB_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (run_dir / "metrics.jsonl").is_file() and len(metrics_epochs(run_dir)) >= count:
-            return
-        time.sleep(0.25)
-    pytest.fail(f"{run_dir} did not reach epoch {count}")
+    wait_until(
+        lambda: (run_dir / "metrics.jsonl").is_file() and len(metrics_epochs(run_dir)) >= count,
+        timeout,
+        0.25,
+        f"{run_dir} to reach epoch {count}",
+    )
 
 
 @pytest.mark.parametrize(("strategy", "nodes"), [("single", 1), ("multiworker", 2), ("horovod", 2)])
@@ -191,7 +174,7 @@ def test_preempted_job_resumes_from_its_checkpoint(
         f"training.epochs={epochs}",
         f"distribute.strategy={strategy}",
         f"run.name=preempt-{strategy}",
-        "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
+        "training.callbacks=['tests.slurm.test_cluster_jobs:slow_epochs']",
         f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
     ]
     job_id, run_dir = submit([*args, "--nodes", str(nodes), "--time", "10"], capsys)
@@ -231,7 +214,7 @@ def test_job_preempted_by_a_higher_priority_partition_checkpoints_and_resumes(
         "training.checkpoint.every_epochs=0",
         f"distribute.strategy={strategy}",
         f"run.name=preempted-by-urgent-{strategy}",
-        "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
+        "training.callbacks=['tests.slurm.test_cluster_jobs:slow_epochs']",
         f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
     ]
     job_id, run_dir = submit([*args, "--nodes", str(nodes), "--time", "10"], capsys)
@@ -271,7 +254,7 @@ def test_cancel_stops_the_job_and_the_run_reads_cancelled(slurm: Path, capsys: p
         *QUICK,
         "training.epochs=50",
         "run.name=cancelled",
-        "training.callbacks=['tests.test_slurm_jobs:slow_epochs']",
+        "training.callbacks=['tests.slurm.test_cluster_jobs:slow_epochs']",
     ]
     job_id, run_dir = submit([*args, f"slurm.env={{PYTHONPATH: '{ROOT}'}}", "--time", "10"], capsys)
     wait_for_epochs(run_dir, 1)
@@ -283,3 +266,40 @@ def test_cancel_stops_the_job_and_the_run_reads_cancelled(slurm: Path, capsys: p
     assert not (run_dir / "report.json").exists()
     # the run's own record agrees, whatever the dying job wrote after SIGTERM
     assert json.loads((run_dir / "state.json").read_text())["state"] == "cancelled"
+
+
+def test_two_node_training_job_from_the_example_batch_script(slurm: Path) -> None:
+    """slurm/examples/train.sbatch, submitted with plain sbatch as its comments tell a user to."""
+    (slurm / ".venv").symlink_to(Path(sys.prefix))
+    (slurm / "configs").symlink_to(ROOT / "configs")
+    args = [
+        "data.dataset=wine",
+        "model.name=mlp",
+        "training.epochs=2",
+        "training.progress=lines",
+        "run.name=slurm",
+    ]
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-N2",
+            "--ntasks-per-node=1",
+            "-o",
+            "job.out",
+            str(EXAMPLES / "train.sbatch"),
+            *args,
+        ],
+        cwd=slurm,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wait_until_gone(submitted.stdout.strip().split(";")[0], timeout=600)
+    output = (slurm / "job.out").read_text()
+    found = re.findall(r"rank (\d): weights digest per local replica: (\w+)", output)
+    assert sorted(rank for rank, _ in found) == ["0", "1"], output[-3000:]
+    assert len({digest for _, digest in found}) == 1
+    report = json.loads((slurm / "runs" / "slurm" / "report.json").read_text())
+    assert report["training"]["world_size"] == 2
+    assert report["training"]["cluster_source"] == "slurm"

@@ -30,7 +30,7 @@ from harness.validate.runner import run_check, run_node
 from harness.validate.spec import CHECKS, CheckSpec, all_checks, select_checks
 from harness.validate.verdict import Verdict, exit_code, worst
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECKS = ("gpu.inventory", "gpu.memory", "gpu.ecc", "gpu.retired_memory", "gpu.thermal", "gpu.pcie")
 
 # --- recorded NVML values ------------------------------------------------------------------------

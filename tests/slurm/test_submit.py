@@ -2,7 +2,7 @@
 
 As in submitit's own tests, `sbatch` is a script that keeps the batch file it is given, so the
 production path runs and the script is compared with golden files (tests/golden/; regenerate
-with HARNESS_UPDATE_GOLDEN=1). The real cluster is exercised in test_slurm_jobs.py.
+with HARNESS_UPDATE_GOLDEN=1). The real cluster is exercised in tests/slurm/test_cluster_jobs.py.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from harness.slurm.job import TrainJob, task_banner
 from harness.slurm.profiles import get_profile, load_profiles
 from harness.slurm.scheduler import JobInfo
 from harness.slurm.submit import SubmitOptions, plan
+from tests.conftest import CONFIGS, ROOT, wait_until
 
-from .conftest import CONFIGS, ROOT
-
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = ROOT / "tests" / "golden"
 CLUSTERS = CONFIGS / "clusters.yaml"
 FAKE_JOB_ID = "4242"
 SINFO = "debug*|2|up|infinite|1-infinite\ngpu|4|up|2-00:00:00|1-2\n"
@@ -785,24 +784,22 @@ def test_local_executor_runs_the_same_job_with_two_workers(
     assert (run_dir / "report.json").is_file()
 
 
-def wait_for_state(run_dir: Path, wanted: tuple[str, ...], timeout: float) -> str | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_state(run_dir: Path, wanted: tuple[str, ...], timeout: float) -> str:
+    def reached() -> str | None:
         state = read_state(run_dir).get("state")
-        if state in wanted:
-            return str(state)
-        time.sleep(0.5)
-    return None
+        return str(state) if state in wanted else None
+
+    return wait_until(reached, timeout, 0.5, f"{run_dir} to reach state {' or '.join(wanted)}")
 
 
-def digest_in(path: Path) -> str | None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def digest_in(path: Path) -> str:
+    def found() -> str | None:
         for line in path.read_text().splitlines() if path.is_file() else []:
             if "weights digest per local replica:" in line:
                 return line.rsplit(":", 1)[1].strip()
-        time.sleep(0.2)
-    return None
+        return None
+
+    return wait_until(found, 30, 0.2, f"a weights digest in {path}")
 
 
 def test_readme_documents_the_slurm_commands() -> None:

@@ -1,7 +1,8 @@
 """Cluster-environment parsing, tested with tables of the values real launchers set.
 
 The Slurm tables copy what slurmstepd exports to a task (srun) and to the batch script
-(sbatch): the batch script gets SLURM_PROCID=0 but no SLURM_STEP_ID.
+(sbatch): the batch script gets SLURM_PROCID=0 but no SLURM_STEP_ID. The last tests parse the
+environments captured from real srun steps in slurm/examples.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from harness.distribute.cluster import (
     visible_gpu_index,
 )
 from harness.errors import LaunchError
+from tests.conftest import ROOT
+
+EXAMPLES = ROOT / "slurm" / "examples"
 
 # --------------------------------------------------------------------------- hostlists
 
@@ -702,3 +706,41 @@ def test_gpu_index_uses_the_context() -> None:
     cluster = detect({**launcher_env(local_rank, 2, 29500), "CUDA_VISIBLE_DEVICES": "5"})
     assert gpu_index(cluster, 1) == 0  # bound to this process already: index 0, not the local rank
     assert gpu_index(detect(launcher_env(local_rank, 2, 29500)), 2) == local_rank
+
+
+# --------------------------------------------------------------------------- captured from real srun steps
+
+
+def captured_tasks(name: str) -> list[dict[str, str]]:
+    """The per-task SLURM_* variables captured from real steps in slurm/examples."""
+    tasks: list[dict[str, str]] = []
+    for line in (EXAMPLES / name).read_text().splitlines():
+        if line.startswith("# task"):
+            tasks.append({})
+        elif "=" in line and not line.startswith("#") and tasks:
+            key, _, value = line.partition("=")
+            tasks[-1][key] = value
+    return tasks
+
+
+def test_captured_two_node_step_parses_to_one_rank_per_node() -> None:
+    tasks = captured_tasks("env-srun-2nodes.txt")
+    envs = [from_slurm(task) for task in tasks]
+    assert [e.rank for e in envs if e] == [0, 1]
+    for env, task in zip(envs, tasks, strict=True):
+        assert env is not None
+        assert env.world_size == 2 and env.local_rank == 0
+        assert env.hosts == ("n1", "n2")
+        assert env.hosts[env.rank] == task["SLURMD_NODENAME"]
+    assert envs[0] is not None and len(set(envs[0].worker_addresses())) == 2
+
+
+def test_captured_one_node_two_tasks() -> None:
+    envs = [from_slurm(task) for task in captured_tasks("env-srun-1node-2tasks.txt")]
+    assert sorted((e.rank, e.local_rank) for e in envs if e) == [(0, 0), (1, 1)]
+
+
+def test_captured_batch_script_is_one_process() -> None:
+    task = captured_tasks("env-batch.txt")[0]
+    assert task["SLURM_NTASKS"] == "2"
+    assert not detect(task).is_distributed

@@ -27,7 +27,7 @@ from harness.evaluate import (
 from harness.evaluate.inputs import read_history
 
 CLASSES = ["cat", "dog", "bird"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- metrics -----------------------------------------------------------------------------------

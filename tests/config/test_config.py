@@ -13,8 +13,7 @@ from pydantic import BaseModel
 
 from harness.config import Config, clip, echo, load_config, parse_override, to_yaml, validate_config
 from harness.errors import ConfigError
-
-from .conftest import CONFIGS
+from tests.conftest import CONFIGS
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -28,7 +27,7 @@ def test_packaged_default_equals_configs_default() -> None:
     assert load_config(CONFIGS / "default.yaml") == Config()
 
 
-# clusters.yaml holds Slurm cluster profiles, not an experiment: tests/test_submit.py loads it.
+# clusters.yaml holds Slurm cluster profiles, not an experiment: tests/slurm/test_submit.py loads it.
 EXPERIMENTS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "clusters.yaml")
 
 

@@ -24,8 +24,7 @@ import pytest
 from harness.data import step_layout
 from harness.distribute.cluster import launcher_env
 from harness.distribute.launcher import free_port_range
-
-from .conftest import THREADS, needs_horovod
+from tests.conftest import THREADS, needs_horovod, wait_until
 
 GLOBAL_BATCH = 32
 COMMON = [
@@ -95,6 +94,12 @@ def train(
     done = harness(args, tmp)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done
+
+
+def epochs_logged(metrics: Path, count: int, proc: subprocess.Popen[str]) -> bool:
+    """Whether `count` epochs are in the metrics log; a process that died instead fails the test with its stderr."""
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    return metrics.exists() and len(metrics.read_text().splitlines()) >= count
 
 
 def final_weights(run_dir: Path) -> list[np.ndarray]:
@@ -271,13 +276,7 @@ def test_killed_worker_makes_the_others_exit_naming_it(tmp_path: Path) -> None:
         )
     try:
         metrics = tmp_path / "runs" / "k" / "metrics.jsonl"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not (
-            metrics.exists() and len(metrics.read_text().splitlines()) >= 2
-        ):
-            assert procs[0].poll() is None, procs[0].communicate()[1][-3000:]
-            time.sleep(0.5)
-        assert metrics.exists(), "training did not start"
+        wait_until(lambda: epochs_logged(metrics, 2, procs[0]), 180, 0.5, "two epochs in metrics.jsonl")
         procs[1].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         _, err = procs[0].communicate(timeout=120)
@@ -311,10 +310,7 @@ def test_a_stop_signal_to_the_launcher_checkpoints_every_rank_and_exits_75(tmp_p
     )
     try:
         metrics = tmp_path / "runs" / "t" / "metrics.jsonl"
-        deadline = time.monotonic() + 180
-        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
-            time.sleep(0.2)
+        wait_until(lambda: epochs_logged(metrics, 2, launcher), 180, 0.2, "two epochs in metrics.jsonl")
         launcher.send_signal(sig)
         out, err = launcher.communicate(timeout=120)
     finally:

@@ -25,10 +25,9 @@ from harness.errors import ModelError
 from harness.imports import import_object, import_roots, importable
 from harness.models import build_model, describe_model
 from harness.models.build import compiled_setup, describe_object, has_logits_head
+from tests.conftest import THREADS, needs_horovod
 
-from .conftest import THREADS, needs_horovod
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -618,7 +617,7 @@ BATCH_NORM = ["model.batch_norm=true"]  # after test_distributed's COMMON (dropo
 
 @pytest.fixture(scope="module")
 def batch_norm_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests import test_distributed as dist
+    from tests.distribute import test_multiprocess as dist
 
     tmp = tmp_path_factory.mktemp("bn-reference")
     dist.train(tmp, "ref", "single", 1, [], dist.GLOBAL_BATCH, BATCH_NORM)
@@ -630,7 +629,7 @@ def batch_norm_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_batch_norm_training_matches_single_process(
     tmp_path: Path, batch_norm_reference: Path, strategy: str, workers: int, extra: list[str]
 ) -> None:
-    from tests import test_distributed as dist
+    from tests.distribute import test_multiprocess as dist
 
     done = dist.train(tmp_path, "run", strategy, workers, extra, dist.GLOBAL_BATCH // 2, BATCH_NORM)
     run_dir = tmp_path / "runs" / "run"
