@@ -260,7 +260,7 @@ def test_explicit_from_logits_mapping() -> None:
 
 def test_auto_loss_on_a_linear_head_takes_logits_and_says_so() -> None:
     choice = loss_for(linear_model())
-    assert choice.source == "automatic for classification" and choice.logits
+    assert choice.source == "training.loss=auto for classification" and choice.logits
     assert choice.text == "SparseCategoricalCrossentropy(from_logits=True)"
     assert choice.notes and "from_logits=True" in choice.notes[0]
     softmax_choice = loss_for(linear_model(activation="softmax"))
