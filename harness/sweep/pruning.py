@@ -48,7 +48,7 @@ class PruningReporter:
         return _EpochEnd(self)
 
 
-class _EpochEnd(keras.callbacks.Callback):
+class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
     def __init__(self, reporter: PruningReporter) -> None:
         super().__init__()
         self.reporter = reporter

@@ -46,13 +46,15 @@ def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
         options["seed"] = spec.model.sampler.seed
     if spec.sampler_name == "grid":
         options["search_space"] = {p.key: [encode(p, v) for v in p.values] for p in spec.parameters}
-    return _build(cls, options, f"sampler.options of {spec.path} (sampler {spec.sampler_name})")
+    sampler: optuna.samplers.BaseSampler = _build(cls, options, f"sampler.options of {spec.path} ({spec.sampler_name})")
+    return sampler
 
 
 def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
     cls = PRUNERS.get(spec.model.pruner.name)
     where = f"pruner.options of {spec.path} (pruner {spec.model.pruner.name})"
-    return _build(cls, dict(spec.model.pruner.options), where)
+    pruner: optuna.pruners.BasePruner = _build(cls, dict(spec.model.pruner.options), where)
+    return pruner
 
 
 def _build(cls: Callable[..., Any], options: Mapping[str, Any], where: str) -> Any:

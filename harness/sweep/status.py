@@ -110,6 +110,10 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+
+
 def _params(params: dict[str, Any]) -> str:
-    text = " ".join(f"{key.rsplit('.', 1)[-1]}={json.dumps(value)}" for key, value in params.items())
+    text = " ".join(f"{key.rsplit('.', 1)[-1]}={_value(value)}" for key, value in params.items())
     return text if len(text) <= PARAM_WIDTH else text[: PARAM_WIDTH - 3] + "..."

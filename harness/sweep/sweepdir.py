@@ -1,11 +1,11 @@
 """The sweep directory: where each part of a sweep lives, and when it may be created or replaced.
 
-    SWEEP_DIR/sweep.yaml        the checked spec, self-contained (base config inline, absolute paths)
-    SWEEP_DIR/study.journal     Optuna's journal: `optuna-dashboard SWEEP_DIR/study.journal`
-    SWEEP_DIR/ledger/NNNN.json  one record per trial: what `harness sweep status` reads
-    SWEEP_DIR/trials/NNNN/      one ordinary run directory per trial
-    SWEEP_DIR/submissions.jsonl one line per submission of workers (job ids)
-    SWEEP_DIR/workers/          worker logs (local) or submitit's job folder (Slurm)
+SWEEP_DIR/sweep.yaml        the checked spec, self-contained (base config inline, absolute paths)
+SWEEP_DIR/study.journal     Optuna's journal: `optuna-dashboard SWEEP_DIR/study.journal`
+SWEEP_DIR/ledger/NNNN.json  one record per trial: what `harness sweep status` reads
+SWEEP_DIR/trials/NNNN/      one ordinary run directory per trial
+SWEEP_DIR/submissions.jsonl one line per submission of workers (job ids)
+SWEEP_DIR/workers/          worker logs (local) or submitit's job folder (Slurm)
 """
 
 from __future__ import annotations

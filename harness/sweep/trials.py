@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import RunDirError
-from harness.train import rundir
+from harness.train import checkpoint, rundir
 
 PRUNED = "pruned"
 """state.json of a trial the pruner stopped: it has a checkpoint and will not be continued."""
@@ -43,7 +43,7 @@ def read_report(run_dir: Path) -> dict[str, Any] | None:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return bool(rundir.checkpoint.candidates(run_dir / rundir.CHECKPOINTS))
+    return bool(checkpoint.candidates(run_dir / rundir.CHECKPOINTS))
 
 
 def objective_value(run_dir: Path, metric: str) -> float | None:
