@@ -71,7 +71,7 @@ def _slurm_plan(spec: Spec, path: Path) -> dict[str, Any]:
 
 def resume_sweep(path: Path, executor: str | None) -> str:
     """Continue after a cancel, a crash or a node failure: interrupted trials first, then the budget."""
-    from harness.sweep.study import load_study, reconcile
+    from harness.sweep.study import load_study, reconcile, trial_budget
 
     sweep = open_sweep_dir(path)
     spec = load_spec(sweep.spec)
@@ -79,7 +79,7 @@ def resume_sweep(path: Path, executor: str | None) -> str:
     study = load_study(sweep, spec)
     marked = reconcile(sweep, spec, study)
     interrupted = sum(1 for r in ledger.read_all(sweep) if r.state == ledger.INTERRUPTED)
-    new = max(0, spec.model.budget.trials - len(study.get_trials(deepcopy=False)))
+    new = max(0, trial_budget(spec) - len(study.get_trials(deepcopy=False)))
     if interrupted + new == 0:
         return f"sweep {sweep.path}: nothing left to run (budget spent, no interrupted trial)\n"
     previous = read_submissions(sweep)

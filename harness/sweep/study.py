@@ -96,14 +96,34 @@ def claim(sweep: SweepDir, spec: Spec, study: optuna.Study, worker: str, job_id:
         return Claimed(trial, record, resumed=False)
 
 
+def trial_budget(spec: Spec) -> int:
+    """Trials to run: the budget, or fewer when a grid has fewer points (each is run once)."""
+    if spec.sampler_name == "grid":
+        return min(spec.model.budget.trials, spec.grid_size())
+    return spec.model.budget.trials
+
+
 def budget_left(spec: Spec, study: optuna.Study, records: list[TrialRecord]) -> bool:
-    if len(study.get_trials(deepcopy=False)) >= spec.model.budget.trials:
+    if len(study.get_trials(deepcopy=False)) >= trial_budget(spec):
         return False
     limit = spec.model.budget.gpu_hours
     if limit is None:
         return True
     gpus = spec.base.slurm.nodes * spec.base.slurm.gpus_per_node
     return sum(r.wall_time_s for r in records) * gpus / 3600 < limit
+
+
+def tell(
+    study: optuna.Study, number: int, value: float | None = None, state: optuna.trial.TrialState | None = None
+) -> None:
+    """Record a trial's end. The grid sampler calls `study.stop()` once the grid is covered, which
+    Optuna allows only inside `optimize()`; the result is stored before that, so that complaint is
+    dropped."""
+    try:
+        study.tell(number, value, state=state)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
 
 
 def reconcile(sweep: SweepDir, spec: Spec, study: optuna.Study) -> list[int]:

@@ -25,7 +25,7 @@ import optuna
 from harness.errors import Preempted, UserInputError
 from harness.sweep import ledger, trials
 from harness.sweep.spec import Spec, load_spec
-from harness.sweep.study import Claimed, claim, load_study, wait_for_journal
+from harness.sweep.study import Claimed, claim, load_study, tell, wait_for_journal
 from harness.sweep.sweepdir import SweepDir, open_sweep_dir
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _completed(
         return
     record.state, record.objective, record.error = ledger.COMPLETED, value, None
     ledger.write(sweep, record)
-    study.tell(record.trial, value)
+    tell(study, record.trial, value)
     print(f"sweep: trial {record.trial} completed: {spec.model.objective.metric}={value:.6g}", flush=True)
 
 
@@ -142,7 +142,7 @@ def _stopped(
         trials.write_pruned(run_dir, record.epochs)
         record.state = ledger.PRUNED
         ledger.write(sweep, record)
-        study.tell(record.trial, state=optuna.trial.TrialState.PRUNED)
+        tell(study, record.trial, state=optuna.trial.TrialState.PRUNED)
         print(f"sweep: trial {record.trial} pruned after {record.epochs} epoch(s)", flush=True)
         return
     record.state = ledger.INTERRUPTED
@@ -156,7 +156,7 @@ def _failed(
     _finish(record, run_dir, started)
     record.state, record.error = ledger.FAILED, f"{type(err).__name__}: {err}"[:500]
     ledger.write(sweep, record)
-    study.tell(record.trial, state=optuna.trial.TrialState.FAIL)
+    tell(study, record.trial, state=optuna.trial.TrialState.FAIL)
     print(f"sweep: trial {record.trial} failed after {record.attempts} attempt(s): {record.error}", flush=True)
 
 
