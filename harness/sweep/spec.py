@@ -239,7 +239,7 @@ def _check_objective(objective: Objective, task: str | None, path: Path, lines: 
     hint = closest(objective.metric, list(allowed))
     what = f"a {task} task" if task else "any task"
     raise ConfigError(
-        f"sweep spec {path}: objective.metric{_line(('objective', 'metric'), lines)}={echo(objective.metric)} "
+        f"sweep spec {path}: objective.metric={echo(objective.metric)}{_line(('objective', 'metric'), lines)} "
         f"is not a metric {what} produces.{f' Did you mean {hint}?' if hint else ''} "
         f"Allowed: {', '.join(allowed)}"
     )
@@ -313,13 +313,14 @@ def check_against_schema(parameter: Parameter, base_raw: dict[str, Any], path: P
         try:
             validate_config(_with(base_raw, parameter.key, value), where)
         except ConfigError as err:
-            detail = str(err).split(":", 1)[-1] if str(err).startswith("invalid config") else str(err)
+            detail = str(err).removeprefix(f"invalid config {where}:")
+            if "unknown key" in detail:
+                raise ConfigError(f"{where}: {detail.strip().removeprefix('- ')}") from None
             hint = ""
             if parameter.kind in ("uniform", "loguniform") and "integer" in detail:
                 hint = f"\n  {parameter.kind} draws fractional numbers; for a whole-number key use {{int: [low, high]}}"
             raise ConfigError(
-                f"{where}: {parameter.kind} value {echo(value)} is not accepted by the run config:"
-                f"{detail.removeprefix(where)}{hint}"
+                f"{where}: {parameter.kind} value {echo(value)} is not accepted by the run config:{detail}{hint}"
             ) from None
 
 
