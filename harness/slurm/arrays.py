@@ -16,6 +16,8 @@ from harness.slurm import backends, scheduler
 from harness.slurm.profiles import resolve_profile
 from harness.slurm.resources import check_fit, merge, total_tasks, with_tasks
 from harness.slurm.scheduler import SchedulerUnavailable
+from harness.slurm.submit import SubmitError
+from harness.slurm.submit import _first_line as first_line
 
 
 def plan_array(slurm: SlurmConfig, strategy: str, job_name: str) -> tuple[SlurmConfig, dict[str, Any]]:
@@ -45,10 +47,15 @@ def submit_array(
     tasks: int,
     parallelism: int,
 ) -> list[str]:
-    """One `sbatch --array=0-(tasks-1)%parallelism`; returns the task job ids (ARRAY_TASK)."""
+    """One `sbatch --array=0-(tasks-1)%parallelism`; returns the task job ids (ARRAY_TASK).
+
+    A refusal by the scheduler is a SubmitError naming sbatch's reason."""
     executor = backends.make_executor("slurm", folder, params, max_requeues)
-    executor.update_parameters(slurm_array_parallelism=parallelism)
-    jobs = executor.map_array(function, list(range(tasks)))
+    executor.update_parameters(array_parallelism=parallelism)
+    try:
+        jobs = executor.map_array(function, list(range(tasks)))
+    except Exception as err:  # noqa: BLE001 - sbatch's refusal, as `harness submit` reports it
+        raise SubmitError(f"the sweep's job array was not submitted: {first_line(err)}") from err
     return [str(job.job_id) for job in jobs]
 
 

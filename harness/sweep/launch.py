@@ -8,6 +8,7 @@ this machine, and the command waits for them.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 
 from harness import io
-from harness.errors import ConfigError, RunDirError
+from harness.errors import ConfigError, RunDirError, UserInputError
 from harness.sweep import ledger
 from harness.sweep.spec import Spec, load_spec
 from harness.sweep.sweepdir import (
@@ -51,7 +52,12 @@ def start(spec_path: Path, executor: str | None, *, resume: bool = False, overwr
     with new_sweep_dir(path, overwrite=overwrite) as staging:
         io.write_text(staging.spec, yaml.safe_dump(normalized(spec, path), sort_keys=False))
         create_study(staging, load_spec(staging.spec))
-    return launch_workers(SweepDir(path), spec, kind, params, spec.model.parallelism)
+    try:
+        return launch_workers(SweepDir(path), spec, kind, params, spec.model.parallelism)
+    except UserInputError:
+        if kind == "slurm":  # nothing was submitted: leave nothing behind
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def normalized(spec: Spec, path: Path) -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""Sweeps on a real Slurm: the two-node cluster of slurm/cluster.sh (started as in test_slurm_jobs).
+
+One job array per submission, at most `parallelism` array tasks running at once, and a cancel in
+the middle followed by `harness sweep resume` ends with exactly the budgeted trials.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import cli
+from harness.slurm import backends
+from harness.sweep import ledger
+from harness.sweep.sweepdir import SweepDir, read_submissions
+
+from . import test_slurm_jobs
+from .conftest import ROOT
+
+cluster = test_slurm_jobs.cluster  # the module-scoped cluster fixture, shared
+slurm = test_slurm_jobs.slurm
+
+assert backends.submitit  # import submitit while collecting (see test_slurm_jobs)
+
+SWEEP_TIMEOUT_S = 400.0
+POLL_S = 0.2
+BASE: dict[str, Any] = {
+    "run": {"seed": 1},
+    "data": {"dataset": "iris"},
+    "model": {"name": "mlp", "hidden_units": [16]},
+    "training": {"epochs": 2, "batch_size": 16, "progress": "lines"},
+    "report": {"html": False, "plots": False},
+}
+
+
+def write_spec(folder: Path, trials: int, base: dict[str, Any] = BASE) -> Path:
+    spec = {
+        "name": "s",
+        "base": base,
+        "parameters": {
+            "training.optimizer.learning_rate": {"loguniform": [0.005, 0.1]},
+            "model.hidden_units": {"choice": [[8], [16]]},
+        },
+        "objective": {"metric": "val_accuracy", "direction": "max"},
+        "budget": {"trials": trials},
+        "parallelism": 2,
+        "slurm": {"time_minutes": 10, "env": {"PYTHONPATH": str(ROOT)}},
+    }
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def submit(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = cli.main(["sweep", *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "submitted Slurm job array" in out, out
+    return out.split("submitted Slurm job array ")[1].split(":")[0]
+
+
+def array_tasks(array: str) -> list[tuple[str, str]]:
+    """(task id, state) of the array's tasks in squeue; pending ranges show as one line."""
+    done = subprocess.run(["squeue", "-h", "-r", "-j", array, "-o", "%i|%T"], capture_output=True, text=True)
+    return [tuple(line.split("|", 1)) for line in done.stdout.split()]  # type: ignore[misc]
+
+
+def wait_for_array(array: str, most_running: list[int]) -> None:
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while tasks := array_tasks(array):
+        most_running.append(sum(1 for _, state in tasks if state == "RUNNING"))
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", array])
+            pytest.fail(f"job array {array} did not finish within {SWEEP_TIMEOUT_S:.0f} s")
+        time.sleep(POLL_S)
+
+
+def records(sweep_dir: Path) -> list[ledger.TrialRecord]:
+    return ledger.read_all(SweepDir(sweep_dir))
+
+
+def test_sweep_runs_as_one_capped_job_array(slurm: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    array = submit([str(write_spec(slurm, trials=6))], capsys)
+    running: list[int] = []
+    wait_for_array(array, running)
+    assert max(running, default=0) <= 2 and max(running, default=0) >= 1
+    sweep_dir = slurm / "sweeps" / "s"
+    found = records(sweep_dir)
+    assert [r.trial for r in found] == list(range(6)) and {r.state for r in found} == {"completed"}
+    assert {str(r.job_id).split("_")[0] for r in found} == {array}, "every trial ran in the one array"
+    assert len(read_submissions(SweepDir(sweep_dir))) == 1
+    assert len(list((sweep_dir / "workers").glob("*_submission.sh"))) == 1, "one sbatch for the whole sweep"
+    assert cli.main(["report", str(sweep_dir)]) == 0
+    board = json.loads((sweep_dir / "report" / "leaderboard.json").read_text())
+    assert len(board["trials"]) == 6
+
+
+def test_cancel_mid_sweep_then_resume(slurm: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    slow = {**BASE, "training": {**BASE["training"], "epochs": 6, "callbacks": ["tests.test_slurm_jobs:slow_epochs"]}}
+    array = submit([str(write_spec(slurm, trials=4, base=slow))], capsys)
+    sweep_dir = slurm / "sweeps" / "s"
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while not any(r.state == "running" and r.epochs >= 2 for r in records(sweep_dir)):
+        assert time.monotonic() < deadline, "no trial got going"
+        time.sleep(POLL_S)
+    subprocess.run(["scancel", array], check=True)
+    wait_for_array(array, [])
+    stopped = [r for r in records(sweep_dir) if r.state in ("interrupted", "running")]
+    assert stopped, "the cancel landed after every trial had finished"
+    assert cli.main(["sweep", "resume", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    second = out.split("submitted Slurm job array ")[1].split(":")[0]
+    wait_for_array(second, [])
+    found = records(sweep_dir)
+    assert [r.trial for r in found] == [0, 1, 2, 3] and {r.state for r in found} == {"completed"}
+    assert len({json.dumps(r.params, sort_keys=True) for r in found}) == 4, "no parameter set ran twice"
+    for record in stopped:
+        run_dir = sweep_dir / "trials" / f"{record.trial:04d}"
+        epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3, 4, 5, 6]
+        log = "".join(p.read_text() for p in (sweep_dir / "workers").glob(f"{second}_*_log.out"))
+        assert f"trial {record.trial} resumed" in log and "resuming at epoch" in log
