@@ -126,3 +126,24 @@ def test_cancel_mid_sweep_then_resume(slurm: Path, capsys: pytest.CaptureFixture
         assert epochs == [1, 2, 3, 4, 5, 6]
         log = "".join(p.read_text() for p in (sweep_dir / "workers").glob(f"{second}_*_log.out"))
         assert f"trial {record.trial} resumed" in log and "resuming at epoch" in log
+
+
+def test_two_node_trials_in_a_scaling_study(slurm: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = {**BASE, "distribute": {"strategy": "multiworker"}}
+    path = write_spec(slurm, trials=2, base=base)
+    spec = yaml.safe_load(path.read_text())
+    spec.update(parameters={"slurm.nodes": {"grid": [1, 2]}}, parallelism=1)
+    path.write_text(yaml.safe_dump(spec))
+    array = submit([str(path)], capsys)
+    wait_for_array(array, [])
+    sweep_dir = slurm / "sweeps" / "s"
+    found = {r.params["slurm.nodes"]: r for r in records(sweep_dir)}
+    assert {r.state for r in found.values()} == {"completed"}, [r.error for r in found.values()]
+    log = "".join(p.read_text() for p in (sweep_dir / "workers").glob(f"{array}_*_log.out"))
+    two = found[2].trial
+    assert f"trial {two} rank 0 on node n1" in log and f"trial {two} rank 1 on node n2" in log
+    report = json.loads((sweep_dir / "trials" / f"{two:04d}" / "report.json").read_text())
+    assert report["training"]["world_size"] == 2 and report["training"]["strategy"] == "multiworker"
+    assert cli.main(["report", str(sweep_dir)]) == 0
+    scaling = json.loads((sweep_dir / "report" / "leaderboard.json").read_text())["scaling"]
+    assert [row["replicas"] for row in scaling] == [1, 2] and scaling[0]["efficiency"] == 1.0

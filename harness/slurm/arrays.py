@@ -14,29 +14,38 @@ from harness.config import SlurmConfig
 from harness.errors import ConfigError
 from harness.slurm import backends, scheduler
 from harness.slurm.profiles import resolve_profile
-from harness.slurm.resources import check_fit, merge, total_tasks, with_tasks
+from harness.slurm.resources import check_fit, merge, with_tasks
 from harness.slurm.scheduler import SchedulerUnavailable
 from harness.slurm.submit import SubmitError
 from harness.slurm.submit import _first_line as first_line
 
 
-def plan_array(slurm: SlurmConfig, strategy: str, job_name: str) -> tuple[SlurmConfig, dict[str, Any]]:
-    """The resolved resources of one array task and submitit's parameters for them."""
-    profile = resolve_profile(slurm.profile, None)
-    resolved = with_tasks(merge(profile, slurm, {}), strategy)
-    check_fit(strategy, resolved)
-    if total_tasks(resolved) > 1:
-        raise ConfigError(
-            f"sweep trials run one process each (slurm.nodes={resolved.nodes}, tasks_per_node="
-            f"{resolved.tasks_per_node} ask for {total_tasks(resolved)}): several trials share one worker "
-            "process, and a multi-process strategy can be set up only once per process. Use slurm.nodes: 1 "
-            "and one task (a single-process strategy: single or mirrored over the node's GPUs)"
-        )
+def plan_array(trials: Sequence[SlurmConfig], strategy: str, job_name: str) -> tuple[SlurmConfig, dict[str, Any]]:
+    """The allocation of one array task, large enough for every trial's resources, and submitit's
+    parameters for it.
+
+    The task runs one worker process (no srun at the start); the worker starts each trial as an
+    `srun` step over the nodes and tasks that trial asks for, so trials may differ in size (a
+    scaling study) as long as each fits the allocation.
+    """
+    profile = resolve_profile(trials[0].profile, None)
+    resolved = [with_tasks(merge(profile, slurm, {}), strategy) for slurm in trials]
+    for slurm in resolved:
+        check_fit(strategy, slurm)
+    allocation = resolved[0].model_copy(
+        update={
+            "nodes": max(s.nodes for s in resolved),
+            "tasks_per_node": max(s.tasks_per_node or 1 for s in resolved),
+            "gpus_per_node": max(s.gpus_per_node for s in resolved),
+        }
+    )
     try:
-        scheduler.check_partition(resolved, scheduler.query_partitions())
+        scheduler.check_partition(allocation, scheduler.query_partitions())
     except SchedulerUnavailable as err:
         raise ConfigError(f"cannot submit to Slurm: {err}. Use --executor local to run the sweep here") from None
-    return resolved, backends.parameters_for("slurm", resolved, job_name)
+    params = backends.parameters_for("slurm", allocation, job_name)
+    params["use_srun"] = False
+    return allocation, params
 
 
 def submit_array(

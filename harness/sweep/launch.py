@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from harness import io
+from harness.config import SlurmConfig
 from harness.errors import ConfigError, RunDirError, UserInputError
 from harness.sweep import ledger
-from harness.sweep.spec import Spec, load_spec
+from harness.sweep.spec import RESOURCE_PARAMETERS, Spec, load_spec, sample_points
 from harness.sweep.sweepdir import (
     SweepDir,
     check_new_target,
@@ -46,6 +47,8 @@ def start(spec_path: Path, executor: str | None, *, resume: bool = False, overwr
     kind = executor or spec.base.slurm.executor
     if overwrite and path.exists():
         check_idle(SweepDir(path))
+    if kind == "local":
+        check_local(spec)
     params = _slurm_plan(spec, path) if kind == "slurm" else {}
     from harness.sweep.study import create_study
 
@@ -71,8 +74,27 @@ def normalized(spec: Spec, path: Path) -> dict[str, Any]:
 def _slurm_plan(spec: Spec, path: Path) -> dict[str, Any]:
     from harness.slurm.arrays import plan_array
 
-    _, params = plan_array(spec.base.slurm, spec.base.distribute.strategy, f"sweep-{path.name}")
+    _, params = plan_array(resource_variants(spec), spec.base.distribute.strategy, f"sweep-{path.name}")
     return params
+
+
+def resource_variants(spec: Spec) -> list[SlurmConfig]:
+    """The `slurm:` section of every combination of swept resource values (their extremes)."""
+    keys = [p for p in spec.parameters if p.key in RESOURCE_PARAMETERS]
+    combos: list[dict[str, Any]] = [{}]
+    for parameter in keys:
+        combos = [{**combo, parameter.key: value} for combo in combos for value in sample_points(parameter)]
+    return [spec.trial_config(combo, spec.sweep_dir / "trials", "0000").slurm for combo in combos]
+
+
+def check_local(spec: Spec) -> None:
+    """Local trials run one process each (one worker process per trial here)."""
+    for slurm in resource_variants(spec):
+        if slurm.nodes > 1 or (slurm.tasks_per_node or 1) > 1:
+            raise ConfigError(
+                f"sweep spec {spec.path}: --executor local runs each trial as one process, but a trial asks for "
+                f"slurm.nodes={slurm.nodes}, slurm.tasks_per_node={slurm.tasks_per_node}; use --executor slurm"
+            )
 
 
 def resume_sweep(path: Path, executor: str | None) -> str:

@@ -26,6 +26,8 @@ KINDS = ("loguniform", "uniform", "int", "choice", "grid")
 RANGES = ("loguniform", "uniform", "int")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "bruteforce")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "threshold")
+RESOURCE_PARAMETERS = ("slurm.nodes", "slurm.tasks_per_node", "slurm.gpus_per_node")
+"""Resource keys a scaling study may sweep: each trial runs as an srun step of its own size."""
 SWEEP_OWNED_KEYS = ("run.name", "run.output_dir")
 """Set by the sweep for every trial (SWEEP_DIR/trials/NNNN): a parameter may not move them."""
 
@@ -254,11 +256,10 @@ def _parameter(key: str, value: Any, path: Path, lines: Mapping[str, int]) -> Pa
         raise ConfigError(
             f"{where}: {key} is set by the sweep for each trial (SWEEP_DIR/trials/NNNN); it cannot be searched"
         )
-    if key.startswith("slurm."):
+    if key.startswith("slurm.") and key not in RESOURCE_PARAMETERS:
         raise ConfigError(
-            f"{where}: resource keys cannot vary inside one sweep's job array (each array task keeps the "
-            "resources it was started with); set them in the spec's slurm: section. Scaling studies can "
-            "sweep training.batch_size or distribute.cpu_replicas"
+            f"{where}: of the slurm: keys only {', '.join(RESOURCE_PARAMETERS)} can vary between trials (each "
+            "array task's allocation fits the largest trial); set the others in the spec's slurm: section"
         )
     if not (isinstance(value, dict) and len(value) == 1):
         raise ConfigError(f"{where} must be {allowed}. Received: {echo(value)}")

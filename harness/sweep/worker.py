@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from harness.sweep.study import Claimed, claim, load_study, tell, wait_for_journ
 from harness.sweep.sweepdir import SweepDir, open_sweep_dir
 
 if TYPE_CHECKING:
-    from harness.sweep.pruning import PruningReporter
+    pass
 
 StopFlag = Callable[[], bool]
 
@@ -51,8 +51,13 @@ def job_id(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | Non
     return environ.get("SLURM_JOB_ID") or None
 
 
-def run_worker(path: Path, stop_requested: StopFlag) -> int:
-    """Run trials until the budget is spent or a stop is requested; returns how many were run."""
+def run_worker(path: Path, stop_requested: StopFlag, use_srun: bool = False) -> int:
+    """Run trials until the budget is spent or a stop is requested; returns how many were run.
+
+    Under Slurm (`use_srun`), a trial stopped by a signal the worker itself did not get (the time
+    limit's USR2 goes to job steps only) makes the worker requeue its array task, which then
+    continues the trial from its checkpoint.
+    """
     sweep = open_sweep_dir(path)
     wait_for_journal(sweep)
     spec = load_spec(sweep.spec)
@@ -63,46 +68,89 @@ def run_worker(path: Path, stop_requested: StopFlag) -> int:
         claimed = claim(sweep, spec, study, me, job)
         if claimed is None:
             break
-        run_trial(sweep, spec, study, claimed, stop_requested)
+        ended = run_trial(sweep, spec, study, claimed, use_srun)
         done += 1
+        if ended == ledger.INTERRUPTED:
+            if use_srun and not stop_requested():
+                requeue_self(spec.base.slurm.max_requeues)
+            break
     return done
 
 
-def run_trial(sweep: SweepDir, spec: Spec, study: optuna.Study, claimed: Claimed, stop_requested: StopFlag) -> None:
-    """Train one trial, with retries, and record its end in the ledger and the study."""
-    from harness.sweep.pruning import PruningReporter
-    from harness.train.request import RunRequest
-    from harness.train.run import train
-
+def run_trial(sweep: SweepDir, spec: Spec, study: optuna.Study, claimed: Claimed, use_srun: bool) -> str:
+    """Run attempts of one trial (retrying failures), record its end; returns the ledger state."""
     record = claimed.record
     run_dir = sweep.trial_dir(record.trial).absolute()
-    config = spec.trial_config(record.params, run_dir.parent, run_dir.name)
-    reporter = PruningReporter(sweep, record, claimed.trial, spec.model.objective.metric)
-    command = f"harness sweep resume {sweep.path}"
+    command = trial_command(sweep, spec, record, use_srun)
     started = time.monotonic()
     print(f"sweep: trial {record.trial} {'resumed' if claimed.resumed else 'started'}: {record.params}", flush=True)
     while True:
-        request = RunRequest(config, None, resume="auto", command=command)
-        try:
-            train(request, [reporter.callback()], stop_requested=lambda: stop_requested() or reporter.pruned)
-        except Preempted:
-            _stopped(sweep, study, record, reporter, run_dir, started)
-            return
-        except UserInputError as err:  # a drawn combination the run refuses: another attempt cannot help
-            _failed(sweep, study, record, run_dir, started, err)
-            return
-        except Exception as err:  # noqa: BLE001 - any failure of a trial is recorded, and the sweep goes on
-            traceback.print_exc()
-            if record.attempts > spec.model.retries:
-                _failed(sweep, study, record, run_dir, started, err)
-                return
-            record.attempts += 1
-            record.error = f"{type(err).__name__}: {err}"[:500]
-            ledger.write(sweep, record)
-            print(f"sweep: trial {record.trial} failed; attempt {record.attempts} of {spec.model.retries + 1}")
-            continue
-        _completed(sweep, spec, study, record, run_dir, started)
+        code = subprocess.run(command, env={**os.environ, **(THREADS if not use_srun else {})}).returncode
+        record = _reloaded(sweep, record)
+        if code == 0:
+            return _completed(sweep, spec, study, record, run_dir, started)
+        if code == Preempted.exit_code:
+            return _stopped(sweep, study, record, run_dir, started)
+        if code == UserInputError.exit_code or record.attempts > spec.model.retries:
+            return _failed(sweep, study, record, run_dir, started, code)
+        record.attempts += 1
+        ledger.write(sweep, record)
+        print(
+            f"sweep: trial {record.trial} failed (exit {code}); attempt {record.attempts} of {spec.model.retries + 1}"
+        )
+
+
+THREADS = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+"""Local trials share this machine's cores with the other workers: one thread per pool."""
+
+
+def trial_command(sweep: SweepDir, spec: Spec, record: ledger.TrialRecord, use_srun: bool) -> list[str]:
+    """The trial's processes: one locally; under Slurm an `srun` step over the trial's own resources."""
+    python = [sys.executable, "-u", "-m", "harness.sweep.trial", str(sweep.path), str(record.trial)]
+    if not use_srun:
+        return python
+    from harness.slurm.resources import with_tasks
+
+    config = spec.trial_config(record.params, sweep.trials, sweep.trial_name(record.trial))
+    slurm = with_tasks(config.slurm, config.distribute.strategy)
+    tasks = slurm.tasks_per_node or 1
+    return [
+        "srun",
+        f"--nodes={slurm.nodes}",
+        f"--ntasks={slurm.nodes * tasks}",
+        f"--ntasks-per-node={tasks}",
+        "--kill-on-bad-exit=1",
+        *python,
+    ]
+
+
+def _reloaded(sweep: SweepDir, record: ledger.TrialRecord) -> ledger.TrialRecord:
+    """The trial's processes update epochs, the running objective and errors: take those over."""
+    found = ledger.read(sweep, record.trial)
+    if found is not None:
+        record.epochs, record.objective, record.error = found.epochs, found.objective, found.error
+    return record
+
+
+def requeue_self(max_requeues: int) -> None:
+    """Put this array task back in the queue (time limit or preemption), as submitted runs are."""
+    from harness.slurm.job import requeue_count
+    from harness.slurm.scheduler import SchedulerUnavailable, run
+
+    restarts = requeue_count(os.environ)
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or restarts >= max_requeues:
+        print(
+            f"sweep: not requeueing (requeued {restarts} of at most {max_requeues} times); "
+            "`harness sweep resume` continues the trial",
+            flush=True,
+        )
         return
+    try:
+        run(["scontrol", "requeue", job])
+        print(f"sweep: requeued task {job} (requeue {restarts + 1} of at most {max_requeues})", flush=True)
+    except SchedulerUnavailable as err:
+        print(f"sweep: could not requeue ({err}); `harness sweep resume` continues the trial", flush=True)
 
 
 def _finish(record: ledger.TrialRecord, run_dir: Path, started: float) -> None:
@@ -117,47 +165,44 @@ def _finish(record: ledger.TrialRecord, run_dir: Path, started: float) -> None:
 
 def _completed(
     sweep: SweepDir, spec: Spec, study: optuna.Study, record: ledger.TrialRecord, run_dir: Path, started: float
-) -> None:
+) -> str:
     _finish(record, run_dir, started)
     value = trials.objective_value(run_dir, spec.model.objective.metric)
     if value is None:
-        _failed(sweep, study, record, run_dir, started, RuntimeError(f"no {spec.model.objective.metric} in {run_dir}"))
-        return
+        record.error = f"the run has no {spec.model.objective.metric} (in {run_dir})"
+        return _failed(sweep, study, record, run_dir, started, 0)
     record.state, record.objective, record.error = ledger.COMPLETED, value, None
     ledger.write(sweep, record)
     tell(study, record.trial, value)
     print(f"sweep: trial {record.trial} completed: {spec.model.objective.metric}={value:.6g}", flush=True)
+    return record.state
 
 
-def _stopped(
-    sweep: SweepDir,
-    study: optuna.Study,
-    record: ledger.TrialRecord,
-    reporter: PruningReporter,
-    run_dir: Path,
-    started: float,
-) -> None:
+def _stopped(sweep: SweepDir, study: optuna.Study, record: ledger.TrialRecord, run_dir: Path, started: float) -> str:
+    """Exit 75: pruned (the trial's chief wrote state `pruned`) or stopped by a signal."""
     _finish(record, run_dir, started)
-    if reporter.pruned:
-        trials.write_pruned(run_dir, record.epochs)
+    if trials.read_state(run_dir).get("state") == trials.PRUNED:
         record.state = ledger.PRUNED
         ledger.write(sweep, record)
         tell(study, record.trial, state=optuna.trial.TrialState.PRUNED)
         print(f"sweep: trial {record.trial} pruned after {record.epochs} epoch(s)", flush=True)
-        return
+        return record.state
     record.state = ledger.INTERRUPTED
     ledger.write(sweep, record)
     print(f"sweep: trial {record.trial} interrupted; `harness sweep resume {sweep.path}` continues it", flush=True)
+    return record.state
 
 
 def _failed(
-    sweep: SweepDir, study: optuna.Study, record: ledger.TrialRecord, run_dir: Path, started: float, err: BaseException
-) -> None:
+    sweep: SweepDir, study: optuna.Study, record: ledger.TrialRecord, run_dir: Path, started: float, code: int
+) -> str:
     _finish(record, run_dir, started)
-    record.state, record.error = ledger.FAILED, f"{type(err).__name__}: {err}"[:500]
+    record.state = ledger.FAILED
+    record.error = record.error or f"the trial's processes ended with exit code {code}"
     ledger.write(sweep, record)
     tell(study, record.trial, state=optuna.trial.TrialState.FAIL)
     print(f"sweep: trial {record.trial} failed after {record.attempts} attempt(s): {record.error}", flush=True)
+    return record.state
 
 
 def stop_on_signals() -> StopFlag:
@@ -182,14 +227,14 @@ def stop_on_signals() -> StopFlag:
 
 
 class SweepWorker:
-    """What each Slurm array task runs (pickled by submitit): the worker loop over one sweep."""
+    """What each Slurm array task runs (pickled by submitit, one process per task): the worker loop."""
 
     def __init__(self, sweep_dir: str) -> None:
         self.sweep_dir = sweep_dir
 
     def __call__(self, task: int) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        return run_worker(Path(self.sweep_dir), stop_on_signals())
+        return run_worker(Path(self.sweep_dir), stop_on_signals(), use_srun=True)
 
 
 def main(argv: list[str] | None = None) -> int:
