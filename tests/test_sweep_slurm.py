@@ -147,3 +147,25 @@ def test_two_node_trials_in_a_scaling_study(slurm: Path, capsys: pytest.CaptureF
     assert cli.main(["report", str(sweep_dir)]) == 0
     scaling = json.loads((sweep_dir / "report" / "leaderboard.json").read_text())["scaling"]
     assert [row["replicas"] for row in scaling] == [1, 2] and scaling[0]["efficiency"] == 1.0
+
+
+def test_time_limit_signal_requeues_the_task_and_the_trial_resumes(
+    slurm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slow = {**BASE, "training": {**BASE["training"], "epochs": 5, "callbacks": ["tests.test_slurm_jobs:slow_epochs"]}}
+    path = write_spec(slurm, trials=1, base=slow)
+    array = submit([str(path)], capsys)
+    sweep_dir = slurm / "sweeps" / "s"
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while not any(r.state == "running" and r.epochs >= 2 for r in records(sweep_dir)):
+        assert time.monotonic() < deadline, "the trial did not get going"
+        time.sleep(POLL_S)
+    # what Slurm sends before a time limit: USR2 to the job steps (the trial), not to the worker
+    subprocess.run(["scancel", "--signal=USR2", array], check=True)
+    wait_for_array(array, [])
+    (record,) = records(sweep_dir)
+    assert record.state == "completed" and record.requeues >= 1, record
+    epochs = [json.loads(line)["epoch"] for line in (sweep_dir / "trials/0000/metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5]
+    log = "".join(p.read_text() for p in (sweep_dir / "workers").glob(f"{array}_*_log.out"))
+    assert "sweep: requeued task" in log and "trial 0 resumed" in log
