@@ -965,6 +965,12 @@ def sweep_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> 
         ({"budget": {"trials": 4, "gpu_hour": 2}}, ["budget.gpu_hour", "Did you mean gpu_hours"]),
         ({"parameters": {"run.name": {"choice": ["a", "b"]}}}, ["run.name", "set by the sweep"]),
         ({"sampler": {"name": "annealing"}}, ["sampler.name", "annealing", "tpe"]),
+        (
+            {"pruner": {"name": "median", "options": {"warmup": 2}}},
+            ["pruner.options", "spec.yaml", "warmup", "n_warmup_steps"],
+        ),
+        ({"slurm": {"nodes": 2}}, ["--executor local runs each trial as one process", "slurm.nodes=2"]),
+        ({"parameters": {"slurm.partition": {"choice": ["a", "b"]}}}, ["slurm.partition", "slurm.nodes"]),
     ],
     ids=[
         "unknown-key",
@@ -980,6 +986,9 @@ def sweep_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> 
         "unknown-spec-key",
         "sweep-owned-key",
         "unknown-sampler",
+        "unknown-pruner-option",
+        "multi-node-trial-locally",
+        "resource-key-that-cannot-vary",
     ],
 )
 def test_bad_sweep_spec(

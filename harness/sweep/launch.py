@@ -49,6 +49,9 @@ def start(spec_path: Path, executor: str | None, *, resume: bool = False, overwr
         check_idle(SweepDir(path))
     if kind == "local":
         check_local(spec)
+    from harness.sweep import space
+
+    space.make_sampler(spec), space.make_pruner(spec)  # their options are checked before anything is made
     params = _slurm_plan(spec, path) if kind == "slurm" else {}
     from harness.sweep.study import create_study
 
