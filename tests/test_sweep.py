@@ -145,6 +145,11 @@ def test_local_sweep_runs_the_budget_with_parallel_workers(workdir: Path, capsys
     board = json.loads((workdir / "sweeps/s/report/leaderboard.json").read_text())
     assert [row["rank"] for row in board["trials"]] == [1, 2, 3, 4] and board["best_trial"] is not None
     assert (workdir / "sweeps/s/report/best_config.yaml").is_file()
+    # each trial is a run directory that the run commands follow
+    assert cli.main(["status", str(workdir / "sweeps/s/trials/0002")]) == 0
+    assert "state:      completed" in capsys.readouterr().out
+    assert cli.main(["logs", str(workdir / "sweeps/s/trials/0002")]) == 0
+    assert "sweep: trial 2 completed" in capsys.readouterr().out
     assert cli.main(["train", str(workdir / "sweeps/s/report/best_config.yaml"), "training.epochs=1"]) == 0
     # a finished sweep has nothing left to resume
     assert sweep("resume", str(workdir / "sweeps/s")) == 0
@@ -166,6 +171,8 @@ def test_resume_after_killing_the_sweep(workdir: Path, capsys: pytest.CaptureFix
         proc.wait()
     killed = [r for r in records(workdir / "sweeps/s") if r.state == "running"]
     assert killed
+    assert sweep("status", str(workdir / "sweeps/s")) == 0
+    assert "running*" in capsys.readouterr().out
     assert sweep("resume", str(workdir / "sweeps/s")) == 0
     assert "resuming" in capsys.readouterr().out
     found = records(workdir / "sweeps/s")
@@ -199,7 +206,7 @@ def test_failing_trial_is_retried_then_failed(workdir: Path, capsys: pytest.Capt
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
 
 
-def test_bad_trial_is_pruned_and_good_one_is_not(workdir: Path) -> None:
+def test_bad_trial_is_pruned_and_good_one_is_not(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = {**BASE, "training": {**BASE["training"], "epochs": 8}}
     params = {"training.optimizer.learning_rate": {"grid": [0.05, 1.0e-7]}}
     pruner = {"name": "threshold", "options": {"lower": 0.6, "n_warmup_steps": 2}}
@@ -212,3 +219,5 @@ def test_bad_trial_is_pruned_and_good_one_is_not(workdir: Path) -> None:
     bad_dir = workdir / "sweeps/s/trials" / f"{bad.trial:04d}"
     assert json.loads((bad_dir / "state.json").read_text())["state"] == "pruned"
     assert (bad_dir / "checkpoints").is_dir() and not (bad_dir / "report.json").exists()
+    assert cli.main(["status", str(bad_dir)]) == 0
+    assert "state:      pruned" in capsys.readouterr().out

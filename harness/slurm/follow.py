@@ -32,7 +32,7 @@ from harness.train.progress import format_logs
 
 STATE = "state.json"
 METRICS = "metrics.jsonl"
-FINAL = ("completed", "failed")
+FINAL = ("completed", "failed", rundir.PRUNED)
 SHOWN_CHARS = 200
 JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 

@@ -28,6 +28,7 @@ from harness.sweep.sweepdir import (
     check_new_target,
     new_sweep_dir,
     open_sweep_dir,
+    pid_alive,
     read_submissions,
     record_submission,
 )
@@ -166,10 +167,12 @@ def run_local(sweep: SweepDir, workers: int) -> int:
     io.make_dirs(sweep.workers)
     procs = []
     for index in range(workers):
-        log = open(sweep.workers / f"local-{len(read_submissions(sweep))}-{index}.out", "ab")  # noqa: SIM115
-        command = [sys.executable, "-m", "harness.sweep.worker", str(sweep.path)]
-        procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
-        log.close()
+        # named as submitit names a task's log, by process id, so `harness logs` finds a trial's
+        starting = sweep.workers / f".starting-{os.getpid()}-{index}.out"
+        with open(starting, "ab") as log:
+            command = [sys.executable, "-m", "harness.sweep.worker", str(sweep.path)]
+            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+        starting.rename(sweep.workers / f"{procs[-1].pid}_0_log.out")
     record_submission(
         sweep, {"executor": "local", "host": socket.gethostname(), "pids": [p.pid for p in procs], "tasks": workers}
     )
@@ -191,7 +194,7 @@ def alive_workers(sweep: SweepDir) -> list[str]:
     slurm_arrays: list[str] = []
     for record in read_submissions(sweep):
         if record.get("executor") == "local" and record.get("host") == socket.gethostname():
-            found.extend(f"process {pid}" for pid in record.get("pids", []) if _pid_alive(int(pid)))
+            found.extend(f"process {pid}" for pid in record.get("pids", []) if pid_alive(int(pid)))
         elif record.get("executor") == "slurm" and record.get("array_job_id"):
             slurm_arrays.append(str(record["array_job_id"]))
     if slurm_arrays:
@@ -199,19 +202,6 @@ def alive_workers(sweep: SweepDir) -> list[str]:
 
         found.extend(f"job {job}" for job in active(slurm_arrays))
     return found
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child not yet reaped by its parent is a zombie, not a worker
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def check_idle(sweep: SweepDir) -> None:

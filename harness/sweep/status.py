@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 from harness.errors import RunDirError
 from harness.sweep import ledger
 from harness.sweep.ledger import TrialRecord
-from harness.sweep.sweepdir import SweepDir, open_sweep_dir, read_submissions
+from harness.sweep.sweepdir import SweepDir, open_sweep_dir, pid_alive, read_submissions
 
 PARAM_WIDTH = 60
 
@@ -77,18 +78,32 @@ def format_status(status: SweepStatus) -> str:
     if best is not None:
         lines.append(f"best: trial {best.trial} {status.metric}={_num(best.objective)} {_params(best.params)}")
     header = ("trial", "state", status.metric, "epochs", "requeues", "attempts", "wall", "job", "params")
-    rows = [header] + [_row(r) for r in status.records]
+    lost = [r.trial for r in status.records if r.state == ledger.RUNNING and worker_gone(r.worker)]
+    rows = [header] + [_row(r, r.trial in lost) for r in status.records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     lines.extend(f"trial {r.trial}: {r.error}" for r in status.records if r.state == ledger.FAILED and r.error)
+    if lost:
+        lines.append(
+            f"* the local worker of trial(s) {', '.join(map(str, lost))} is gone: "
+            f"`harness sweep resume {status.sweep.path}` continues them"
+        )
     return "\n".join(lines) + "\n"
 
 
-def _row(record: TrialRecord) -> tuple[str, ...]:
+def worker_gone(worker: str | None) -> bool:
+    """A local worker (`local:HOST:PID`) of this host that no longer runs; Slurm workers are not asked."""
+    if not worker or not worker.startswith("local:"):
+        return False
+    _, host, pid = worker.split(":", 2)
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def _row(record: TrialRecord, lost: bool = False) -> tuple[str, ...]:
     return (
         f"{record.trial:04d}",
-        record.state,
+        record.state + ("*" if lost else ""),
         _num(record.objective),
         str(record.epochs),
         str(record.requeues),

@@ -11,6 +11,7 @@ SWEEP_DIR/workers/          worker logs (local) or submitit's job folder (Slurm)
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,3 +156,17 @@ def read_submissions(sweep: SweepDir) -> list[dict[str, Any]]:
         if isinstance(item, dict):
             found.append(item)
     return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a local worker process still runs; a zombie (ended, not yet reaped) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True

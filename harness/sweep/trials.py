@@ -10,11 +10,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from harness import io
 from harness.errors import RunDirError
 from harness.train import checkpoint, rundir
 
-PRUNED = "pruned"
-"""state.json of a trial the pruner stopped: it has a checkpoint and will not be continued."""
+PRUNED = rundir.PRUNED
+
+
+def prepare(run_dir: Path, submission: dict[str, Any]) -> None:
+    """Make the trial's run directory as `harness submit` makes a job's (marker, submission.json),
+    so `harness status`, `logs` and `cancel` follow a trial like any submitted run."""
+    from harness.slurm import records
+
+    if not run_dir.is_dir():
+        io.make_dirs(run_dir)
+        rundir.write_marker(run_dir, "harness sweep")
+    records.write_submission(run_dir, submission)
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -68,7 +68,7 @@ def run_worker(path: Path, stop_requested: StopFlag, use_srun: bool = False) -> 
         claimed = claim(sweep, spec, study, me, job)
         if claimed is None:
             break
-        ended = run_trial(sweep, spec, study, claimed, use_srun)
+        ended = run_trial(sweep, spec, study, claimed, use_srun, stop_requested)
         done += 1
         if ended == ledger.INTERRUPTED:
             if use_srun and not stop_requested():
@@ -77,15 +77,18 @@ def run_worker(path: Path, stop_requested: StopFlag, use_srun: bool = False) -> 
     return done
 
 
-def run_trial(sweep: SweepDir, spec: Spec, study: optuna.Study, claimed: Claimed, use_srun: bool) -> str:
+def run_trial(
+    sweep: SweepDir, spec: Spec, study: optuna.Study, claimed: Claimed, use_srun: bool, stop_requested: StopFlag
+) -> str:
     """Run attempts of one trial (retrying failures), record its end; returns the ledger state."""
     record = claimed.record
     run_dir = sweep.trial_dir(record.trial).absolute()
+    trials.prepare(run_dir, submission_record(sweep, spec, record, use_srun))
     command = trial_command(sweep, spec, record, use_srun)
     started = time.monotonic()
     print(f"sweep: trial {record.trial} {'resumed' if claimed.resumed else 'started'}: {record.params}", flush=True)
     while True:
-        code = subprocess.run(command, env={**os.environ, **(THREADS if not use_srun else {})}).returncode
+        code = run_attempt(command, use_srun, stop_requested)
         record = _reloaded(sweep, record)
         if code == 0:
             return _completed(sweep, spec, study, record, run_dir, started)
@@ -102,6 +105,23 @@ def run_trial(sweep: SweepDir, spec: Spec, study: optuna.Study, claimed: Claimed
 
 THREADS = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
 """Local trials share this machine's cores with the other workers: one thread per pool."""
+
+
+def run_attempt(command: list[str], use_srun: bool, stop_requested: StopFlag) -> int:
+    """Run the trial's processes; a stop the worker receives (`harness cancel`, SIGTERM) is passed on,
+    so the trial stops with a checkpoint rather than running to its end."""
+    proc = subprocess.Popen(command, env={**os.environ, **({} if use_srun else THREADS)})
+    passed_on = False
+    while True:
+        try:
+            return proc.wait(timeout=WAIT_SLICE_S)
+        except subprocess.TimeoutExpired:
+            if stop_requested() and not passed_on:
+                proc.send_signal(signal.SIGTERM)
+                passed_on = True
+
+
+WAIT_SLICE_S = 0.5
 
 
 def trial_command(sweep: SweepDir, spec: Spec, record: ledger.TrialRecord, use_srun: bool) -> list[str]:
@@ -122,6 +142,24 @@ def trial_command(sweep: SweepDir, spec: Spec, record: ledger.TrialRecord, use_s
         "--kill-on-bad-exit=1",
         *python,
     ]
+
+
+def submission_record(sweep: SweepDir, spec: Spec, record: ledger.TrialRecord, use_srun: bool) -> dict[str, Any]:
+    """submission.json of a trial: the worker's job (array task, or local process) runs it now."""
+    config = spec.trial_config(record.params, sweep.trials, sweep.trial_name(record.trial))
+    return {
+        "job_id": job_id() if use_srun else str(os.getpid()),
+        "executor": "slurm" if use_srun else "local",
+        "submitted": record.started,
+        "command": f"harness sweep {sweep.path}",
+        "run_dir": str(sweep.trial_dir(record.trial).absolute()),
+        "job_folder": str(sweep.workers.absolute()),
+        "tasks": 1,
+        "epochs": config.training.epochs,
+        "resources": config.slurm.model_dump(mode="json"),
+        "sweep": str(sweep.path),
+        "cancelled": None,
+    }
 
 
 def _reloaded(sweep: SweepDir, record: ledger.TrialRecord) -> ledger.TrialRecord:

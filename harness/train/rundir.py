@@ -31,6 +31,8 @@ STATE = "state.json"
 CONFIG = "config.yaml"
 MARKER = ".harness-run"
 STATE_SCHEMA_VERSION = 1
+PRUNED = "pruned"
+"""state.json of a sweep trial its pruner stopped: it ended with a checkpoint and is not continued."""
 MARKER_SCHEMA_VERSION = 1
 SHOWN_BAD_LINES = 5
 
