@@ -145,6 +145,9 @@ def test_local_sweep_runs_the_budget_with_parallel_workers(workdir: Path, capsys
     board = json.loads((workdir / "sweeps/s/report/leaderboard.json").read_text())
     assert [row["rank"] for row in board["trials"]] == [1, 2, 3, 4] and board["best_trial"] is not None
     assert (workdir / "sweeps/s/report/best_config.yaml").is_file()
+    html = (workdir / "sweeps/s/report/report.html").read_text()
+    assert html.count("<img") >= 4, "objective vs parameters, history, parallel coordinates, learning curves"
+    assert "Parameter importances" in (workdir / "sweeps/s/report/report.md").read_text()
     # each trial is a run directory that the run commands follow
     assert cli.main(["status", str(workdir / "sweeps/s/trials/0002")]) == 0
     assert "state:      completed" in capsys.readouterr().out
@@ -221,3 +224,15 @@ def test_bad_trial_is_pruned_and_good_one_is_not(workdir: Path, capsys: pytest.C
     assert (bad_dir / "checkpoints").is_dir() and not (bad_dir / "report.json").exists()
     assert cli.main(["status", str(bad_dir)]) == 0
     assert "state:      pruned" in capsys.readouterr().out
+
+
+def test_gpu_hours_budget_stops_asking_for_trials(workdir: Path) -> None:
+    from harness.sweep.study import budget_left
+
+    path = write_spec(workdir, budget={"trials": 10, "gpu_hours": 1.0}, slurm={"gpus_per_node": 2})
+    spec = load_spec(path)
+    study = optuna.create_study()
+    spent = [ledger.TrialRecord(0, {}, "completed", wall_time_s=1700.0)]  # 2 GPUs x 1700 s < 1 GPU-hour
+    assert budget_left(spec, study, spent)
+    spent.append(ledger.TrialRecord(1, {}, "completed", wall_time_s=200.0))  # 2 x 1900 s > 1 GPU-hour
+    assert not budget_left(spec, study, spent)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from harness.evaluate.plots import render_png, short
 
@@ -38,6 +39,7 @@ def objective_vs_params_png(rows: Sequence[Row], keys: Sequence[str], metric: st
                 ax.set_xticks(range(len(labels)), [short(label, 16) for label in labels], rotation=30)
             elif key in log_keys:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short decade overlap
             ax.set(xlabel=short(key, 40), ylabel=metric)
         return True
 
@@ -65,7 +67,9 @@ def history_png(rows: Sequence[Row], metric: str, direction: str) -> bytes | Non
     return render_png(draw, (6.0, 3.6))
 
 
-def parallel_coordinates_png(rows: Sequence[Row], keys: Sequence[str], metric: str) -> bytes | None:
+def parallel_coordinates_png(
+    rows: Sequence[Row], keys: Sequence[str], metric: str, log_keys: Collection[str] = ()
+) -> bytes | None:
     done = [r for r in rows if r["state"] == "completed" and r.get("objective") is not None]
     if len(done) < 2 or not keys:
         return None
@@ -74,6 +78,8 @@ def parallel_coordinates_png(rows: Sequence[Row], keys: Sequence[str], metric: s
     for key in columns:
         raw = [r["objective"] if key == metric else r["params"].get(key) for r in done]
         values, _ = _numeric(raw)
+        if key in log_keys:  # a log-uniform parameter spreads over decades: scale its logarithm
+            values = [math.log10(v) if v > 0 else 0.0 for v in values]
         low, high = min(values), max(values)
         scaled.append([(v - low) / (high - low) if high > low else 0.5 for v in values])
     objective = scaled[-1]

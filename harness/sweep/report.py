@@ -171,7 +171,7 @@ def _images(
     makers = {
         "objective_vs_params": lambda: plots.objective_vs_params_png(rows, keys, metric, log_keys),
         "history": lambda: plots.history_png(rows, metric, direction),
-        "parallel": lambda: plots.parallel_coordinates_png(rows, keys, metric),
+        "parallel": lambda: plots.parallel_coordinates_png(rows, keys, metric, log_keys),
         "curves": lambda: run_plots.validation_curves_png(histories, list(dict.fromkeys(curve_keys))),
         "scaling": lambda: plots.scaling_png(scaling),
     }
