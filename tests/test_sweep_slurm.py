@@ -81,6 +81,21 @@ def wait_for_array(array: str, most_running: list[int]) -> None:
         time.sleep(POLL_S)
 
 
+def release_requeued(task: str, timeout: float = 120.0) -> None:
+    """Start a requeued array task now instead of after Slurm's hold (as test_slurm_jobs does)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = test_slurm_jobs.squeue(task)
+        if state.startswith("PENDING"):
+            time.sleep(2.0)  # slurmd refuses a credential made in the second the old one was revoked
+            subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
+            return
+        if state.startswith(("COMPLETED", "FAILED", "CANCELLED")):  # (empty: between two runs of the job)
+            pytest.fail(f"array task {task} ended instead of being requeued ({state!r})")
+        time.sleep(0.25)
+    pytest.fail(f"array task {task} was not requeued within {timeout:.0f} s")
+
+
 def records(sweep_dir: Path) -> list[ledger.TrialRecord]:
     return ledger.read_all(SweepDir(sweep_dir))
 
@@ -162,6 +177,7 @@ def test_time_limit_signal_requeues_the_task_and_the_trial_resumes(
         time.sleep(POLL_S)
     # what Slurm sends before a time limit: USR2 to the job steps (the trial), not to the worker
     subprocess.run(["scancel", "--signal=USR2", array], check=True)
+    release_requeued(str(records(sweep_dir)[0].job_id))  # one worker: a plain job, not an array
     wait_for_array(array, [])
     (record,) = records(sweep_dir)
     assert record.state == "completed" and record.requeues >= 1, record
@@ -169,3 +185,33 @@ def test_time_limit_signal_requeues_the_task_and_the_trial_resumes(
     assert epochs == [1, 2, 3, 4, 5]
     log = "".join(p.read_text() for p in (sweep_dir / "workers").glob(f"{array}_*_log.out"))
     assert "sweep: requeued task" in log and "trial 0 resumed" in log
+
+
+def test_preempted_worker_requeues_and_the_trial_resumes(slurm: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    slow = {**BASE, "training": {**BASE["training"], "epochs": 5, "callbacks": ["tests.test_slurm_jobs:slow_epochs"]}}
+    spec = write_spec(slurm, trials=1, base=slow)
+    data = yaml.safe_load(spec.read_text())
+    spec.write_text(yaml.safe_dump({**data, "parallelism": 1}))
+    array = submit([str(spec)], capsys)
+    sweep_dir = slurm / "sweeps" / "s"
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while not any(r.state == "running" and r.epochs >= 2 for r in records(sweep_dir)):
+        assert time.monotonic() < deadline, "the trial did not get going"
+        time.sleep(POLL_S)
+    task = str(records(sweep_dir)[0].job_id)  # one worker: a plain job, not an array
+    node = test_slurm_jobs.node_of(task)
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-w", node, "-t", "5", "--wrap", "sleep 2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    release_requeued(task)
+    wait_for_array(array, [])
+    test_slurm_jobs.wait_until_gone(urgent)
+    (record,) = records(sweep_dir)
+    assert record.state == "completed" and record.requeues >= 1, record
+    epochs = [json.loads(line)["epoch"] for line in (sweep_dir / "trials/0000/metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5]
+    log = "".join(p.read_text() for p in (sweep_dir / "workers").glob(f"{array}_*_log.out"))
+    assert "sweep: received SIGTERM" in log and "sweep: requeued task" in log and "trial 0 resumed" in log

@@ -54,13 +54,14 @@ def start(spec_path: Path, executor: str | None, *, resume: bool = False, overwr
 
     space.make_sampler(spec), space.make_pruner(spec)  # their options are checked before anything is made
     params = _slurm_plan(spec, path) if kind == "slurm" else {}
-    from harness.sweep.study import create_study
+    from harness.sweep.study import create_study, trial_budget
 
     with new_sweep_dir(path, overwrite=overwrite) as staging:
         io.write_text(staging.spec, yaml.safe_dump(normalized(spec, path), sort_keys=False))
         create_study(staging, load_spec(staging.spec))
     try:
-        return launch_workers(SweepDir(path), spec, kind, params, spec.model.parallelism)
+        workers = min(spec.model.parallelism, trial_budget(spec))  # a worker more would find nothing to do
+        return launch_workers(SweepDir(path), spec, kind, params, workers)
     except UserInputError:
         if kind == "slurm":  # nothing was submitted: leave nothing behind
             shutil.rmtree(path, ignore_errors=True)

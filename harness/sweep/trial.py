@@ -26,6 +26,7 @@ from harness.sweep.worker import stop_on_signals
 
 
 def run_attempt(path: Path, number: int) -> int:
+    stop = stop_on_signals()  # first: a signal while TensorFlow loads must not kill the trial
     from harness.sweep.pruning import PruningReporter
     from harness.train.request import RunRequest
     from harness.train.run import train
@@ -41,7 +42,6 @@ def run_attempt(path: Path, number: int) -> int:
     reporter = PruningReporter(
         sweep, record, trial_handle(load_study(sweep, spec), number), spec.model.objective.metric
     )
-    stop = stop_on_signals()
     request = RunRequest(config, None, resume="auto", command=f"harness sweep resume {sweep.path}")
     try:
         train(request, [reporter.callback()], stop_requested=lambda: stop() or reporter.pruned)

@@ -55,8 +55,9 @@ def run_worker(path: Path, stop_requested: StopFlag, use_srun: bool = False) -> 
     """Run trials until the budget is spent or a stop is requested; returns how many were run.
 
     Under Slurm (`use_srun`), a trial stopped by a signal the worker itself did not get (the time
-    limit's USR2 goes to job steps only) makes the worker requeue its array task, which then
-    continues the trial from its checkpoint.
+    limit's USR2 goes to job steps only), or by a preemption (SIGTERM to every process, as for
+    `scancel`, but the controller records it), makes the worker requeue its array task, which then
+    continues the trial from its checkpoint. After a plain cancel the trial waits for `sweep resume`.
     """
     sweep = open_sweep_dir(path)
     wait_for_journal(sweep)
@@ -71,7 +72,7 @@ def run_worker(path: Path, stop_requested: StopFlag, use_srun: bool = False) -> 
         ended = run_trial(sweep, spec, study, claimed, use_srun, stop_requested)
         done += 1
         if ended == ledger.INTERRUPTED:
-            if use_srun and not stop_requested():
+            if use_srun and (not stop_requested() or chosen_for_preemption()):
                 requeue_self(spec.base.slurm.max_requeues)
             break
     return done
@@ -168,6 +169,12 @@ def _reloaded(sweep: SweepDir, record: ledger.TrialRecord) -> ledger.TrialRecord
     if found is not None:
         record.epochs, record.objective, record.error = found.epochs, found.objective, found.error
     return record
+
+
+def chosen_for_preemption() -> bool:
+    from harness.slurm.job import preempted
+
+    return preempted(os.environ)
 
 
 def requeue_self(max_requeues: int) -> None:
