@@ -1124,3 +1124,122 @@ def test_status_of_a_state_json_from_another_harness_version(
     err = refused(capsys, "status", str(run_dir))
     assert str(run_dir / "state.json") in err and "schema_version 7" in err and "schema_version 1" in err, err
     assert snapshot(workdir) == before
+
+# --- sweep ---
+
+SWEEP_BASE = {"data": {"dataset": "iris"}, "model": {"name": "mlp"}, "training": {"epochs": 1}}
+
+
+def sweep_spec(workdir: Path, **fields: object) -> Path:
+    import yaml
+
+    spec: dict[str, object] = {
+        "name": "s",
+        "base": SWEEP_BASE,
+        "parameters": {"training.optimizer.learning_rate": {"loguniform": [1e-4, 1e-1]}},
+        "objective": {"metric": "val_accuracy", "direction": "max"},
+        "budget": {"trials": 4},
+        "parallelism": 2,
+    }
+    spec.update(fields)
+    path = workdir / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`harness sweep ARGS`: exit 2, one message, and nothing in the folder created or changed."""
+    before = snapshot(workdir)
+    code = cli.main(["sweep", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert snapshot(workdir) == before, "a refused sweep must not write anything"
+    return err
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        (
+            {"parameters": {"training.optimizer.learnin_rate": {"uniform": [0.01, 0.1]}}},
+            ["spec.yaml", "training.optimizer.learnin_rate", "Did you mean training.optimizer.learning_rate"],
+        ),
+        ({"parameters": {"model.dropout": {"uniform": [0.3, 0.3]}}}, ["model.dropout", "empty", "[0.3, 0.3]"]),
+        ({"parameters": {"model.kernel_size": {"int": [5, 2]}}}, ["model.kernel_size", "inverted", "[5, 2]"]),
+        (
+            {"parameters": {"training.optimizer.learning_rate": {"loguniform": [0, 0.1]}}},
+            ["training.optimizer.learning_rate", "loguniform bounds must be > 0", "[0, 0.1]"],
+        ),
+        (
+            {"parameters": {"model.kernel_size": {"uniform": [1, 5]}}},
+            ["model.kernel_size", "uniform value", "integer", "{int: [low, high]}"],
+        ),
+        (
+            {"parameters": {"model.hidden_units": {"choice": [[16], [0]]}}},
+            ["model.hidden_units", "[0]", "greater than 0"],
+        ),
+        (
+            {"parameters": {"model.dropout": {"normal": [0.1, 0.2]}}},
+            ["model.dropout", "unknown distribution 'normal'", "loguniform"],
+        ),
+        (
+            {"parameters": {"training.batch_size": {"grid": [8, 16, 32]}, "model.dropout": {"grid": [0.1, 0.2]}}},
+            ["grid has 6 combinations", "budget.trials=4"],
+        ),
+        (
+            {"base": {**SWEEP_BASE, "data": {"dataset": "diabetes"}}},
+            ["objective.metric", "val_accuracy", "regression", "val_mae"],
+        ),
+        ({"parallelism": 0}, ["parallelism", "greater than 0", "0"]),
+        ({"budget": {"trials": 4, "gpu_hour": 2}}, ["budget.gpu_hour", "Did you mean gpu_hours"]),
+        ({"parameters": {"run.name": {"choice": ["a", "b"]}}}, ["run.name", "set by the sweep"]),
+        ({"sampler": {"name": "annealing"}}, ["sampler.name", "annealing", "tpe"]),
+        (
+            {"pruner": {"name": "median", "options": {"warmup": 2}}},
+            ["pruner.options", "spec.yaml", "warmup", "n_warmup_steps"],
+        ),
+        ({"slurm": {"nodes": 2}}, ["--executor local runs each trial as one process", "slurm.nodes=2"]),
+        ({"parameters": {"slurm.partition": {"choice": ["a", "b"]}}}, ["slurm.partition", "slurm.nodes"]),
+    ],
+    ids=[
+        "unknown-key",
+        "empty-range",
+        "inverted-range",
+        "loguniform-zero",
+        "float-for-int-key",
+        "choice-value-invalid",
+        "unknown-distribution",
+        "grid-over-budget",
+        "objective-not-produced",
+        "parallelism-0",
+        "unknown-spec-key",
+        "sweep-owned-key",
+        "unknown-sampler",
+        "unknown-pruner-option",
+        "multi-node-trial-locally",
+        "resource-key-that-cannot-vary",
+    ],
+)
+def test_bad_sweep_spec(
+    workdir: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, object], words: list[str]
+) -> None:
+    path = sweep_spec(workdir, **fields)
+    err = sweep_bad(workdir, capsys, str(path), "--executor", "local")
+    assert all(word in err for word in words), err
+
+
+def test_existing_sweep_dir_needs_resume_or_overwrite(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = sweep_spec(workdir)
+    (workdir / "sweeps" / "s").mkdir(parents=True)
+    (workdir / "sweeps" / "s" / "notes.txt").write_text("mine")
+    err = sweep_bad(workdir, capsys, str(path), "--executor", "local")
+    assert "sweeps/s" in err and "already exists" in err and "--resume" in err and "--overwrite" in err
+    err = sweep_bad(workdir, capsys, str(path), "--executor", "local", "--overwrite")
+    assert "not a sweep directory" in err
+
+
+def test_sweep_status_of_a_folder_that_is_not_a_sweep(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "runs").mkdir()
+    err = sweep_bad(workdir, capsys, "status", str(workdir / "runs"))
+    assert "runs" in err and "is not a sweep directory" in err

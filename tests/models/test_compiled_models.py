@@ -407,12 +407,18 @@ def test_optimizer_names_are_case_insensitive() -> None:
 
 def test_saved_config_keeps_whether_the_optimizer_was_set(tmp_path: Path) -> None:
     """A resumed, requeued or reproduced run must make the same choice as the first one."""
-    for overrides, is_set in (([], False), (["training.optimizer.learning_rate=0.01"], True)):
+    cases = (
+        ([], False),
+        (["training.optimizer.learning_rate=0.01"], True),
+        (["training.optimizer.name=sgd", "training.optimizer.momentum=0.5"], True),
+    )
+    for overrides, is_set in cases:
         path = tmp_path / "config.yaml"
         path.write_text(to_yaml(load_config(None, [*overrides, "training.epochs=2"])))
         again = load_config(path)
         assert again.training.optimizer_is_set is is_set and not again.training.schedule_is_set
         assert again == load_config(None, [*overrides, "training.epochs=2"])
+        check_objectives(again.training, str(path))  # adam's saved config must not set momentum
     plain = to_yaml(load_config(None, ["training.loss=huber"]))
     assert "loss: huber" in plain  # a plain name stays a plain name
     mapping = load_config(None, ["training.loss={name: binary_crossentropy, from_logits: true}"])
