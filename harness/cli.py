@@ -194,6 +194,13 @@ def _report(args: argparse.Namespace) -> int:
     from harness.evaluate import gather_reports, load_report, render_report
 
     run_dirs = [Path(d) for d in args.run_dirs]
+    from harness.sweep.sweepdir import is_sweep_dir
+
+    if len(run_dirs) == 1 and args.out is None and is_sweep_dir(run_dirs[0]):
+        from harness.sweep.report import write_sweep_report
+
+        print(f"sweep report: {write_sweep_report(run_dirs[0])}")
+        return 0
     if len(run_dirs) == 1 and args.out is None:
         html, plots = report_settings(run_dirs[0], load_report(run_dirs[0]))
         render_report(run_dirs[0], html, plots)
@@ -218,6 +225,30 @@ def report_settings(run_dir: Path, report: Mapping[str, Any]) -> tuple[bool, boo
             )
         values.append(value)
     return values[0], values[1]
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """`sweep SPEC`, `sweep status SWEEP_DIR` or `sweep resume SWEEP_DIR`."""
+    from harness.sweep import launch
+
+    target = args.target
+    if len(target) == 2 and target[0] in ("status", "resume"):
+        if args.overwrite or args.resume:
+            raise ConfigError(f"`harness sweep {target[0]}` takes no --resume or --overwrite")
+        if target[0] == "status":
+            from harness.sweep.status import format_status, read_status
+
+            print(format_status(read_status(Path(target[1]))), end="")
+            return 0
+        print(launch.resume_sweep(Path(target[1]).absolute(), args.executor), end="")
+        return 0
+    if len(target) != 1:
+        raise ConfigError(
+            "usage: harness sweep SPEC | harness sweep status SWEEP_DIR | harness sweep resume SWEEP_DIR. "
+            f"Received: {' '.join(target)[:200]}"
+        )
+    print(launch.start(Path(target[0]), args.executor, resume=args.resume, overwrite=args.overwrite), end="")
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -445,7 +476,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(validate, path_arg, non_negative_int)
     validate.set_defaults(func=_validate)
+    add_sweep_command(sub)
     return parser
+
+
+SWEEP_DESCRIPTION = """Tune a run config with Optuna: `harness sweep SPEC` checks the spec, creates the sweep
+directory (study journal, ledger, one run directory per trial) and starts `parallelism` workers:
+a Slurm job array that returns at once, or local processes (--executor local) it waits for.
+`harness sweep status SWEEP_DIR` prints the ledger; `harness sweep resume SWEEP_DIR` continues
+after a cancel or crash; `harness report SWEEP_DIR` writes the leaderboard and plots."""
+
+
+def add_sweep_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="tune hyperparameters: submit a sweep, or `sweep status|resume SWEEP_DIR`",
+        description=SWEEP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("target", nargs="+", metavar="SPEC | status SWEEP_DIR | resume SWEEP_DIR", type=path_arg)
+    sweep.add_argument("--executor", choices=("slurm", "local"), help="default: the base config's slurm.executor")
+    group = sweep.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the spec's existing sweep directory")
+    group.add_argument("--overwrite", action="store_true", help="replace the spec's existing sweep directory")
+    sweep.set_defaults(func=_sweep)
 
 
 SUBMIT_DESCRIPTION = f"""Submit the experiment as a Slurm job (through submitit) and return at once.

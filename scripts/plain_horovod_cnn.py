@@ -6,7 +6,8 @@ Horovod documentation does it, without any of harness's machinery (no compiled m
 chunks, no step layout, no per-chunk metric reads, no validation): per-rank shard of a
 `tf.data` pipeline over the in-memory arrays, a `tf.function` per step with a plain `tf.GradientTape` and
 `hvd.grouped_allreduce(op=hvd.Average)` (the only Horovod route that works with Keras 3:
-Horovod 0.28.1's Keras optimizer wrappers predate Keras 3), and a broadcast of model and optimizer variables after the first step.
+Horovod 0.28.1's Keras optimizer wrappers predate Keras 3), and a broadcast of model and
+optimizer variables after the first step.
 If harness scales worse than this, the difference is harness's own overhead.
 
     horovodrun -np 2 --gloo python scripts/plain_horovod_cnn.py [--epochs 4]

@@ -1,10 +1,16 @@
-"""Shared fixtures. TensorFlow is quietened and every test runs in its own working folder."""
+"""Shared fixtures and helpers: TensorFlow quietened, a working folder per test, the leak check, a
+poll helper, and the real two-node Slurm cluster (the tests that use it are marked `slurm`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +25,7 @@ import harness.slurm.submit  # noqa: E402, F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+SLURM_CLUSTER = ROOT / "slurm" / "cluster.sh"
 
 THREADS = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
 """One thread per pool in worker subprocesses: two cores are shared by every rank of a test."""
@@ -38,6 +45,18 @@ needs_horovod = pytest.mark.skipif(
 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slurm` every test that needs the real cluster, so `-m "not slurm"` runs without root.
+
+    The mark follows the fixture (directly or through `slurm`), so a new real-cluster test cannot
+    be forgotten; tryfirst puts it on before `-m` selects.
+    """
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+
+
 @pytest.fixture(autouse=True)
 def no_env_leaks() -> Iterator[None]:
     """Fail a test that leaves environment variables changed for the tests after it."""
@@ -54,3 +73,54 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test from an empty folder so relative run directories land in tmp_path."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = "the condition"
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    Tests wait for what they can observe (a file, a process state, a job leaving the queue) rather
+    than sleeping for a guessed time: fast when the machine is idle, patient when it is loaded.
+    After `timeout` seconds the test fails with a message naming `what` it waited for; an
+    exception raised by `predicate` (an assertion that a process is still alive) ends it at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> dict[str, str]:
+    """Start (as root) the two-node Slurm cluster once per session; the variables its clients need.
+
+    `slurm/cluster.sh start` (after `slurm/cluster.sh install`, which `make test` runs) starts the
+    daemons or finds them running; every real-cluster test of the session shares them. A failure
+    to start fails the tests instead of skipping them: run `pytest -m "not slurm"` where there is
+    no root.
+    """
+    started = subprocess.run([str(SLURM_CLUSTER), "start"], capture_output=True, text=True, timeout=600)
+    if started.returncode != 0:
+        pytest.fail(f"slurm/cluster.sh start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
+    exports = subprocess.run([str(SLURM_CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
+    return {
+        name: shlex.split(value)[0] if value else ""
+        for name, value in re.findall(r"^export (\w+)=(.*)$", exports, flags=re.M)
+    }
+
+
+@pytest.fixture
+def slurm(slurm_cluster: dict[str, str], workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A test's working folder with the cluster's client variables (SLURM_CONF...) set and a private job index."""
+    for name, value in slurm_cluster.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_STATE_HOME", str(workdir / "state"))
+    return workdir

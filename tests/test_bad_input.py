@@ -377,7 +377,7 @@ def test_config_duplicate_key_in_a_cluster_profile(workdir: Path, capsys: pytest
 
 def run_refused(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """Run `harness train ARGS`; check exit 2, one message, no traceback, and nothing changed anywhere."""
-    from .test_rundir import snapshot
+    from tests.rundir.test_lifecycle import snapshot
 
     before = snapshot(workdir)
     code = cli.main(["train", *args])
@@ -391,7 +391,7 @@ def run_refused(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -
 @pytest.fixture
 def around_runs(workdir: Path) -> Path:
     """Runs and other files around run.output_dir that --overwrite must never touch."""
-    from .test_rundir import make_run
+    from tests.rundir.test_lifecycle import make_run
 
     runs = workdir / "runs"
     make_run(runs, "sibling")
@@ -406,7 +406,7 @@ def around_runs(workdir: Path) -> Path:
 def test_overwrite_never_deletes_what_is_not_a_run(
     workdir: Path, around_runs: Path, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
-    from .test_rundir import IRIS
+    from tests.rundir.test_lifecycle import IRIS
 
     name = str(workdir / "elsewhere" / "marked") if name == "ABSOLUTE" else name
     err = run_refused(workdir, capsys, *IRIS, f"run.name={name}", "--overwrite")
@@ -415,8 +415,7 @@ def test_overwrite_never_deletes_what_is_not_a_run(
 
 def test_training_a_completed_run_again_writes_nothing(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from harness.train import rundir
-
-    from .test_rundir import IRIS, fake_run
+    from tests.rundir.test_lifecycle import IRIS, fake_run
 
     run_dir = fake_run(workdir, "done", 2, "training.epochs=2")
     err = run_refused(workdir, capsys, *IRIS, "run.name=done", "training.epochs=2")
@@ -436,7 +435,7 @@ def test_training_a_completed_run_again_writes_nothing(workdir: Path, capsys: py
 def test_resume_with_a_setting_that_may_not_change(
     workdir: Path, capsys: pytest.CaptureFixture[str], override: str, words: list[str]
 ) -> None:
-    from .test_rundir import IRIS, fake_run
+    from tests.rundir.test_lifecycle import IRIS, fake_run
 
     fake_run(workdir, "r", 3, "training.epochs=5")
     err = run_refused(workdir, capsys, *IRIS, "run.name=r", "training.epochs=5", override, "--resume")
@@ -787,7 +786,7 @@ def penguin_run(workdir: Path) -> Path:
     """A run directory's preprocessing (penguins-like CSV, no model yet): predict input is checked first."""
     from harness.config.schema import DataConfig
     from harness.data import prepare_data
-    from tests.test_predict import penguins_csv
+    from tests.commands.test_predict import penguins_csv
 
     source = penguins_csv(workdir / "penguins.csv")
     data = prepare_data(DataConfig(dataset="csv", path=str(source), target="species"), seed=0)
@@ -810,7 +809,7 @@ def predict_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -
 
 
 def penguin_input(workdir: Path, header: str, rows: int = 3, name: str = "new.csv") -> Path:
-    from tests.test_predict import penguin_rows
+    from tests.commands.test_predict import penguin_rows
 
     path = workdir / name
     path.write_text("\n".join([header, *penguin_rows(rows)]) + "\n")
@@ -1221,3 +1220,122 @@ def test_validate_conflicting_modes(
     err = run_partition_bad(workdir, capsys, *args)
     assert all(word in err for word in words), err
     assert not fake_slurm.exists()
+
+# --- sweep ---
+
+SWEEP_BASE = {"data": {"dataset": "iris"}, "model": {"name": "mlp"}, "training": {"epochs": 1}}
+
+
+def sweep_spec(workdir: Path, **fields: object) -> Path:
+    import yaml
+
+    spec: dict[str, object] = {
+        "name": "s",
+        "base": SWEEP_BASE,
+        "parameters": {"training.optimizer.learning_rate": {"loguniform": [1e-4, 1e-1]}},
+        "objective": {"metric": "val_accuracy", "direction": "max"},
+        "budget": {"trials": 4},
+        "parallelism": 2,
+    }
+    spec.update(fields)
+    path = workdir / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`harness sweep ARGS`: exit 2, one message, and nothing in the folder created or changed."""
+    before = snapshot(workdir)
+    code = cli.main(["sweep", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert snapshot(workdir) == before, "a refused sweep must not write anything"
+    return err
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        (
+            {"parameters": {"training.optimizer.learnin_rate": {"uniform": [0.01, 0.1]}}},
+            ["spec.yaml", "training.optimizer.learnin_rate", "Did you mean training.optimizer.learning_rate"],
+        ),
+        ({"parameters": {"model.dropout": {"uniform": [0.3, 0.3]}}}, ["model.dropout", "empty", "[0.3, 0.3]"]),
+        ({"parameters": {"model.kernel_size": {"int": [5, 2]}}}, ["model.kernel_size", "inverted", "[5, 2]"]),
+        (
+            {"parameters": {"training.optimizer.learning_rate": {"loguniform": [0, 0.1]}}},
+            ["training.optimizer.learning_rate", "loguniform bounds must be > 0", "[0, 0.1]"],
+        ),
+        (
+            {"parameters": {"model.kernel_size": {"uniform": [1, 5]}}},
+            ["model.kernel_size", "uniform value", "integer", "{int: [low, high]}"],
+        ),
+        (
+            {"parameters": {"model.hidden_units": {"choice": [[16], [0]]}}},
+            ["model.hidden_units", "[0]", "greater than 0"],
+        ),
+        (
+            {"parameters": {"model.dropout": {"normal": [0.1, 0.2]}}},
+            ["model.dropout", "unknown distribution 'normal'", "loguniform"],
+        ),
+        (
+            {"parameters": {"training.batch_size": {"grid": [8, 16, 32]}, "model.dropout": {"grid": [0.1, 0.2]}}},
+            ["grid has 6 combinations", "budget.trials=4"],
+        ),
+        (
+            {"base": {**SWEEP_BASE, "data": {"dataset": "diabetes"}}},
+            ["objective.metric", "val_accuracy", "regression", "val_mae"],
+        ),
+        ({"parallelism": 0}, ["parallelism", "greater than 0", "0"]),
+        ({"budget": {"trials": 4, "gpu_hour": 2}}, ["budget.gpu_hour", "Did you mean gpu_hours"]),
+        ({"parameters": {"run.name": {"choice": ["a", "b"]}}}, ["run.name", "set by the sweep"]),
+        ({"sampler": {"name": "annealing"}}, ["sampler.name", "annealing", "tpe"]),
+        (
+            {"pruner": {"name": "median", "options": {"warmup": 2}}},
+            ["pruner.options", "spec.yaml", "warmup", "n_warmup_steps"],
+        ),
+        ({"slurm": {"nodes": 2}}, ["--executor local runs each trial as one process", "slurm.nodes=2"]),
+        ({"parameters": {"slurm.partition": {"choice": ["a", "b"]}}}, ["slurm.partition", "slurm.nodes"]),
+    ],
+    ids=[
+        "unknown-key",
+        "empty-range",
+        "inverted-range",
+        "loguniform-zero",
+        "float-for-int-key",
+        "choice-value-invalid",
+        "unknown-distribution",
+        "grid-over-budget",
+        "objective-not-produced",
+        "parallelism-0",
+        "unknown-spec-key",
+        "sweep-owned-key",
+        "unknown-sampler",
+        "unknown-pruner-option",
+        "multi-node-trial-locally",
+        "resource-key-that-cannot-vary",
+    ],
+)
+def test_bad_sweep_spec(
+    workdir: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, object], words: list[str]
+) -> None:
+    path = sweep_spec(workdir, **fields)
+    err = sweep_bad(workdir, capsys, str(path), "--executor", "local")
+    assert all(word in err for word in words), err
+
+
+def test_existing_sweep_dir_needs_resume_or_overwrite(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = sweep_spec(workdir)
+    (workdir / "sweeps" / "s").mkdir(parents=True)
+    (workdir / "sweeps" / "s" / "notes.txt").write_text("mine")
+    err = sweep_bad(workdir, capsys, str(path), "--executor", "local")
+    assert "sweeps/s" in err and "already exists" in err and "--resume" in err and "--overwrite" in err
+    err = sweep_bad(workdir, capsys, str(path), "--executor", "local", "--overwrite")
+    assert "not a sweep directory" in err
+
+
+def test_sweep_status_of_a_folder_that_is_not_a_sweep(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "runs").mkdir()
+    err = sweep_bad(workdir, capsys, "status", str(workdir / "runs"))
+    assert "runs" in err and "is not a sweep directory" in err

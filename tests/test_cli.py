@@ -13,8 +13,7 @@ import pytest
 from harness import cli
 from harness.data import Preprocessor
 from harness.evaluate import load_report
-
-from .conftest import CONFIGS, ROOT
+from tests.conftest import CONFIGS, ROOT
 
 SUBCOMMANDS = ["train", "evaluate", "predict", "report", "doctor", "smoke", "submit", "status", "logs", "cancel"]
 

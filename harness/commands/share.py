@@ -18,9 +18,10 @@ from harness.data import Preprocessor, fit_data_to_model, prepare_data
 from harness.data.newrows import NewRows, PredictOptions
 from harness.errors import RunDirError, UserInputError
 from harness.evaluate import load_report, write_report
+from harness.models import describe_model
 from harness.models.saved import MESSAGE_CHARS, check_keras_file
-from harness.rundir import RunDir
-from harness.train.evaluation import evaluate_test_split, predict_array
+from harness.rundir import RunDir, read_metrics, read_object
+from harness.train.evaluation import evaluate_test_split, outputs_are_logits, predict_array
 from harness.train.run import reproduce_command
 
 
@@ -98,7 +99,7 @@ def predict_file(
     preprocessor = Preprocessor.load(RunDir(run_dir).preprocessing)
     rows = preprocessor.read_new(input_path, options)
     model = load_run_model(run_dir)
-    y = predict_array(model, rows.x, run_dir=run_dir)
+    y = predict_array(model, rows.x, logits=outputs_are_logits(model, preprocessor.task, run_dir))
     notes = list(rows.notes)
     if target.is_file():
         notes.append(f"replaced the existing file {target}")
@@ -141,22 +142,37 @@ def _matrix(values: np.ndarray) -> np.ndarray:
 
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
-    """Re-run the test-split evaluation of a finished run and rewrite its report."""
-    report = load_report(run_dir)
-    config = load_config(RunDir(run_dir).config)
-    data = prepare_data(config.data, config.run.seed, run_dir)
+    """Re-run the test-split evaluation of a run with a saved model and (re)write its report.
+
+    A run that saved its model but stopped before writing report.json (evaluation failed, the
+    job ended) gets a report too: what training recorded is rebuilt from config.yaml, env.json
+    and metrics.jsonl, with a note saying so.
+    """
+    run = RunDir(run_dir)
     model = load_run_model(run_dir)
+    report = load_report(run_dir) if run.report.is_file() else {}
+    config = load_config(run.config)
+    data = prepare_data(config.data, config.run.seed, run_dir)
     data = fit_data_to_model(data, model)  # the same adaptation as in training
     evaluation = evaluate_test_split(model, data, run_dir)
     write_report(
         run_dir,
         task=data.task,
         evaluation=evaluation,
-        training=report["training"],
+        training=report.get("training") or _training_from_metrics(run),
         data=data.summary(),
-        model=report["model"],
-        environment=report["environment"],
-        config=report["config"],
+        model=report.get("model") or describe_model(model, config.model),
+        environment=report.get("environment") or (read_object(run.env) if run.env.is_file() else {}),
+        config=report.get("config") or config.model_dump(mode="json"),
         command=reproduce_command(run_dir),
     )
     return evaluation
+
+
+def _training_from_metrics(run: RunDir) -> dict[str, Any]:
+    """The training section of a report that training did not write, from metrics.jsonl."""
+    history = read_metrics(run.metrics)
+    return {
+        "epochs_run": len(history),
+        "note": f"rebuilt by harness evaluate from {run.metrics.name}: training ended before writing its report",
+    }

@@ -100,7 +100,9 @@ def to_yaml(config: Config) -> str:
 
     `training.optimizer` and `training.schedule` are written only when the config set one of
     their keys: whether they were set decides if a compiled model keeps its own optimizer, and
-    writing the defaults would make a resumed, requeued or reproduced run replace it.
+    writing the defaults would make a resumed, requeued or reproduced run replace it. Of
+    `training.optimizer`, only the keys that were set are written: a default that applies to
+    some optimizers only (momentum) would otherwise be read back as set for one without it.
     """
     dumped = config.model_dump(mode="json")
     training = config.training
@@ -108,6 +110,8 @@ def to_yaml(config: Config) -> str:
     unset = [key for key, was_set in is_set.items() if not was_set]
     for key in unset:
         del dumped["training"][key]
+    if training.optimizer_is_set:
+        dumped["training"]["optimizer"] = training.optimizer.model_dump(mode="json", exclude_unset=True)
     note = UNSET_NOTE.format(keys=" and training.".join(unset)) if unset else ""
     return note + yaml.safe_dump(dumped, sort_keys=False)
 

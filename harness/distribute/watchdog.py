@@ -215,7 +215,11 @@ def _number(value: Any) -> bool:
 
 
 class Watchdog:
-    """Exit the process if `beat` is not called for `timeout_s` seconds while armed."""
+    """Exit the process if `beat` is not called for `timeout_s` seconds while armed.
+
+    `clock` (monotonic seconds) measures the time between beats; tests pass a fake one and call
+    `check` themselves, so a timeout is tested without waiting for it.
+    """
 
     def __init__(
         self,
@@ -223,15 +227,19 @@ class Watchdog:
         describe: Callable[[], str],
         heartbeats: Heartbeats | None = None,
         exit_fn: Callable[[int], None] = os._exit,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timeout_s = timeout_s
         self.heartbeats = heartbeats
         self._describe = describe
         self._exit = exit_fn
-        self._last = time.monotonic()
+        self._clock = clock
+        self._last = clock()
         self._progress = 0
         self._what = "starting"
         self._armed = False
+        self._fired = False
+        self._checking = threading.Lock()
         self._stop = threading.Event()
         self._interval = min(1.0, timeout_s / 4)
         self._thread = threading.Thread(target=self._watch, name="harness-watchdog", daemon=True)
@@ -248,7 +256,7 @@ class Watchdog:
 
     def beat(self, what: str) -> None:
         """Record progress; `what` says where the rank is, for the message if it stalls."""
-        self._last = time.monotonic()
+        self._last = self._clock()
         self._progress += 1
         self._what = what
 
@@ -262,13 +270,23 @@ class Watchdog:
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self._interval):
+    def check(self) -> bool:
+        """What the thread does every interval: write this rank's heartbeat, and exit if armed and
+        no beat came within the timeout. True once the watchdog has fired (it fires only once)."""
+        with self._checking:
+            if self._fired:
+                return True
             if self.heartbeats is not None:
                 self._safe_heartbeat()
-            stalled = time.monotonic() - self._last
+            stalled = self._clock() - self._last
             if self._armed and stalled > self.timeout_s:
+                self._fired = True
                 self._fail(stalled)
+            return self._fired
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self.check():
                 return
 
     def _safe_heartbeat(self) -> None:

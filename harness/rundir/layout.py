@@ -40,7 +40,7 @@ class RunDirWarning(UserWarning):
 class RunState(StrEnum):
     """Where a run stands.
 
-    The first six are what the run records in state.json; the others are what `harness status`
+    The first seven are what the run records in state.json; the others are what `harness status`
     derives when it combines that record with the scheduler's view (a StrEnum, so each member
     compares equal to, and is written to JSON as, its plain string).
     """
@@ -51,6 +51,7 @@ class RunState(StrEnum):
     FAILED = "failed"
     COMPLETED = "completed"
     CANCELLED = "cancelled"  # `harness cancel`
+    PRUNED = "pruned"  # a sweep trial its pruner stopped, with a checkpoint; not continued
     REQUEUED = "requeued"  # preempted and waiting in the queue again
     PENDING = "pending"  # queued, not started
     STARTING = "starting"  # the job runs, training has not written its state yet
@@ -65,7 +66,7 @@ class RunState(StrEnum):
             return None
 
 
-FINAL = frozenset({RunState.COMPLETED, RunState.FAILED})
+FINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.PRUNED})
 """States a run never leaves by itself."""
 ENDED = FINAL | {RunState.INTERRUPTED}
 """States in which no process of the run is left: a local job's pid may belong to another process."""

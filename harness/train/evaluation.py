@@ -20,6 +20,7 @@ from harness import atomic
 from harness.data import PreparedData
 from harness.errors import HarnessError, TrainingError
 from harness.evaluate import evaluate_predictions, load_report
+from harness.models import has_logits_head
 from harness.rundir import RunDir
 
 LOGITS = "logits"
@@ -50,13 +51,20 @@ def predict_array(
     return softmax(y) if logits else y
 
 
-def recorded_logits(run_dir: Path) -> bool:
-    """Whether the run's report says its model outputs logits; False when it cannot tell."""
+def recorded_logits(run_dir: Path) -> bool | None:
+    """Whether the run's report says its model outputs logits; None when there is no readable report."""
     try:
         training = load_report(run_dir).get("training")
     except HarnessError:
-        return False
+        return None
     return isinstance(training, dict) and training.get("outputs") == LOGITS
+
+
+def outputs_are_logits(model: keras.Model, task: str, run_dir: Path) -> bool:
+    """What the run recorded; without a report (a run that stopped before writing it), what the
+    model's head says, so a logits model is never evaluated or predicted as probabilities."""
+    recorded = recorded_logits(run_dir)
+    return has_logits_head(model, task) if recorded is None else recorded
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -101,7 +109,7 @@ def evaluate_test_split(
     run recorded (re-evaluating a finished run).
     """
     if logits is None:
-        logits = recorded_logits(run_dir)
+        logits = outputs_are_logits(model, data.task, run_dir)
     y_pred = predict_array(model, data.x_test)
     y_true = data.y_test
     note = None

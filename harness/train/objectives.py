@@ -221,7 +221,7 @@ def choose_loss(
     if loss.is_auto and setup is not None and setup.loss is not None:
         return _compiled_loss(setup, model, task, num_outputs)
     name = default_loss(task) if loss.name == names.AUTO else loss.name
-    source = FROM_LOSS_KEY if not loss.is_auto else f"automatic for {task}"
+    source = FROM_LOSS_KEY if not loss.is_auto else f"training.loss=auto for {task}"
     canonical = names.canonical_loss(name) or name
     _check_fits_task(canonical, task, f"training.loss={name!r}" if not loss.is_auto else "", num_outputs)
     notes: list[str] = []

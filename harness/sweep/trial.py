@@ -1,0 +1,81 @@
+"""One attempt at one trial, in processes of its own: `python -m harness.sweep.trial SWEEP_DIR N`.
+
+The worker starts this for every attempt (under Slurm through `srun` over the trial's own nodes
+and tasks, so a trial can be multi-node), which gives each trial fresh processes: a multi-process
+strategy can be set up only once per process. Every rank trains; the chief reports each epoch's
+objective to the study and stops all ranks when the pruner says so.
+
+Exit codes are the run's: 0 completed, 75 stopped with a checkpoint (pruned: state.json says so),
+2 the drawn configuration was refused, 1 any other failure (its message is in the ledger).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from harness.distribute.cluster import detect
+from harness.errors import HarnessError, Preempted
+from harness.sweep import ledger, trials
+from harness.sweep.spec import load_spec
+from harness.sweep.study import load_study, trial_handle
+from harness.sweep.sweepdir import SweepDir, open_sweep_dir
+from harness.sweep.worker import stop_on_signals
+
+
+def run_attempt(path: Path, number: int) -> int:
+    stop = stop_on_signals()  # first: a signal while TensorFlow loads must not kill the trial
+    from harness.sweep.pruning import PruningReporter
+    from harness.train.request import RunRequest
+    from harness.train.run import train
+
+    sweep = open_sweep_dir(path)
+    spec = load_spec(sweep.spec)
+    record = ledger.read(sweep, number)
+    if record is None:
+        print(f"error: {sweep.ledger_file(number)} is missing or damaged", file=sys.stderr)
+        return 2
+    run_dir = sweep.trial_dir(number).absolute()
+    config = spec.trial_config(record.params, run_dir.parent, run_dir.name)
+    reporter = PruningReporter(
+        sweep, record, trial_handle(load_study(sweep, spec), number), spec.model.objective.metric
+    )
+    request = RunRequest(config, None, resume="auto", command=f"harness sweep resume {sweep.path}")
+    try:
+        train(request, [reporter.callback()], stop_requested=lambda: stop() or reporter.pruned)
+    except Preempted as err:
+        if reporter.pruned and reporter.is_chief:
+            trials.write_pruned(run_dir, record.epochs)
+        return err.exit_code
+    except HarnessError as err:
+        _note_error(sweep, number, err, reporter.is_chief)
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except Exception as err:  # noqa: BLE001 - the worker decides whether to try again
+        traceback.print_exc()
+        _note_error(sweep, number, err, reporter.is_chief)
+        return 1
+    return 0
+
+
+def _note_error(sweep: SweepDir, number: int, err: BaseException, is_chief: bool) -> None:
+    """The chief keeps the failure's message in the ledger, where status shows it."""
+    record = ledger.read(sweep, number)
+    if is_chief and record is not None:
+        record.error = f"{type(err).__name__}: {err}"[:500]
+        ledger.write(sweep, record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    rank = detect(os.environ).rank
+    node = os.environ.get("SLURMD_NODENAME") or os.uname().nodename
+    print(f"sweep: trial {args[1]} rank {rank} on node {node}", flush=True)
+    return run_attempt(Path(args[0]), int(args[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

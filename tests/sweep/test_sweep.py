@@ -1,0 +1,238 @@
+"""Sweeps: the spec's checks, samplers on a synthetic objective, and local sweeps end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from harness import cli
+from harness.sweep import ledger, space
+from harness.sweep.spec import load_spec
+from harness.sweep.status import format_status, read_status
+from harness.sweep.sweepdir import SweepDir
+
+BASE = {
+    "run": {"seed": 1},
+    "data": {"dataset": "iris"},
+    "model": {"name": "mlp", "hidden_units": [16]},
+    "training": {"epochs": 2, "batch_size": 16, "progress": "none"},
+    "report": {"html": False, "plots": False},
+}
+POLL_S = 0.05
+
+
+def write_spec(folder: Path, **fields: Any) -> Path:
+    spec: dict[str, Any] = {
+        "name": "s",
+        "base": BASE,
+        "parameters": {"training.optimizer.learning_rate": {"loguniform": [0.01, 0.1]}},
+        "objective": {"metric": "val_accuracy", "direction": "max"},
+        "budget": {"trials": 2},
+        "parallelism": 1,
+    }
+    spec.update(fields)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep(*args: str) -> int:
+    return cli.main(["sweep", *args])
+
+
+# ---- the spec ------------------------------------------------------------------------------
+
+
+def test_spec_loads_with_base_file_and_slurm_section(workdir: Path) -> None:
+    (workdir / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = write_spec(workdir, base="base.yaml", slurm={"time_minutes": 5})
+    spec = load_spec(path)
+    assert spec.base.slurm.time_minutes == 5 and spec.task == "classification"
+    assert spec.sampler_name == "tpe" and spec.sweep_dir == Path("sweeps/s")
+    config = spec.trial_config({"training.optimizer.learning_rate": 0.05}, workdir / "t", "0007")
+    assert config.training.optimizer.learning_rate == 0.05 and config.run.name == "0007"
+
+
+def test_all_grid_parameters_pick_the_grid_sampler(workdir: Path) -> None:
+    params = {"model.hidden_units": {"grid": [[8], [16, 8]]}, "training.batch_size": {"grid": [8, 16]}}
+    spec = load_spec(write_spec(workdir, parameters=params, budget={"trials": 4}))
+    assert spec.sampler_name == "grid" and spec.grid_size() == 4
+
+
+def test_choice_of_lists_round_trips_through_optuna(workdir: Path) -> None:
+    params = {"model.hidden_units": {"choice": [[8], [16, 8]]}}
+    spec = load_spec(write_spec(workdir, parameters=params))
+    study = optuna.create_study(sampler=space.make_sampler(spec))
+    drawn = space.suggest(study.ask(), spec)
+    assert drawn["model.hidden_units"] in ([8], [16, 8])
+
+
+def test_unknown_sampler_option_is_named(workdir: Path) -> None:
+    spec = load_spec(write_spec(workdir, sampler={"name": "tpe", "options": {"n_startup": 3}}))
+    with pytest.raises(Exception, match="n_startup.*Accepted: .*n_startup_trials"):
+        space.make_sampler(spec)
+
+
+# ---- samplers on a synthetic objective (no training) ---------------------------------------
+
+
+def synthetic(params: dict[str, float]) -> float:
+    """Smallest at learning_rate 10^-2.5 and dropout 0.3."""
+    import math
+
+    return (math.log10(params["training.optimizer.learning_rate"]) + 2.5) ** 2 + (params["model.dropout"] - 0.3) ** 2
+
+
+def best_after(workdir: Path, sampler: str, seed: int, trials: int) -> float:
+    params = {
+        "training.optimizer.learning_rate": {"loguniform": [1e-5, 1e-1]},
+        "model.dropout": {"uniform": [0.0, 0.9]},
+    }
+    spec = load_spec(write_spec(workdir, parameters=params, sampler={"name": sampler, "seed": seed}))
+    study = optuna.create_study(sampler=space.make_sampler(spec), direction="minimize")
+    for _ in range(trials):
+        trial = study.ask()
+        study.tell(trial, synthetic(space.suggest(trial, spec)))
+    return float(study.best_value)
+
+
+def test_tpe_beats_random_on_a_synthetic_objective(workdir: Path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seeds = range(5)
+    tpe = [best_after(workdir, "tpe", seed, 40) for seed in seeds]
+    random = [best_after(workdir, "random", seed, 40) for seed in seeds]
+    assert statistics.median(tpe) < statistics.median(random), (tpe, random)
+
+
+# ---- local sweeps end to end ---------------------------------------------------------------
+
+
+def records(path: Path) -> list[ledger.TrialRecord]:
+    return ledger.read_all(SweepDir(path))
+
+
+def test_local_sweep_runs_the_budget_with_parallel_workers(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = {
+        "training.optimizer.learning_rate": {"loguniform": [0.01, 0.1]},
+        "model.hidden_units": {"choice": [[8], [16, 8]]},
+    }
+    path = write_spec(workdir, parameters=params, budget={"trials": 4}, parallelism=2)
+    assert sweep(str(path), "--executor", "local") == 0
+    out = capsys.readouterr().out
+    found = records(workdir / "sweeps/s")
+    assert [r.trial for r in found] == [0, 1, 2, 3] and {r.state for r in found} == {"completed"}
+    assert len({json.dumps(r.params, sort_keys=True) for r in found}) == 4
+    assert len({r.worker for r in found}) == 2, "two workers shared the trials"
+    for record in found:
+        run_dir = workdir / "sweeps/s/trials" / f"{record.trial:04d}"
+        assert json.loads((run_dir / "state.json").read_text())["state"] == "completed"
+        assert (run_dir / "report.json").is_file() and record.epochs == 2
+    assert "4 of 4 trials (4 completed)" in out
+    assert sweep("status", str(workdir / "sweeps/s")) == 0
+    assert "best: trial" in capsys.readouterr().out
+    assert cli.main(["report", str(workdir / "sweeps/s")]) == 0
+    board = json.loads((workdir / "sweeps/s/report/leaderboard.json").read_text())
+    assert [row["rank"] for row in board["trials"]] == [1, 2, 3, 4] and board["best_trial"] is not None
+    assert (workdir / "sweeps/s/report/best_config.yaml").is_file()
+    html = (workdir / "sweeps/s/report/report.html").read_text()
+    assert html.count("<img") >= 4, "objective vs parameters, history, parallel coordinates, learning curves"
+    assert "Parameter importances" in (workdir / "sweeps/s/report/report.md").read_text()
+    # each trial is a run directory that the run commands follow
+    assert cli.main(["status", str(workdir / "sweeps/s/trials/0002")]) == 0
+    assert "state:      completed" in capsys.readouterr().out
+    assert cli.main(["logs", str(workdir / "sweeps/s/trials/0002")]) == 0
+    assert "sweep: trial 2 completed" in capsys.readouterr().out
+    assert cli.main(["train", str(workdir / "sweeps/s/report/best_config.yaml"), "training.epochs=1"]) == 0
+    # a finished sweep has nothing left to resume
+    assert sweep("resume", str(workdir / "sweeps/s")) == 0
+    assert "nothing left to run" in capsys.readouterr().out
+
+
+def test_resume_after_killing_the_sweep(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = {**BASE, "training": {**BASE["training"], "epochs": 40}}
+    path = write_spec(workdir, base=base, budget={"trials": 3}, parallelism=2)
+    command = [sys.executable, "-m", "harness", "sweep", str(path), "--executor", "local"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.epochs >= 2 and r.state == "running" for r in records(workdir / "sweeps/s")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+            time.sleep(POLL_S)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = [r for r in records(workdir / "sweeps/s") if r.state == "running"]
+    assert killed
+    assert sweep("status", str(workdir / "sweeps/s")) == 0
+    assert "running*" in capsys.readouterr().out
+    assert sweep("resume", str(workdir / "sweeps/s")) == 0
+    assert "resuming" in capsys.readouterr().out
+    found = records(workdir / "sweeps/s")
+    assert [r.trial for r in found] == [0, 1, 2] and {r.state for r in found} == {"completed"}
+    assert len({json.dumps(r.params, sort_keys=True) for r in found}) == 3
+    for record in killed:
+        run_dir = workdir / "sweeps/s/trials" / f"{record.trial:04d}"
+        epochs = [line["epoch"] for line in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+        assert epochs == list(range(1, 41)), "the interrupted trial continued from its checkpoint"
+    logs = "".join(p.read_text() for p in (workdir / "sweeps/s/workers").glob("*.out"))
+    assert any(f"trial {r.trial} resumed" in logs for r in killed)
+
+
+def test_failing_trial_is_retried_then_failed(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = {**BASE, "training": {**BASE["training"], "optimizer": {"name": "sgd"}}}
+    params = {"training.optimizer.learning_rate": {"grid": [0.05, 1.0e10]}}
+    path = write_spec(workdir, base=base, parameters=params, budget={"trials": 2}, retries=1)
+    assert sweep(str(path), "--executor", "local") == 0
+    by_lr = {r.params["training.optimizer.learning_rate"]: r for r in records(workdir / "sweeps/s")}
+    assert by_lr[0.05].state == "completed" and by_lr[0.05].attempts == 1
+    assert by_lr[1.0e10].state == "failed" and by_lr[1.0e10].attempts == 2
+    assert "loss became nan" in (by_lr[1.0e10].error or "")
+    status = format_status(read_status(workdir / "sweeps/s"))
+    assert "1 completed, 1 failed" in status and "loss became nan" in status
+    study = optuna.load_study(
+        study_name="sweep",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(workdir / "sweeps/s/study.journal"))
+        ),
+    )
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
+
+
+def test_bad_trial_is_pruned_and_good_one_is_not(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = {**BASE, "training": {**BASE["training"], "epochs": 8}}
+    params = {"training.optimizer.learning_rate": {"grid": [0.05, 1.0e-7]}}
+    pruner = {"name": "threshold", "options": {"lower": 0.6, "n_warmup_steps": 2}}
+    path = write_spec(workdir, base=base, parameters=params, pruner=pruner, budget={"trials": 2})
+    assert sweep(str(path), "--executor", "local") == 0
+    by_lr = {r.params["training.optimizer.learning_rate"]: r for r in records(workdir / "sweeps/s")}
+    good, bad = by_lr[0.05], by_lr[1.0e-7]
+    assert good.state == "completed" and good.epochs == 8
+    assert bad.state == "pruned" and bad.epochs < 8
+    bad_dir = workdir / "sweeps/s/trials" / f"{bad.trial:04d}"
+    assert json.loads((bad_dir / "state.json").read_text())["state"] == "pruned"
+    assert (bad_dir / "checkpoints").is_dir() and not (bad_dir / "report.json").exists()
+    assert cli.main(["status", str(bad_dir)]) == 0
+    assert "state:      pruned" in capsys.readouterr().out
+
+
+def test_gpu_hours_budget_stops_asking_for_trials(workdir: Path) -> None:
+    from harness.sweep.study import budget_left
+
+    path = write_spec(workdir, budget={"trials": 10, "gpu_hours": 1.0}, slurm={"gpus_per_node": 2})
+    spec = load_spec(path)
+    study = optuna.create_study()
+    spent = [ledger.TrialRecord(0, {}, "completed", wall_time_s=1700.0)]  # 2 GPUs x 1700 s < 1 GPU-hour
+    assert budget_left(spec, study, spent)
+    spent.append(ledger.TrialRecord(1, {}, "completed", wall_time_s=200.0))  # 2 x 1900 s > 1 GPU-hour
+    assert not budget_left(spec, study, spent)
