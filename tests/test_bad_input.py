@@ -1124,6 +1124,102 @@ def test_status_of_a_state_json_from_another_harness_version(
     err = refused(capsys, "status", str(run_dir))
     assert str(run_dir / "state.json") in err and "schema_version 7" in err and "schema_version 1" in err, err
     assert snapshot(workdir) == before
+# --- validate partition ---
+
+SINFO_ANSWER = "n1|debug*|idle|none\nn2|debug*|idle|none\nn1|urgent|idle|none\nn2|urgent|idle|none\n"
+
+
+@pytest.fixture
+def fake_slurm(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """sinfo answering with SINFO_ANSWER, and sbatch/scontrol that only record that they were called."""
+    folder = tmp_path_factory.mktemp("fake-slurm")
+    calls = folder / "calls"
+    for name, body in {"sinfo": f"printf '{SINFO_ANSWER}'", "sbatch": f"echo sbatch >>{calls}; exit 1",
+                       "scontrol": f"echo scontrol \"$@\" >>{calls}", "squeue": "true"}.items():
+        path = folder / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
+    return calls
+
+
+def run_partition_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`harness validate ARGS`: exit 2, one message, nothing submitted, written or deleted."""
+    before = snapshot(workdir)
+    code = cli.main(["validate", *args])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err
+    assert captured.out == ""
+    assert snapshot(workdir) == before
+    return captured.err
+
+
+def test_validate_unknown_partition(workdir: Path, capsys: pytest.CaptureFixture[str], fake_slurm: Path) -> None:
+    err = run_partition_bad(workdir, capsys, "--partition", "debgu", "--out", str(workdir / "v"))
+    assert "unknown partition 'debgu'" in err and "Did you mean 'debug'" in err and "debug, urgent" in err
+    assert not fake_slurm.exists(), "nothing may be submitted"
+
+
+@pytest.mark.parametrize(
+    ("nodes", "words"),
+    [("n1,nn2", ["unknown node 'nn2'", "did you mean 'n2'", "Known: n1, n2"]),
+     ("n[1-", ["--nodes", "malformed Slurm hostlist 'n[1-'", "never closed"]),
+     (",", ["--nodes needs node names"])],
+    ids=["unknown-node", "malformed-hostlist", "empty"],
+)
+def test_validate_bad_node_list(
+    workdir: Path, capsys: pytest.CaptureFixture[str], fake_slurm: Path, nodes: str, words: list[str]
+) -> None:
+    err = run_partition_bad(workdir, capsys, "--nodes", nodes, "--out", str(workdir / "v"))
+    assert all(word in err for word in words), err
+    assert not fake_slurm.exists(), "nothing may be submitted"
+
+
+def test_validate_partition_without_out(workdir: Path, capsys: pytest.CaptureFixture[str], fake_slurm: Path) -> None:
+    err = run_partition_bad(workdir, capsys, "--partition", "debug")
+    assert "need --out DIR" in err and not fake_slurm.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(["--local", "--drain"], ["--drain needs Slurm", "scontrol is not on PATH"]),
+     (["--partition", "debug", "--out", "v"], ["--partition/--nodes needs Slurm"])],
+    ids=["drain", "partition"],
+)
+def test_validate_slurm_modes_without_slurm(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str],
+    words: list[str],
+) -> None:
+    monkeypatch.setenv("PATH", str(workdir / "no-slurm-here"))
+    err = run_partition_bad(workdir, capsys, *args)
+    assert all(word in err for word in words), err
+
+
+def test_validate_local_drain_on_a_host_slurm_does_not_know(
+    workdir: Path, capsys: pytest.CaptureFixture[str], fake_slurm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURMD_NODENAME", "nx2")
+    err = run_partition_bad(workdir, capsys, "--local", "--gpus", "0", "--drain")
+    assert "this node is 'nx2', which Slurm does not know" in err and "Did you mean 'n2'" in err
+    assert not fake_slurm.exists(), "no node may be touched"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(["--local", "--resume-drained"], ["--resume-drained works with --partition/--nodes"]),
+     (["--partition", "debug", "--drain", "--resume-drained"], ["choose one: --drain", "--resume-drained"]),
+     (["--local", "--partition", "debug"], ["choose one: --local"]),
+     (["--local", "--yes"], ["--yes confirms --drain or --resume-drained"]),
+     (["--nodes", "n1", "--time", "0"], ["--time must be at least 1 minute"])],
+    ids=["resume-local", "drain-and-resume", "local-and-partition", "yes-alone", "zero-time"],
+)
+def test_validate_conflicting_modes(
+    workdir: Path, capsys: pytest.CaptureFixture[str], fake_slurm: Path, args: list[str], words: list[str]
+) -> None:
+    err = run_partition_bad(workdir, capsys, *args)
+    assert all(word in err for word in words), err
+    assert not fake_slurm.exists()
 
 # --- sweep ---
 

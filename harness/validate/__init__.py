@@ -3,7 +3,9 @@
 Layout: `spec` (the check registry), `checks/` (the node-local checks), `runner` (run them on
 one node, guarded -> NodeResult), `aggregate` (node results -> fleet rules and verdicts),
 `store`/`output`/`schema` (files, table, HTML, the JSON contract), `suite` (both halves for
-`--local`). Verdict order and exit codes: `verdict`.
+`--local`); for `--partition`/`--nodes`: `partition` (node selection from sinfo, the jobs, waiting),
+`jobs` (what runs on the nodes), `pairs` (inter-node pairs and blame), `drain` (drain and resume
+rules). Verdict order and exit codes: `verdict`.
 """
 
 from harness.validate.aggregate import ValidationReport, aggregate

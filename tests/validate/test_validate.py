@@ -556,3 +556,278 @@ def test_one_plot_per_benchmark_measurement() -> None:
     report = aggregate([synthetic_node("n1", 100.0), synthetic_node("n2", 80.0)], load_references())
     captions = [caption for caption, _ in benchmark_plots(report).values()]
     assert captions == ["compute.matmul: CPU:0 fp32 per node (GFLOP/s)"]
+
+
+# --- partition mode: pairs and blame, drain and resume rules, Slurm's answers (no cluster) ----------
+
+from harness.slurm.node_jobs import PinnedResources, parse_job_states, pinned_parameters  # noqa: E402
+from harness.validate import drain as drain_rules  # noqa: E402
+from harness.validate import pairs as pair_rules  # noqa: E402
+from harness.validate.pairs import PairOutcome  # noqa: E402
+
+SINFO_NODES_TEXT = (
+    "n1|debug*|idle|none\n"
+    "n2|debug*|drained|harness-validate: compute.matmul FAIL: slow\n"
+    "n3|debug*|draining|disk replaced, waiting for burn-in\n"
+    "n4|debug*|down*|Not responding\n"
+    "n1|urgent|idle|none\n"
+    "n2|urgent|drained|harness-validate: compute.matmul FAIL: slow\n"
+)
+
+
+def pair(a: str, b: str, verdict: Verdict, busbw: float | None = 10.0, retest: bool = False) -> PairOutcome:
+    return PairOutcome((a, b), verdict, f"{a}-{b} {verdict.value}", busbw, retest)
+
+
+def test_pairs_cover_every_node_and_an_odd_one_pairs_with_the_first() -> None:
+    assert pair_rules.plan_pairs(["n1", "n2", "n3", "n4"]) == [("n1", "n2"), ("n3", "n4")]
+    assert pair_rules.plan_pairs(["n1", "n2", "n3"]) == [("n1", "n2"), ("n3", "n1")]
+    assert pair_rules.plan_pairs(["n1"]) == []
+
+
+def test_a_pair_far_below_the_median_of_the_pairs_fails() -> None:
+    judged, median = pair_rules.judge_rates(
+        [pair("n1", "n2", Verdict.PASS, 10.0), pair("n3", "n4", Verdict.PASS, 10.4),
+         pair("n5", "n6", Verdict.PASS, 4.0), pair("n7", "n8", Verdict.ERROR, None)], warn=0.1, fail=0.25)
+    assert median == pytest.approx(10.0)
+    assert [o.verdict for o in judged] == [Verdict.PASS, Verdict.PASS, Verdict.FAIL, Verdict.ERROR]
+    assert "60% below the median" in judged[2].message
+    alone, none = pair_rules.judge_rates([pair("n1", "n2", Verdict.PASS, 1.0)], 0.1, 0.25)
+    assert none is None and alone[0].verdict is Verdict.PASS  # one pair has no median to fall below
+
+
+def test_a_failing_pair_is_retested_with_good_nodes_and_the_blame_lands_on_one() -> None:
+    first = [pair("n1", "n2", Verdict.FAIL, 2.0), pair("n3", "n4", Verdict.PASS)]
+    assert pair_rules.plan_retests(first) == [("n1", "n3"), ("n2", "n4")]
+    retests = [pair("n1", "n3", Verdict.PASS, retest=True), pair("n2", "n4", Verdict.FAIL, 2.0, retest=True)]
+    results = pair_rules.blame(["n1", "n2", "n3", "n4"], [*first, *retests])
+    assert {node: r.verdict for node, r in results.items()} == {
+        "n1": Verdict.PASS, "n2": Verdict.FAIL, "n3": Verdict.PASS, "n4": Verdict.PASS}
+    assert "this node is blamed" in results["n2"].message
+    assert "failed with n2, which is blamed" in results["n1"].message
+    assert [m.name for m in results["n2"].measurements] == ["with n1", "with n4 (retest)"]
+    assert all(r.name == "collective.internode" for r in results.values())
+
+
+def test_two_nodes_cannot_place_the_blame_and_both_keep_the_failure() -> None:
+    first = [pair("n1", "n2", Verdict.ERROR, None)]
+    assert pair_rules.plan_retests(first) == []
+    results = pair_rules.blame(["n1", "n2"], first)
+    assert all(r.verdict is Verdict.ERROR and "may be on either node" in r.message for r in results.values())
+
+
+def test_a_pair_that_fails_once_while_both_nodes_pass_elsewhere_is_a_warning() -> None:
+    outcomes = [pair("n1", "n2", Verdict.FAIL), pair("n3", "n4", Verdict.PASS),
+                pair("n1", "n3", Verdict.PASS, retest=True), pair("n2", "n4", Verdict.PASS, retest=True)]
+    results = pair_rules.blame(["n1", "n2", "n3", "n4"], outcomes)
+    assert results["n1"].verdict is Verdict.WARN and results["n2"].verdict is Verdict.WARN
+    assert "intermittent" in results["n1"].message
+    assert pair_rules.blame(["n1"], [])["n1"].verdict is Verdict.SKIPPED
+
+
+def failing_node(name: str, *checks: CheckResult) -> NodeResult:
+    return NodeResult(name, checks, "t0", "t1", False, "0")
+
+
+def test_the_drain_reason_names_the_tool_and_the_worst_check_and_fits_slurm() -> None:
+    node = failing_node("n2", CheckResult("node.disk", Verdict.PASS, "ok"),
+                        CheckResult("compute.matmul", Verdict.FAIL, "CPU:0 fp32: 3 GFLOP/s\nfar below"),
+                        CheckResult("gpu.ecc", Verdict.ERROR, "could not run: " + "x" * 500))
+    reason = drain_rules.drain_reason(node)
+    assert reason.startswith("harness-validate: gpu.ecc ERROR: could not run: xxx")
+    assert reason.endswith("... (+1 more)") and len(reason) == drain_rules.MAX_REASON
+    short = drain_rules.drain_reason(failing_node("n2", CheckResult("compute.matmul", Verdict.FAIL, "a\nb")))
+    assert short == "harness-validate: compute.matmul FAIL: a b"
+    assert drain_rules.drained_by_us(short) and not drain_rules.drained_by_us("disk swap (harness-validate: x)")
+
+
+def test_only_failing_nodes_whose_checks_ran_are_drained() -> None:
+    not_run = failing_node("n3", CheckResult("validate.job", Verdict.ERROR, "job ended CANCELLED"))
+    skipped = failing_node("n4", CheckResult("gpu.ecc", Verdict.SKIPPED, "no GPU"))
+    fine = failing_node("n1", CheckResult("node.disk", Verdict.WARN, "low"))
+    bad = failing_node("n2", CheckResult("stack.versions", Verdict.FAIL, "tensorflow 2.20.0 expected 2.21.*"))
+    assert [drain_rules.should_drain(n) for n in (not_run, skipped, fine, bad)] == [False, False, False, True]
+
+
+def test_drain_and_resume_touch_only_what_this_tool_did() -> None:
+    known = drain_rules.parse_sinfo_nodes(SINFO_NODES_TEXT)
+    assert known.partitions == {"debug": ["n1", "n2", "n3", "n4"], "urgent": ["n1", "n2"]}
+    assert known.default_partition == "debug" and known.states["n1"].reason == ""
+    assert known.states["n2"].drained_by_us and known.states["n3"].drained and not known.states["n3"].drained_by_us
+    bad = CheckResult("stack.versions", Verdict.FAIL, "keras 3.1 expected 3.15.*")
+    drains = drain_rules.plan_drain([failing_node(n, bad) for n in ("n1", "n2", "n3")], known.states)
+    assert [(a.node, a.what) for a in drains] == [("n1", "drain"), ("n2", "leave"), ("n3", "leave")]
+    assert "by someone else" in drains[2].why and "disk replaced" in drains[2].why
+    assert drain_rules.shell_line(drains[0].command) == (
+        "scontrol update NodeName=n1 State=DRAIN 'Reason=harness-validate: stack.versions FAIL: "
+        "keras 3.1 expected 3.15.*'")
+    good = CheckResult("stack.versions", Verdict.PASS, "ok")
+    resumes = drain_rules.plan_resume([failing_node("n2", good), failing_node("n3", good)], known.states)
+    assert [(a.node, a.what) for a in resumes] == [("n2", "resume"), ("n3", "leave")]
+    assert drain_rules.shell_line(resumes[0].command) == "scontrol update NodeName=n2 State=RESUME"
+    still_bad = drain_rules.plan_resume([failing_node("n2", bad)], known.states)
+    assert still_bad[0].what == "leave" and "stays drained" in still_bad[0].why
+
+
+def test_nodes_are_chosen_from_sinfo_with_did_you_mean() -> None:
+    from harness.validate.partition import select_nodes, unusable
+
+    known = drain_rules.parse_sinfo_nodes(SINFO_NODES_TEXT)
+    assert select_nodes("urgent", None, known) == ("urgent", ["n1", "n2"])
+    assert select_nodes(None, "n[2-3],n1,n2", known) == ("debug", ["n2", "n3", "n1"])
+    with pytest.raises(UserInputError, match=r"unknown partition 'debgu'.*Did you mean 'debug'"):
+        select_nodes("debgu", None, known)
+    with pytest.raises(UserInputError, match=r"unknown node 'nn2' \(did you mean 'n2'\?\)"):
+        select_nodes(None, "n1,nn2", known)
+    with pytest.raises(UserInputError, match="n3 not in partition 'urgent'"):
+        select_nodes("urgent", "n[1-3]", known)
+    with pytest.raises(UserInputError, match="malformed Slurm hostlist"):
+        select_nodes(None, "n[1-", known)
+    states = known.states
+    assert unusable(states["n1"]) is None and "drained" in (unusable(states["n2"]) or "")
+    assert "not responding" in (unusable(states["n4"]) or "")
+
+
+def test_a_pinned_job_asks_for_exactly_its_nodes() -> None:
+    from harness.slurm.backends import batch_script
+
+    params = pinned_parameters(["n1", "n2"], PinnedResources(time_minutes=7, partition="debug",
+                                                             reservation="maint-1"), "harness-validate-n1-n2")
+    assert params["nodes"] == 2 and params["nodelist"] == "n1,n2" and params["ntasks_per_node"] == 1
+    assert params["use_srun"] is False and params["exclusive"] is True
+    script = batch_script(Path("/tmp/validate-jobs"), params)
+    for line in ("#SBATCH --nodelist=n1,n2", "#SBATCH --nodes=2", "#SBATCH --reservation=maint-1",
+                 "#SBATCH --exclusive", "#SBATCH --partition=debug", "#SBATCH --time=7", "#SBATCH --no-requeue"):
+        assert line in script, script
+    assert "srun" not in script.split("# command")[1]
+    assert parse_job_states("12|RUNNING\n13|PENDING\n") == {"12": "RUNNING", "13": "PENDING"}
+
+
+def test_a_pair_result_needs_both_nodes_and_the_right_sum() -> None:
+    from harness.validate.jobs import judge_pair
+
+    line = {"bytes": 2**24, "ranks": 2, "seconds": 0.01, "correct": True, "nodes": ["n2", "n1"]}
+    assert judge_pair(("n1", "n2"), line)["verdict"] == "PASS"
+    assert judge_pair(("n1", "n2"), {**line, "correct": False})["verdict"] == "FAIL"
+    one_node = judge_pair(("n1", "n2"), {**line, "nodes": ["n1", "n1"]})
+    assert one_node["verdict"] == "ERROR" and "ran on n1, not on n1 and n2" in one_node["message"]
+
+
+# --- slurm/healthcheck.sh, with stand-ins for harness and scontrol ------------------------------------
+
+
+def fake_bin(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("harness_exit", "reason", "exit_code", "resumed"),
+    [
+        (0, "harness-validate: compute.matmul FAIL: slow", 0, True),
+        (0, "disk swap", 0, False),
+        (1, "", 1, False),
+        (2, "harness-validate: x FAIL: y", 2, False),
+    ],
+    ids=["pass-drained-by-us", "pass-drained-by-someone-else", "fail", "bad-arguments"],
+)
+def test_the_healthcheck_wrapper(tmp_path: Path, harness_exit: int, reason: str, exit_code: int,
+                                 resumed: bool) -> None:
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_bin(bin_dir, "fake-harness", f'echo "harness $*" >>{calls}\necho "drain n7: reason"\nexit {harness_exit}\n')
+    state = "IDLE+DRAIN" if reason else "IDLE"
+    fake_bin(bin_dir, "scontrol", f'if [ "$1" = --oneliner ]; then echo "NodeName=n7 State={state} '
+             f'Reason={reason} [root@2026-01-01T00:00:00]"; else echo "scontrol $*" >>{calls}; fi\n')
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURMD_NODENAME": "n7", "HARNESS_HEALTHCHECK_CMD": "fake-harness",
+           "HARNESS_HEALTHCHECK_ARGS": "--gpus 0", "HARNESS_HEALTHCHECK_LOG": str(tmp_path / "health.log")}
+    done = subprocess.run([str(ROOT / "slurm" / "healthcheck.sh")], env=env, capture_output=True, text=True)
+    assert done.returncode == exit_code, done.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "harness validate --local --light --drain --yes --gpus 0"
+    assert ("scontrol update NodeName=n7 State=RESUME" in lines) is resumed
+    assert len(lines) == 1 + resumed
+    assert f"n7 exit {harness_exit}" in (tmp_path / "health.log").read_text()
+    if harness_exit == 2:
+        assert "not drained" in done.stderr
+    if reason == "disk swap":
+        assert "drained by someone else" in done.stderr
+
+
+def test_the_partition_flow_with_stand_in_jobs(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submission, waiting, pair retests, aggregation, saving and drain, with jobs run in-process."""
+    import os
+    from unittest import mock
+
+    from harness.slurm import node_jobs
+    from harness.validate import partition
+    from harness.validate.jobs import NodeJob, PairJob
+    from harness.validate.suite import Request
+
+    submitted: list[tuple[str, ...]] = []
+    commands: list[list[str]] = []
+
+    def submit(folder: Path, function: Any, nodes: Any, resources: Any, name: str) -> str:
+        submitted.append(tuple(nodes))
+        if isinstance(function, NodeJob):
+            with mock.patch.dict(os.environ, {"SLURMD_NODENAME": nodes[0]}):
+                function()
+        else:
+            assert isinstance(function, PairJob)
+            broken = "n2" in nodes
+            outcome = {"nodes": list(nodes), "verdict": "FAIL" if broken else "PASS", "message": "sum",
+                       "busbw_gbs": 1.0}
+            Path(function.target).write_text(json.dumps(outcome))
+        return str(len(submitted))
+
+    def runner(command: Any) -> str:
+        if command[0] == "sinfo":
+            return "n1|debug*|idle|none\nn2|debug*|idle|none\nn3|debug*|idle|none\n"
+        commands.append(list(command))
+        return ""
+
+    monkeypatch.setattr(node_jobs, "submit_pinned", submit)
+    monkeypatch.setattr(node_jobs, "job_states", lambda ids: {})
+    said: list[str] = []
+    request = partition.PartitionRequest(
+        Request(checks=["node.memory", "collective.internode"], light=True, gpus=0, out=workdir / "v"),
+        partition="debug", drain=True, yes=True)
+    outcome = partition.validate_partition(request, said.append, runner)
+    assert submitted == [("n1",), ("n2",), ("n3",), ("n1", "n2"), ("n3", "n1"), ("n2", "n3")]
+    report = outcome.report
+    assert report is not None and report.mode == "partition"
+    assert {n.node: n.verdict for n in report.nodes} == {"n1": Verdict.PASS, "n2": Verdict.FAIL, "n3": Verdict.PASS}
+    assert [c.name for c in report.nodes[1].checks] == ["node.memory", "collective.internode"]
+    assert commands == [["scontrol", "update", "NodeName=n2", "State=DRAIN",
+                         "Reason=harness-validate: collective.internode FAIL: failed with every partner (n1, n3), "
+                         "including nodes that passed with others: this node is blamed (pair n1-n2: sum)"]]
+    assert any("retesting 1 pair(s)" in line for line in said)
+    saved = json.loads((workdir / "v" / "validation.json").read_text())
+    assert schema.problems(saved) == [] and saved["exit_code"] == 1
+
+
+def test_a_failing_node_drains_itself_with_local_drain_yes(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What slurm/healthcheck.sh runs: the scontrol line is printed without --yes, and run with it."""
+    calls = workdir / "calls"
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    fake_bin(bin_dir, "sinfo", "printf 'n1|debug*|idle|none\\nn2|debug*|idle|none\\n'\n")
+    fake_bin(bin_dir, "scontrol", f'echo "$@" >>{calls}\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("SLURMD_NODENAME", "n2")
+    expected = workdir / "expected.yaml"
+    expected.write_text('nodes:\n  n2: {python: "2.7.*"}\n')
+    args = ["validate", "--local", "--checks", "node.memory,stack", "--gpus", "0", "--expected", str(expected),
+            "--drain"]
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "would drain n2" in out and "scontrol update NodeName=n2 State=DRAIN 'Reason=harness-validate: " \
+        "stack.versions FAIL: python: expected 2.7.*" in out
+    assert not calls.exists()
+    assert cli.main([*args, "--yes"]) == 1
+    assert "drain n2: harness-validate: stack.versions FAIL" in capsys.readouterr().out
+    assert calls.read_text().startswith("update NodeName=n2 State=DRAIN Reason=harness-validate: stack.versions FAIL")
