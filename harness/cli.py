@@ -20,9 +20,7 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -63,36 +61,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _launch_training(request, args)
     from harness.train.run import train  # imports TensorFlow: only in the process that trains
+    from harness.train.signals import stop_on_signals
 
     train(request, stop_requested=stop_on_signals())
     return 0
-
-
-def stop_on_signals() -> Callable[[], bool]:
-    """SIGUSR2 (Slurm's warning before a time limit) or SIGTERM: checkpoint and stop cleanly.
-
-    In an sbatch script, `#SBATCH --signal=USR2@120` gives training two minutes to save;
-    the run then continues with `--resume` (exit code 75).
-    """
-    requested = threading.Event()
-
-    def request(signum: int, frame: object) -> None:
-        print(f"received {signal.Signals(signum).name}: saving a checkpoint at the next step", flush=True)
-        requested.set()
-
-    def install() -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGUSR2, signal.SIGTERM):
-                signal.signal(sig, request)
-
-    def stop_requested() -> bool:
-        # TensorFlow's coordination service (multiworker) installs its own SIGTERM handler when the
-        # strategy starts, which swallows the signal: take it back each time training asks.
-        install()
-        return requested.is_set()
-
-    install()
-    return stop_requested
 
 
 def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:

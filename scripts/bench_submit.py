@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -27,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT, add_output_arguments, markers, provenance, provenance_line, publish
+from benchlib import ROOT, add_output_arguments, cluster_env, markers, provenance, provenance_line, publish
 
 SCRIPTS = Path(__file__).resolve().parent
-CLUSTER = ROOT / "slurm" / "cluster.sh"
 NAME = "bench_submit"
 MARK_BEGIN, MARK_END = markers(NAME)
 MARKS_ENV = "HARNESS_BENCH_MARKS"
@@ -52,15 +50,6 @@ def first_step() -> Any:
                 self.marked = True
 
     return FirstStep()
-
-
-def cluster_env() -> dict[str, str]:
-    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        sys.exit(f"slurm/cluster.sh start failed (it needs root the first time):\n{started.stderr[-2000:]}")
-    exports = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
-    found = re.findall(r"^export (\w+)=(.*)$", exports, flags=re.M)
-    return {name: shlex.split(value)[0] for name, value in found}
 
 
 def overrides(args: argparse.Namespace, name: str) -> list[str]:

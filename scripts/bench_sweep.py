@@ -20,7 +20,6 @@ import os
 import platform
 import random
 import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -30,22 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchlib import ROOT, add_output_arguments, markers, provenance, provenance_line, publish
+from benchlib import ROOT, add_output_arguments, cluster_env, markers, provenance, provenance_line, publish
 
-CLUSTER = ROOT / "slurm" / "cluster.sh"
 NAME = "bench_sweep"
 MARK_BEGIN, MARK_END = markers(NAME)
 POLL_S = 0.2
 SYNTHETIC_TRIALS = 500
-
-
-def cluster_env() -> dict[str, str]:
-    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        sys.exit(f"slurm/cluster.sh start failed (it needs root the first time):\n{started.stderr[-2000:]}")
-    exports = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
-    found = re.findall(r"^export (\w+)=(.*)$", exports, flags=re.M)
-    return {name: shlex.split(value)[0] for name, value in found}
 
 
 def write_spec(folder: Path, args: argparse.Namespace, name: str) -> Path:

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "slurm" / "cluster.sh"
 BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
 
@@ -194,3 +198,13 @@ def pin_gpu(local_rank: int) -> None:
     if gpus:
         tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
         tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)
+
+
+def cluster_env() -> dict[str, str]:
+    """Start the local two-node Slurm cluster (or find it running); the variables its clients need."""
+    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        sys.exit(f"slurm/cluster.sh start failed (it needs root the first time):\n{started.stderr[-2000:]}")
+    exports = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
+    found = re.findall(r"^export (\w+)=(.*)$", exports, flags=re.M)
+    return {name: shlex.split(value)[0] for name, value in found}

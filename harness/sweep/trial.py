@@ -22,11 +22,12 @@ from harness.sweep import ledger, trials
 from harness.sweep.spec import load_spec
 from harness.sweep.study import load_study, trial_handle
 from harness.sweep.sweepdir import SweepDir, open_sweep_dir
-from harness.sweep.worker import stop_on_signals
+from harness.sweep.worker import SWEEP_STOP
+from harness.train.signals import stop_on_signals
 
 
 def run_attempt(path: Path, number: int) -> int:
-    stop = stop_on_signals()  # first: a signal while TensorFlow loads must not kill the trial
+    stop = stop_on_signals(SWEEP_STOP)  # first: a signal while TensorFlow loads must not kill the trial
     from harness.sweep.pruning import PruningReporter
     from harness.train.request import RunRequest
     from harness.train.run import train

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +27,13 @@ from harness.sweep import ledger, trials
 from harness.sweep.spec import Spec, load_spec
 from harness.sweep.study import Claimed, claim, load_study, tell, wait_for_journal
 from harness.sweep.sweepdir import SweepDir, open_sweep_dir
+from harness.train.signals import stop_on_signals
 
 if TYPE_CHECKING:
     pass
 
 StopFlag = Callable[[], bool]
+SWEEP_STOP = "sweep: received {signal}: stopping at the next step"
 
 
 def worker_id(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
@@ -250,27 +251,6 @@ def _failed(
     return record.state
 
 
-def stop_on_signals() -> StopFlag:
-    """SIGTERM or SIGUSR2 (cancel, preemption, time limit): the running trial checkpoints and stops."""
-    requested = threading.Event()
-
-    def request(signum: int, frame: object) -> None:
-        print(f"sweep: received {signal.Signals(signum).name}: stopping at the next step", flush=True)
-        requested.set()
-
-    def install() -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGUSR2, signal.SIGTERM):
-                signal.signal(sig, request)
-
-    def stop_requested() -> bool:
-        install()  # TensorFlow's coordination service may have taken SIGTERM over
-        return requested.is_set()
-
-    install()
-    return stop_requested
-
-
 class SweepWorker:
     """What each Slurm array task runs (pickled by submitit, one process per task): the worker loop."""
 
@@ -279,7 +259,7 @@ class SweepWorker:
 
     def __call__(self, task: int) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        return run_worker(Path(self.sweep_dir), stop_on_signals(), use_srun=True)
+        return run_worker(Path(self.sweep_dir), stop_on_signals(SWEEP_STOP), use_srun=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        run_worker(Path(args[0]), stop_on_signals())
+        run_worker(Path(args[0]), stop_on_signals(SWEEP_STOP))
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
