@@ -164,10 +164,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from harness.evaluate import gather_reports, load_report, render_report
-
-    run_dirs = [Path(d) for d in args.run_dirs]
     from harness.sweep.sweepdir import is_sweep_dir
 
+    run_dirs = [Path(d) for d in args.run_dirs]
     if len(run_dirs) == 1 and args.out is None and is_sweep_dir(run_dirs[0]):
         from harness.sweep.report import write_sweep_report
 
