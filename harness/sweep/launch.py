@@ -1,6 +1,6 @@
 """`harness sweep SPEC` and `harness sweep resume`: check, create the sweep directory, start workers.
 
-Slurm: one job array of `parallelism` worker tasks (`slurm_array_parallelism` caps how many run at
+Slurm: one job array of `parallelism` worker tasks (`--array=0-N%parallelism` caps how many run at
 once), and the command returns at once. Local: the same worker loop in `parallelism` processes on
 this machine, and the command waits for them.
 """
