@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import RunDirError
 from harness.rundir import last_metrics, read_report
 from harness.rundir.layout import METRICS
 from harness.validate.checks.timing import cpu_model
@@ -147,7 +148,10 @@ def run_plan(plan: Plan, folder: Path) -> Outcome:
 
 def read_rate(plan: Plan, run_dir: Path) -> Outcome:
     """The last epoch's rate, once the report shows the run trained as planned (not as a fallback)."""
-    training = read_report(run_dir).get("training", {})
+    try:
+        training = read_report(run_dir).get("training", {})
+    except RunDirError as err:
+        return Outcome(plan, None, str(err)[:300])
     ran_as = (training.get("strategy"), training.get("replicas"))
     if ran_as != (plan.strategy, plan.replicas):
         return Outcome(plan, None, f"ran as {ran_as[0]!r} with {ran_as[1]!r} replicas")
