@@ -608,6 +608,11 @@ def test_a_cpu_node_reports_rates_efficiency_and_the_fastest_strategy(
     assert "fastest with 2 processes: multiworker 1.2x horovod" in result.message
     assert "efficiency multiworker x2 0.30, horovod x2 0.25" in result.message
     assert seen and seen[0].parent == tmp_path and not seen[0].exists()  # its scratch folder is removed
+    # nodes are compared on each strategy's rate, and the report keeps to its schema
+    nodes = [NodeResult(node, (result,), "t0", "t1", False, "0") for node in ("n1", "n2")]
+    report = aggregate(nodes, ctx.references)
+    assert {m.measurement for m in report.medians} == {"single", "multiworker x2", "horovod x2"}
+    assert schema.problems(report.to_dict()) == []
 
 
 def test_without_horovod_the_message_says_so_and_it_is_no_error(

@@ -231,9 +231,8 @@ def measure(ctx: NodeContext, run: RunPlan = run_plan) -> CheckResult:
     return judge_outcomes(outcomes, reference, gpus > 0, notes)
 
 
-@check(NAME, "the same short synthetic training run through `harness train` with each strategy: single, "
-       "multiworker and Horovod with N processes (N = GPUs, 2 on a CPU node), mirrored on a multi-GPU node; "
-       "samples/s and the 1->N scaling efficiency",
+@check(NAME, "a short synthetic run through `harness train` per strategy (single; multiworker and Horovod "
+       "with N processes; mirrored on multi-GPU nodes): samples/s and 1->N scaling efficiency",
        unit="samples/s", reference="cpus/gpus.<model>.training_samples_per_s (single), fleet median; "
        f"efficiency below {EFFICIENCY_WARN} WARNs on GPU nodes",
        light=False, needs=("tensorflow",), timeout_s=MAX_RUNS * RUN_TIMEOUT_S + 30)
