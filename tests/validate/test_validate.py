@@ -537,12 +537,169 @@ def test_a_site_row_changes_only_its_own_figures() -> None:
     assert fp32 is not None and fp32.value == pytest.approx(67 * 0.5) and "peak" in fp32.source
 
 
-def test_the_training_check_asks_for_a_config_harness_accepts(tmp_path: Path) -> None:
+def test_the_training_check_asks_for_configs_harness_accepts(tmp_path: Path) -> None:
     from harness.config import load_config
-    from harness.validate.checks.e2e import OVERRIDES
+    from harness.validate.checks.e2e import OVERRIDES, plans
 
-    config = load_config(None, [*OVERRIDES, f"run.output_dir={tmp_path}"])
-    assert config.distribute.strategy == "single" and config.training.epochs == 2
+    for plan in plans(gpus=4, horovod=True):
+        config = load_config(None, [*OVERRIDES, f"distribute.strategy={plan.strategy}", f"run.output_dir={tmp_path}"])
+        assert config.distribute.strategy == plan.strategy and config.training.epochs == 2
+
+
+# --- e2e.training: strategies, samples/s and scaling efficiency, with injected runs ----------------
+
+
+def test_which_strategies_run_on_cpu_and_gpu_nodes() -> None:
+    from harness.validate.checks.e2e import Plan, efficiency, plans
+
+    assert efficiency(150.0, 2, 100.0) == pytest.approx(0.75)
+    assert efficiency(400.0, 4, 100.0) == pytest.approx(1.0)
+    assert plans(0, horovod=True) == [Plan("single"), Plan("multiworker", 2, 2), Plan("horovod", 2, 2)]
+    assert plans(0, horovod=False) == [Plan("single"), Plan("multiworker", 2, 2)]
+    assert plans(4, horovod=True) == [Plan("single"), Plan("mirrored", 1, 4), Plan("multiworker", 4, 4),
+                                      Plan("horovod", 4, 4)]
+    assert plans(1, horovod=True) == [Plan("single")]  # one GPU: nothing to scale to
+    assert [plan.label for plan in plans(4, horovod=False)] == ["single", "mirrored x4", "multiworker x4"]
+
+
+def fake_runs(rates: dict[str, float | None], seen: list[Path] | None = None) -> Any:
+    """A stand-in for run_plan: the given rate per strategy (None: it failed), no training."""
+    from harness.validate.checks.e2e import Outcome, Plan
+
+    def run_fake(plan: Plan, folder: Path) -> Outcome:
+        if seen is not None:
+            assert folder.is_dir()
+            seen.append(folder)
+        rate = rates[plan.strategy]
+        return Outcome(plan, rate, "" if rate else "harness train exited 1: RuntimeError: collective timed out")
+
+    return run_fake
+
+
+def no_horovod(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    from harness.validate import context as context_module
+
+    monkeypatch.setitem(context_module.MISSING, "horovod",
+                        lambda ctx: None if installed else "horovod is not installed (scripts/install_horovod.sh)")
+
+
+def by_name(result: CheckResult) -> dict[str, Measurement]:
+    return {m.name: m for m in result.measurements}
+
+
+def test_a_cpu_node_reports_rates_efficiency_and_the_fastest_strategy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.validate.checks.e2e import measure
+
+    no_horovod(monkeypatch, installed=True)
+    seen: list[Path] = []
+    ctx = context(None, gpus=None, scratch_dir=tmp_path)
+    result = measure(ctx, fake_runs({"single": 100.0, "multiworker": 60.0, "horovod": 50.0}, seen))
+    found = by_name(result)
+    assert set(found) == {"single", "multiworker x2", "multiworker x2 efficiency", "horovod x2",
+                          "horovod x2 efficiency"}
+    assert found["multiworker x2 efficiency"].value == pytest.approx(0.3)
+    assert found["horovod x2 efficiency"].value == pytest.approx(0.25)
+    assert found["single"].metric == "training_samples_per_s" and found["single"].fleet
+    assert found["horovod x2"].fleet and not found["horovod x2 efficiency"].fleet
+    # on a CPU node the processes share the cores: a low efficiency is reported, not judged
+    assert result.verdict is Verdict.PASS
+    assert "fastest with 2 processes: multiworker 1.2x horovod" in result.message
+    assert "efficiency multiworker x2 0.30, horovod x2 0.25" in result.message
+    assert seen and seen[0].parent == tmp_path and not seen[0].exists()  # its scratch folder is removed
+    # nodes are compared on each strategy's rate, and the report keeps to its schema
+    nodes = [NodeResult(node, (result,), "t0", "t1", False, "0") for node in ("n1", "n2")]
+    report = aggregate(nodes, ctx.references)
+    assert {m.measurement for m in report.medians} == {"single", "multiworker x2", "horovod x2"}
+    assert schema.problems(report.to_dict()) == []
+
+
+def test_without_horovod_the_message_says_so_and_it_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.validate.checks.e2e import measure
+
+    no_horovod(monkeypatch, installed=False)
+    result = measure(context(None, gpus=None, scratch_dir=tmp_path), fake_runs({"single": 100.0, "multiworker": 60.0}))
+    assert result.verdict is Verdict.PASS and "horovod: not installed" in result.message
+    assert "fastest" not in result.message  # one multi-process strategy: nothing to choose between
+    assert not any(name.startswith("horovod") for name in by_name(result))
+
+
+def test_a_gpu_node_warns_below_half_of_ideal_scaling_and_never_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.validate.checks.e2e import measure
+
+    no_horovod(monkeypatch, installed=True)
+    rates = {"single": 100.0, "mirrored": 380.0, "multiworker": 150.0, "horovod": 360.0}
+    result = measure(context(HEALTHY, scratch_dir=tmp_path), fake_runs(rates))
+    found = by_name(result)
+    assert found["mirrored x4 efficiency"].value == pytest.approx(0.95)
+    assert found["multiworker x4 efficiency"].value == pytest.approx(0.375)
+    assert result.verdict is Verdict.WARN and result.message.startswith("multiworker x4: efficiency 0.38, below 0.5")
+    assert "fastest with 4 GPUs: mirrored 1.1x horovod, 2.5x multiworker" in result.message
+    awful = measure(context(HEALTHY, scratch_dir=tmp_path), fake_runs({**rates, "horovod": 1.0}))
+    assert awful.verdict is Verdict.WARN  # an efficiency of 0.0025 is still only a WARN
+
+
+@pytest.mark.parametrize("failing", ["single", "multiworker", "horovod"])
+def test_a_strategy_that_fails_to_run_is_an_error_naming_it(
+    failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.validate.checks.e2e import measure
+
+    no_horovod(monkeypatch, installed=True)
+    rates: dict[str, float | None] = {"single": 100.0, "multiworker": 60.0, "horovod": 50.0, failing: None}
+    result = measure(context(None, gpus=None, scratch_dir=tmp_path), fake_runs(rates))
+    label = failing if failing == "single" else f"{failing} x2"
+    assert result.verdict is Verdict.ERROR
+    assert result.message.startswith(f"{label} failed: harness train exited 1: RuntimeError")
+    names = set(by_name(result))
+    assert not any(name.startswith(failing) for name in names)
+    if failing == "single":  # no base rate: no efficiency, but the others' rates are kept
+        assert names == {"multiworker x2", "horovod x2"}
+    else:
+        assert "single" in names and len(names) == 3
+
+
+def test_a_run_that_trained_as_another_strategy_does_not_count(tmp_path: Path) -> None:
+    from harness.rundir.records import REPORT_SCHEMA_VERSION
+    from harness.validate.checks.e2e import Plan, read_rate
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    plan = Plan("horovod", 2, 2)
+    assert read_rate(plan, run_dir).rate is None and "report.json" in read_rate(plan, run_dir).error
+
+    def report(strategy: str, replicas: int) -> None:
+        record = {"schema_version": REPORT_SCHEMA_VERSION, "training": {"strategy": strategy, "replicas": replicas}}
+        (run_dir / "report.json").write_text(json.dumps(record))
+
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "samples_per_s": 10.0}\n{"epoch": 2, "samples_per_s": 42.5}\n')
+    report("multiworker", 2)
+    assert read_rate(plan, run_dir).error == "ran as 'multiworker' with 2 replicas"
+    report("horovod", 1)
+    assert read_rate(plan, run_dir).rate is None
+    report("horovod", 2)
+    assert read_rate(plan, run_dir).rate == 42.5  # the last epoch: steady state, no tracing
+
+
+@pytest.mark.slow
+def test_the_training_check_runs_every_strategy_on_this_machine(tmp_path: Path) -> None:
+    from tests.conftest import horovod_available
+
+    result = run(context(None, gpus=None, scratch_dir=tmp_path), "e2e.training")
+    found = by_name(result)
+    expected = ["single", "multiworker x2", *(["horovod x2"] if horovod_available() else [])]
+    assert result.verdict is Verdict.PASS, result.message
+    for name in expected:
+        assert found[name].value > 0 and found[name].unit == "samples/s", name
+        if name != "single":
+            assert 0 < found[f"{name} efficiency"].value < 1.5, name
+    assert ("fastest with 2 processes" in result.message) == horovod_available()
+    assert list(tmp_path.iterdir()) == []  # the runs' scratch folder is gone
 
 
 def test_a_shared_folder_that_is_not_there_fails(tmp_path: Path) -> None:
