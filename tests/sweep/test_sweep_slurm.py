@@ -94,6 +94,16 @@ def records(sweep_dir: Path) -> list[ledger.TrialRecord]:
     return ledger.read_all(SweepDir(sweep_dir))
 
 
+def wait_for_second_epoch(sweep_dir: Path) -> None:
+    """Until a trial is training its second epoch: far enough in for a checkpoint to resume from."""
+    wait_until(
+        lambda: any(r.state == "running" and r.epochs >= 2 for r in records(sweep_dir)),
+        SWEEP_TIMEOUT_S,
+        POLL_S,
+        "a trial running its second epoch",
+    )
+
+
 def test_sweep_runs_as_one_capped_job_array(slurm: Path, capsys: pytest.CaptureFixture[str]) -> None:
     array = submit([str(write_spec(slurm, trials=6))], capsys)
     running: list[int] = []
@@ -114,12 +124,7 @@ def test_cancel_mid_sweep_then_resume(slurm: Path, capsys: pytest.CaptureFixture
     slow = {**BASE, "training": {**BASE["training"], "epochs": 6, "callbacks": [SLOW_EPOCHS]}}
     array = submit([str(write_spec(slurm, trials=4, base=slow))], capsys)
     sweep_dir = slurm / "sweeps" / "s"
-    wait_until(
-        lambda: any(r.state == "running" and r.epochs >= 2 for r in records(sweep_dir)),
-        SWEEP_TIMEOUT_S,
-        POLL_S,
-        "a trial running its second epoch",
-    )
+    wait_for_second_epoch(sweep_dir)
     subprocess.run(["scancel", array], check=True)
     wait_for_array(array, [])
     stopped = [r for r in records(sweep_dir) if r.state in ("interrupted", "running")]
@@ -167,12 +172,7 @@ def test_time_limit_signal_requeues_the_task_and_the_trial_resumes(
     path = write_spec(slurm, trials=1, base=slow)
     array = submit([str(path)], capsys)
     sweep_dir = slurm / "sweeps" / "s"
-    wait_until(
-        lambda: any(r.state == "running" and r.epochs >= 2 for r in records(sweep_dir)),
-        SWEEP_TIMEOUT_S,
-        POLL_S,
-        "a trial running its second epoch",
-    )
+    wait_for_second_epoch(sweep_dir)
     # what Slurm sends before a time limit: USR2 to the job steps (the trial), not to the worker
     subprocess.run(["scancel", "--signal=USR2", array], check=True)
     release_requeued(str(records(sweep_dir)[0].job_id))  # one worker: a plain job, not an array
@@ -192,12 +192,7 @@ def test_preempted_worker_requeues_and_the_trial_resumes(slurm: Path, capsys: py
     spec.write_text(yaml.safe_dump({**data, "parallelism": 1}))
     array = submit([str(spec)], capsys)
     sweep_dir = slurm / "sweeps" / "s"
-    wait_until(
-        lambda: any(r.state == "running" and r.epochs >= 2 for r in records(sweep_dir)),
-        SWEEP_TIMEOUT_S,
-        POLL_S,
-        "a trial running its second epoch",
-    )
+    wait_for_second_epoch(sweep_dir)
     task = str(records(sweep_dir)[0].job_id)  # one worker: a plain job, not an array
     node = test_cluster_jobs.node_of(task)
     urgent = subprocess.run(
