@@ -8,14 +8,12 @@ step and the chief saves a checkpoint. The worker then records the trial as prun
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 import optuna
 
-from harness.distribute.cluster import detect
 from harness.sweep import ledger
 from harness.sweep.ledger import TrialRecord
 from harness.sweep.sweepdir import SweepDir
@@ -25,12 +23,14 @@ from harness.sweep.trials import epoch_metric
 class PruningReporter:
     """Per-epoch objective to the study and the ledger; `pruned` once the pruner has said so."""
 
-    def __init__(self, sweep: SweepDir, record: TrialRecord, trial: optuna.Trial, metric: str) -> None:
+    def __init__(
+        self, sweep: SweepDir, record: TrialRecord, trial: optuna.Trial, metric: str, is_chief: bool
+    ) -> None:
         self.sweep = sweep
         self.record = record
         self.trial = trial
         self.key = epoch_metric(metric)
-        self.is_chief = detect(os.environ).is_chief
+        self.is_chief = is_chief
         self.pruned = False
 
     def report(self, epoch: int, logs: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.distribute.cluster import detect
+from harness.distribute.cluster import ClusterEnv, detect
 from harness.errors import HarnessError, Preempted
 from harness.sweep import ledger, trials
 from harness.sweep.spec import load_spec
@@ -26,7 +26,8 @@ from harness.sweep.worker import SWEEP_STOP
 from harness.train.signals import stop_on_signals
 
 
-def run_attempt(path: Path, number: int) -> int:
+def run_attempt(path: Path, number: int, cluster: ClusterEnv) -> int:
+    """Train trial `number` as this rank (`cluster`, the job context read once by `main`)."""
     stop = stop_on_signals(SWEEP_STOP)  # first: a signal while TensorFlow loads must not kill the trial
     from harness.sweep.pruning import PruningReporter
     from harness.train.request import RunRequest
@@ -41,14 +42,14 @@ def run_attempt(path: Path, number: int) -> int:
     run_dir = sweep.trial_dir(number).absolute()
     config = spec.trial_config(record.params, run_dir.parent, run_dir.name)
     reporter = PruningReporter(
-        sweep, record, trial_handle(load_study(sweep, spec), number), spec.model.objective.metric
+        sweep, record, trial_handle(load_study(sweep, spec), number), spec.model.objective.metric, cluster.is_chief
     )
     request = RunRequest(config, None, resume="auto", command=f"harness sweep resume {sweep.path}")
     try:
-        train(request, [reporter.callback()], stop_requested=lambda: stop() or reporter.pruned)
+        train(request, [reporter.callback()], stop_requested=lambda: stop() or reporter.pruned, cluster=cluster)
     except Preempted as err:
         if reporter.pruned and reporter.is_chief:
-            trials.write_pruned(run_dir, record.epochs)
+            trials.write_pruned(run_dir, record.epochs, cluster)
         return err.exit_code
     except HarnessError as err:
         _note_error(sweep, number, err, reporter.is_chief)
@@ -72,10 +73,9 @@ def _note_error(sweep: SweepDir, number: int, err: BaseException, is_chief: bool
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    rank = detect(os.environ).rank
-    node = os.environ.get("SLURMD_NODENAME") or os.uname().nodename
-    print(f"sweep: trial {args[1]} rank {rank} on node {node}", flush=True)
-    return run_attempt(Path(args[0]), int(args[1]))
+    cluster = detect(os.environ)
+    print(f"sweep: trial {args[1]} rank {cluster.rank} on node {cluster.node_name}", flush=True)
+    return run_attempt(Path(args[0]), int(args[1]), cluster)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ only here, through the run directory's own layout, readers and writers.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 from harness import atomic
-from harness.distribute.cluster import job_of
+from harness.distribute.cluster import ClusterEnv
 from harness.errors import RunDirError
 from harness.rundir import RunDir, RunDirWarning, RunState, write_state, write_submission
 from harness.rundir import read_metrics as _read_metrics
@@ -41,8 +40,7 @@ def read_state(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def write_pruned(run_dir: Path, epoch: int) -> None:
-    job = job_of(os.environ)
+def write_pruned(run_dir: Path, epoch: int, job: ClusterEnv) -> None:
     write_state(run_dir, PRUNED, current_job=job.job_id, host=job.node_name, epoch=epoch, error=None)
 
 

@@ -38,15 +38,11 @@ SWEEP_STOP = "sweep: received {signal}: stopping at the next step"
 
 def worker_id(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
     """Who runs trials: the array task (its id survives a requeue), else this process."""
-    array, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        return f"{array}_{task}"
-    if environ.get("SLURM_JOB_ID"):
-        return str(environ["SLURM_JOB_ID"])
-    return f"local:{socket.gethostname()}:{os.getpid()}"
+    return job_id(environ) or f"local:{socket.gethostname()}:{os.getpid()}"
 
 
 def job_id(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+    """The Slurm job this worker is: `ARRAY_TASK` for an array task, else the job id; None locally."""
     array, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
     if array and task:
         return f"{array}_{task}"
