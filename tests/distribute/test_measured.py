@@ -328,3 +328,23 @@ def test_two_workers_run_what_was_measured_faster_here(tmp_path: Path, ratio: fl
     assert "as harness validate measured on n1 on 2026-12-01" in done.stdout.splitlines()[0]
     report = json.loads((tmp_path / "runs" / "m" / "report.json").read_text())
     assert report["training"]["strategy"] == strategy and report["training"]["replicas"] == 2
+
+
+def test_the_strategy_factory_keeps_the_constant_rule_for_a_bare_auto_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rank resolving `auto` itself (the user's own srun) never reads the store: ranks could disagree."""
+    from harness.distribute import strategy as strategies
+    from harness.distribute.cluster import detect, launcher_env
+
+    class Fake(strategies.Strategy):  # type: ignore[misc]
+        def __init__(self, cfg: DistributeConfig, cluster: Any) -> None:
+            self.name, self.cluster = "multiworker", cluster
+
+    monkeypatch.setattr(strategies.STRATEGIES, "get", lambda name: Fake if name == "multiworker" else None)
+    monkeypatch.setattr(Fake, "__abstractmethods__", frozenset())
+    monkeypatch.setattr(measured, "read_records", lambda folder: pytest.fail("a rank read the store"))
+    made = strategies.make_strategy(DistributeConfig(strategy="auto"), cluster=detect(launcher_env(1, 2, 29500)))
+    assert made.picked_by_auto and made.auto_note == choice.UNMEASURED
+    named = strategies.make_strategy(DistributeConfig(strategy="multiworker"), cluster=detect(launcher_env(1, 2, 29500)))
+    assert not named.picked_by_auto and named.auto_note == ""
