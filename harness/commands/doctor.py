@@ -232,7 +232,7 @@ def check_auto_strategy(processes: int = 2) -> Check:
     from harness.distribute.measured import stored_choice
 
     choice, warnings = stored_choice(processes, os.environ, horovod_installed=horovod_importable())
-    detail = f"{processes} processes: {choice.reason}" + "".join(f"; warning: {w}" for w in warnings)
+    detail = f"for {processes} processes, {choice.reason}" + "".join(f"; warning: {w}" for w in warnings)
     return Check("auto strategy", "warning" if warnings else "ok", detail, False)
 
 

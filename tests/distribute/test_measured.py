@@ -301,7 +301,7 @@ def test_doctor_says_what_auto_picks_here(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("HARNESS_MEASUREMENTS", str(tmp_path))
     monkeypatch.setattr(choice, "horovod_importable", lambda: True)
     row = doctor.check_auto_strategy()
-    assert row.status == "ok" and "2 processes: auto: multiworker (no measurement for this machine" in row.detail
+    assert row.status == "ok" and "for 2 processes, auto: multiworker (no measurement for this machine" in row.detail
     store_here(tmp_path, 1.3)
     (tmp_path / "x.json").write_text("[]")
     row = doctor.check_auto_strategy()
@@ -344,7 +344,8 @@ def test_the_strategy_factory_keeps_the_constant_rule_for_a_bare_auto_and_says_s
     monkeypatch.setattr(strategies.STRATEGIES, "get", lambda name: Fake if name == "multiworker" else None)
     monkeypatch.setattr(Fake, "__abstractmethods__", frozenset())
     monkeypatch.setattr(measured, "read_records", lambda folder: pytest.fail("a rank read the store"))
-    made = strategies.make_strategy(DistributeConfig(strategy="auto"), cluster=detect(launcher_env(1, 2, 29500)))
+    two = detect(launcher_env(1, 2, 29500))
+    made = strategies.make_strategy(DistributeConfig(strategy="auto"), cluster=two)
     assert made.picked_by_auto and made.auto_note == choice.UNMEASURED
-    named = strategies.make_strategy(DistributeConfig(strategy="multiworker"), cluster=detect(launcher_env(1, 2, 29500)))
+    named = strategies.make_strategy(DistributeConfig(strategy="multiworker"), cluster=two)
     assert not named.picked_by_auto and named.auto_note == ""
