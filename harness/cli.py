@@ -33,6 +33,7 @@ from harness.rundir import RunDir
 from harness.rundir.layout import JOB_FOLDER, REPORT_HTML, REPORT_JSON, REPORT_MD, STATE, SUBMISSION
 
 if TYPE_CHECKING:
+    from harness.distribute.measured import Choice
     from harness.train.request import RunRequest
 
 EPILOG = """examples:
@@ -82,19 +83,41 @@ def _launch_training(request: RunRequest, args: argparse.Namespace) -> int:
 
 
 def launch_workers(child_args: list[str], workers: int, cfg: DistributeConfig) -> int:
+    """Resolve the strategy once here and start the workers with it.
+
+    `auto` is decided here, from what harness validate measured on this machine, and every worker
+    receives the concrete strategy as an override, so all ranks agree and none reads the store.
+    """
     from harness.distribute.choice import horovod_importable, resolve_strategy
     from harness.distribute.launcher import launch
 
+    installed = horovod_importable()
+    measured = _measured_choice(workers, installed) if cfg.strategy == "auto" else None
     # horovodrun starts the workers for Horovod over MPI; the harness launcher does otherwise.
     horovodrun = cfg.strategy == "horovod" and cfg.horovod_controller == "mpi"
     strategy = resolve_strategy(
         cfg.strategy,
         processes=workers,
-        gpus=0,  # only one process would look at GPUs, and it resolves `auto` itself
+        gpus=0,  # with several processes the GPUs do not change what runs
         launcher="horovod" if horovodrun else "launcher",
-        horovod_installed=horovod_importable(),
+        horovod_installed=installed,
+        prefer=measured.strategy if measured else None,
     )
+    if measured is not None:
+        reason = measured.reason if strategy == measured.strategy else f"auto: {strategy}"
+        print(f"harness: {reason}; every worker runs distribute.strategy={strategy}", flush=True)
+        child_args = [*child_args, f"distribute.strategy={strategy}"]
     return launch(child_args, workers, strategy, cfg.horovod_controller)
+
+
+def _measured_choice(workers: int, horovod_installed: bool) -> Choice:
+    """What harness validate measured faster on this machine; unreadable records are warned about."""
+    from harness.distribute.measured import stored_choice
+
+    choice, warnings = stored_choice(workers, os.environ, horovod_installed=horovod_installed)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return choice
 
 
 def _smoke(args: argparse.Namespace) -> int:

@@ -57,6 +57,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slurm)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def measurement_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty store of strategy measurements for the whole session (and the processes it starts):
+    what `auto` picks in a test never depends on what `harness validate` measured on this machine."""
+    from harness.distribute.measured import ENV
+
+    folder = tmp_path_factory.mktemp("measurements")
+    before = os.environ.get(ENV)
+    os.environ[ENV] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ[ENV]
+    else:
+        os.environ[ENV] = before
+
+
 @pytest.fixture(autouse=True)
 def no_env_leaks() -> Iterator[None]:
     """Fail a test that leaves environment variables changed for the tests after it."""

@@ -64,7 +64,9 @@ def test_parts_import_only_downwards(path: Path) -> None:
     assert not wrong, f"{path}: {me} may not import {sorted(wrong)} (docs/architecture.md)"
 
 
-@pytest.mark.parametrize("module", ["harness.rundir", "harness.distribute.choice", "harness.cli"])
+@pytest.mark.parametrize(
+    "module", ["harness.rundir", "harness.distribute.choice", "harness.distribute.measured", "harness.cli"]
+)
 def test_light_modules_do_not_import_tensorflow(module: str) -> None:
     """Status, the auto rule and the command line start without TensorFlow (seconds on a login node)."""
     code = f"import sys, {module}; print('tensorflow' in sys.modules, 'keras' in sys.modules)"

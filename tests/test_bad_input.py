@@ -1339,3 +1339,73 @@ def test_sweep_status_of_a_folder_that_is_not_a_sweep(workdir: Path, capsys: pyt
     (workdir / "runs").mkdir()
     err = sweep_bad(workdir, capsys, "status", str(workdir / "runs"))
     assert "runs" in err and "is not a sweep directory" in err
+
+
+# --- strategy measurements ---
+
+
+@pytest.fixture
+def measurements_file(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HARNESS_MEASUREMENTS naming a file where a folder of measurements belongs."""
+    path = workdir / "measurements.txt"
+    path.write_text("not a folder")
+    monkeypatch.setenv("HARNESS_MEASUREMENTS", str(path))
+    return path
+
+
+def test_workers_with_a_measurements_file_instead_of_a_folder(
+    workdir: Path, capsys: pytest.CaptureFixture[str], measurements_file: Path
+) -> None:
+    before = snapshot(workdir)
+    err = run_bad(workdir, capsys, "data.dataset=iris", "model.name=mlp", "--workers", "2")
+    assert "HARNESS_MEASUREMENTS=" in err and str(measurements_file) in err and "is not a folder" in err
+    assert snapshot(workdir) == before
+
+
+def test_an_explicit_strategy_never_reads_the_measurements(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, measurements_file: Path
+) -> None:
+    from harness.distribute import launcher
+
+    monkeypatch.setattr(launcher, "launch", lambda *args: 0)
+    assert cli.main(["train", *FAST, "data.dataset=iris", "distribute.strategy=multiworker", "--workers", "2"]) == 0
+
+
+def test_submit_with_a_measurements_file_instead_of_a_folder(
+    workdir: Path, capsys: pytest.CaptureFixture[str], measurements_file: Path
+) -> None:
+    before = snapshot(workdir)
+    code = cli.main(["submit", "data.dataset=iris", "--tasks-per-node", "2", "--executor", "local", "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert str(measurements_file) in err and "is not a folder" in err
+    assert snapshot(workdir) == before
+
+
+def test_validate_with_a_measurements_file_instead_of_a_folder(
+    workdir: Path, capsys: pytest.CaptureFixture[str], measurements_file: Path
+) -> None:
+    before = snapshot(workdir)
+    code = cli.main(["validate", "--local", "--checks", "e2e.training", "--out", str(workdir / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert str(measurements_file) in err and "is not a folder" in err
+    assert snapshot(workdir) == before  # nothing ran: no output folder, no run
+
+
+def test_a_damaged_measurement_is_a_warning_and_the_run_goes_on(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.distribute import launcher
+
+    store = workdir / "store"
+    store.mkdir()
+    (store / "n1.json").write_text('{"schema_version": 1, "node": "n1"')
+    monkeypatch.setenv("HARNESS_MEASUREMENTS", str(store))
+    seen: list[object] = []
+    monkeypatch.setattr(launcher, "launch", lambda *args: seen.append(args) or 0)
+    assert cli.main(["train", *FAST, "data.dataset=iris", "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and str(store / "n1.json") in captured.err and "ignored" in captured.err
+    assert "Traceback" not in captured.err and "auto: multiworker" in captured.out and seen
+    assert (store / "n1.json").read_text() == '{"schema_version": 1, "node": "n1"'  # left as it was

@@ -13,6 +13,7 @@ inform.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,17 @@ def check_slurm() -> Check:
     return Check("Slurm", "ok", f"{version}; {', '.join(SLURM_COMMANDS)} on PATH", False)
 
 
+def check_auto_strategy(processes: int = 2) -> Check:
+    """What `distribute.strategy=auto` runs here with several processes, and why (harness validate's
+    measurement of this machine, or the default without one)."""
+    from harness.distribute.choice import horovod_importable
+    from harness.distribute.measured import stored_choice
+
+    choice, warnings = stored_choice(processes, os.environ, horovod_installed=horovod_importable())
+    detail = f"for {processes} processes, {choice.reason}" + "".join(f"; warning: {w}" for w in warnings)
+    return Check("auto strategy", "warning" if warnings else "ok", detail, False)
+
+
 CheckFn = Callable[[], Check]
 
 
@@ -246,6 +258,7 @@ def _check_table() -> list[tuple[str, bool, CheckFn]]:
         ("GPUs", False, check_gpus),
         ("CUDA build", False, check_cuda),
         ("Slurm", False, check_slurm),
+        ("auto strategy", False, check_auto_strategy),
     ]
 
 

@@ -7,8 +7,11 @@ rank. It imports neither TensorFlow nor Horovod, so the first two stay fast.
 The rule for `auto` (README, "One GPU, all GPUs of a node, many processes"): several processes
 run `multiworker`, except under horovodrun or mpirun, which give Horovod its ranks but tell
 tf.distribute nothing about where the other ranks run, so `horovod` is the one that works
-there; one process runs `mirrored` over several GPUs, else `single`. Planning a Slurm job,
-`auto` asks for one task per GPU, like `multiworker`, and so resolves to it inside the job.
+there; one process runs `mirrored` over several GPUs, else `single`. Which of multiworker and
+horovod is faster depends on the machine, so the launcher and the Slurm planner pass the one
+`harness validate` measured faster (`prefer`, from harness.distribute.measured) and hand the
+job the concrete strategy; a rank left with a bare `auto` keeps the constant rule. Planning a
+Slurm job, `auto` asks for one task per GPU, like both multi-process strategies.
 """
 
 from __future__ import annotations
@@ -39,14 +42,21 @@ starts itself for Slurm tasks and local workers (harness.distribute.gloo). TF_CO
 
 
 def resolve_strategy(
-    requested: str, *, processes: int, gpus: int, launcher: str, horovod_installed: bool | None = None
+    requested: str,
+    *,
+    processes: int,
+    gpus: int,
+    launcher: str,
+    horovod_installed: bool | None = None,
+    prefer: str | None = None,
 ) -> str:
     """The strategy a job of `processes` processes, each seeing `gpus` GPUs, started by
     `launcher` (a `ClusterEnv.source`), runs for `distribute.strategy=requested`.
 
     A strategy that cannot run there is refused with a ConfigError naming the key, the value and
     what would run. `horovod_installed=None` skips the Horovod check (the Slurm planner: the job
-    runs elsewhere).
+    runs elsewhere). `prefer` (`horovod` or `multiworker`, what was measured faster) decides
+    `auto` with several processes where Horovod can run; anywhere else it is ignored.
     """
     _check_name(requested)
     problem = strategy_problem(requested, processes, launcher, horovod_installed)
@@ -60,8 +70,25 @@ def resolve_strategy(
     if requested != "auto":
         return requested
     if processes > 1:
-        return "horovod" if launcher == "horovod" else "multiworker"
+        if launcher == "horovod":
+            return "horovod"
+        horovod_runs = launcher in HOROVOD_LAUNCHERS and horovod_installed is not False
+        return "horovod" if prefer == "horovod" and horovod_runs else "multiworker"
     return "mirrored" if gpus > 1 else "single"
+
+
+UNMEASURED = (
+    "its rule without a measurement; harness train --workers and harness submit pick multiworker or "
+    "horovod from what harness validate measured"
+)
+"""Why a rank that resolves a bare `auto` itself (e.g. the user's own srun) runs multiworker."""
+
+
+def auto_note(requested: str, processes: int, launcher: str) -> str:
+    """What the run's first line adds when a rank resolved `auto` for several processes itself."""
+    if requested == "auto" and processes > 1 and launcher != "horovod":
+        return UNMEASURED
+    return ""
 
 
 def strategy_problem(

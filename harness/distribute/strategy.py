@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness.config import DistributeConfig
-from harness.distribute.choice import horovod_importable, resolve_strategy
+from harness.distribute.choice import auto_note, horovod_importable, resolve_strategy
 from harness.distribute.cluster import ClusterEnv, detect, gpu_index
 from harness.distribute.gloo import (
     gloo_environment,
@@ -38,6 +38,8 @@ class Strategy(ABC):
     name: str
     cluster: ClusterEnv
     picked_by_auto: bool = False
+    auto_note: str = ""
+    """Set when this rank resolved a bare `auto` for several processes by the constant rule."""
 
     @property
     @abstractmethod
@@ -387,4 +389,5 @@ def make_strategy(
         bind_gpu(cluster)
     strategy = STRATEGIES.get(name)(cfg, cluster)
     strategy.picked_by_auto = cfg.strategy == "auto"
+    strategy.auto_note = auto_note(cfg.strategy, cluster.world_size, cluster.source)
     return strategy

@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from harness.config import SlurmConfig
-from harness.distribute.choice import fit_problem, resolve_strategy, tasks_per_node
+from harness.distribute.choice import fit_problem, horovod_importable, resolve_strategy, tasks_per_node
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.distribute.measured import Choice
 
 TIME_FORMATS = "minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (e.g. 90, 01:30:00, 2-00:00:00)"
 
@@ -101,10 +104,31 @@ def with_tasks(slurm: SlurmConfig, strategy: str) -> SlurmConfig:
     return slurm.model_copy(update={"tasks_per_node": tasks})
 
 
-def effective_strategy(strategy: str, total_tasks: int, gpus_per_node: int, executor: str = "slurm") -> str:
-    """What `auto` will pick inside the job (harness.distribute.choice's rule)."""
+def effective_strategy(
+    strategy: str, total_tasks: int, gpus_per_node: int, executor: str = "slurm", prefer: str | None = None
+) -> str:
+    """The concrete strategy the job runs (harness.distribute.choice's rule); for `auto` with several
+    tasks, `prefer` is what harness validate measured faster on the target nodes."""
     launcher = "launcher" if executor == "local" else "slurm"
-    return resolve_strategy(strategy, processes=total_tasks, gpus=gpus_per_node, launcher=launcher)
+    return resolve_strategy(strategy, processes=total_tasks, gpus=gpus_per_node, launcher=launcher, prefer=prefer)
+
+
+def measured_choice(
+    strategy: str, slurm: SlurmConfig, partition: str | None, environ: Mapping[str, str]
+) -> tuple[Choice | None, list[str]]:
+    """What harness validate measured faster where the job will run, for `auto` with several tasks:
+    the records of `partition` (the one asked for, or the cluster's default), or of this machine
+    for the local executor; None when there is nothing to choose. Also the store's warnings."""
+    if strategy != "auto" or total_tasks(slurm) < 2:
+        return None, []
+    from harness.distribute.measured import Choice, stored_choice
+
+    installed = horovod_importable()
+    if slurm.executor == "local":
+        return stored_choice(total_tasks(slurm), environ, horovod_installed=installed)
+    if partition is None:
+        return Choice("multiworker", "auto: multiworker (the partition is not known: no measurement read)"), []
+    return stored_choice(total_tasks(slurm), environ, horovod_installed=installed, partition=partition)
 
 
 def total_tasks(slurm: SlurmConfig) -> int:

@@ -21,7 +21,15 @@ from harness.rundir import RunDir, lifecycle
 from harness.slurm import backends, records, scheduler
 from harness.slurm.job import TrainJob
 from harness.slurm.profiles import resolve_profile
-from harness.slurm.resources import check_fit, describe, effective_strategy, merge, total_tasks, with_tasks
+from harness.slurm.resources import (
+    check_fit,
+    describe,
+    effective_strategy,
+    measured_choice,
+    merge,
+    total_tasks,
+    with_tasks,
+)
 from harness.slurm.scheduler import Partition, SchedulerUnavailable
 from harness.slurm.script import check_script_values
 
@@ -57,6 +65,8 @@ class Plan:
     job_name: str
     partition: Partition | None
     notes: tuple[str, ...] = ()
+    strategy_reason: str = ""
+    """Why `auto` became `strategy` (empty when the config named a strategy or one task runs)."""
 
     @property
     def executor(self) -> backends.Kind:
@@ -100,8 +110,17 @@ def plan(options: SubmitOptions, partitions: PartitionQuery | None = None, dry_r
         check_run_dir(run_dir, options.overwrite, Path(config.run.output_dir))
     elif run_dir.exists() and not options.overwrite:
         notes = (*notes, f"{run_dir} exists: submitting needs --overwrite or another run.name")
-    strategy = effective_strategy(config.distribute.strategy, total_tasks(slurm), slurm.gpus_per_node)
-    return Plan(config, config_path, run_dir, strategy, job_name, partition, notes)
+    where = partition.name if partition else slurm.partition
+    measured, warnings = measured_choice(config.distribute.strategy, slurm, where, os.environ)
+    prefer = measured.strategy if measured else None
+    strategy = effective_strategy(config.distribute.strategy, total_tasks(slurm), slurm.gpus_per_node,
+                                  slurm.executor, prefer)
+    reason = ""
+    if measured is not None:  # every task receives the concrete strategy: ranks never decide `auto` apart
+        reason = measured.reason if strategy == measured.strategy else f"auto: {strategy}"
+        config = config.model_copy(update={"distribute": config.distribute.model_copy(update={"strategy": strategy})})
+        notes = (*notes, *(f"warning: {w}" for w in warnings), reason)
+    return Plan(config, config_path, run_dir, strategy, job_name, partition, notes, reason)
 
 
 def resolved_config(config: Config, base_dir: Path) -> Config:
@@ -219,6 +238,7 @@ def submission_record(plan: Plan, job_id: str, script: Path | None, command: str
         "script": str(script) if script else None,
         "job_folder": str(plan.folder),
         "strategy": plan.strategy,
+        "strategy_reason": plan.strategy_reason or None,
         "tasks": total_tasks(slurm),
         "epochs": plan.config.training.epochs,
         "partition": plan.partition.name if plan.partition else slurm.partition,
@@ -236,9 +256,15 @@ def run(options: SubmitOptions, dry_run: bool = False) -> str:
     kind = "Slurm job" if done.executor == "slurm" else "local job (process)"
     return (
         f"submitted {kind} {done.job_id}\n"
-        f"run directory: {done.run_dir}\n"
+        + (f"strategy: {job_plan.strategy} ({job_plan.strategy_reason})\n" if job_plan.strategy_reason else "")
+        + f"run directory: {done.run_dir}\n"
         f"follow it with: harness status {done.run_dir}   harness logs {done.run_dir}\n"
     )
+
+
+def requested_strategy(plan: Plan) -> str:
+    """What the config asked for: `auto` when the planner resolved it into the job's config."""
+    return "auto" if plan.strategy_reason else plan.config.distribute.strategy
 
 
 def render_dry_run(plan: Plan) -> str:
@@ -250,8 +276,8 @@ def render_dry_run(plan: Plan) -> str:
         f"run directory: {plan.run_dir} (job logs in {plan.folder})",
         f"executor:      {plan.executor}",
         f"resources:     {describe(slurm)}{partition}",
-        f"strategy:      {plan.config.distribute.strategy}"
-        + (f" -> {plan.strategy}" if plan.strategy != plan.config.distribute.strategy else ""),
+        f"strategy:      {requested_strategy(plan)}"
+        + (f" -> {plan.strategy}" if plan.strategy != requested_strategy(plan) else ""),
         f"requeues:      at most {slurm.max_requeues}, signal {slurm.signal_delay_s} s before the time limit",
         *[f"note:          {note}" for note in plan.notes],
     ]

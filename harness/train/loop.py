@@ -369,7 +369,8 @@ class Trainer:
         )
         return (
             f"{where}: {len(self.data.x_train)} training samples, {self.strategy.num_replicas} replica(s) "
-            f"({self.strategy.name}{PICKED_BY_AUTO if self.strategy.picked_by_auto else ''}), "
+            f"({self.strategy.name}{PICKED_BY_AUTO if self.strategy.picked_by_auto else ''}"
+            f"{' by ' + self.strategy.auto_note if self.strategy.auto_note else ''}), "
             f"global batch {self.global_batch} "
             f"= {self.cfg.batch_size} per replica x {self.strategy.num_replicas}, "
             f"{self.steps_per_epoch} steps per epoch"

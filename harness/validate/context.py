@@ -42,6 +42,8 @@ class Settings:
     scratch_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     shared_dir: Path | None = None
     expected_gpus: ExpectedGpus = ExpectedGpus()
+    measurements_dir: Path | None = None
+    """Where e2e.training saves the strategy rates `auto` reads (harness.distribute.measured); None: not saved."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class NodeContext:
     references: ReferenceTable
     expected_versions: Mapping[str, str] = field(default_factory=dict)
     expected_source: str | None = None
+    partition: str | None = None
+    """The Slurm partition of the job this validation runs in (SLURM_JOB_PARTITION), else None."""
     nvml: NvmlReader = field(default_factory=PynvmlReader)
 
     @cached_property

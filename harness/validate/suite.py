@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.distribute.measured import store_folder
 from harness.validate import store
 from harness.validate.aggregate import ValidationReport, aggregate
+from harness.validate.checks.e2e import NAME as E2E
 from harness.validate.context import NodeContext, Settings, expected_gpus, node_name
 from harness.validate.expected import ExpectedVersions, load_expected
 from harness.validate.nvml import NvmlReader, PynvmlReader
@@ -65,6 +67,7 @@ def prepare(request: Request, environ: Mapping[str, str], nvml: NvmlReader | Non
         scratch_dir=request.scratch_dir or defaults.scratch_dir,
         shared_dir=request.shared_dir,
         expected_gpus=expected_gpus(request.gpus, request.gpu_model, environ, node),
+        measurements_dir=store_folder(environ) if any(spec.name == E2E for spec in specs) else None,
     )
     context = NodeContext(
         node=node,
@@ -72,6 +75,7 @@ def prepare(request: Request, environ: Mapping[str, str], nvml: NvmlReader | Non
         references=references,
         expected_versions=expected.for_node(node) if expected else {},
         expected_source=expected.source if expected else None,
+        partition=environ.get("SLURM_JOB_PARTITION") or None,
         nvml=nvml if nvml is not None else PynvmlReader(),
     )
     return Prepared(context, specs, references, expected)

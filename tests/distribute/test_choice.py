@@ -109,7 +109,9 @@ def test_workers_flag_resolves_through_the_rule(
     monkeypatch.setattr(choice, "horovod_importable", lambda: True)
     cfg = DistributeConfig(strategy=strategy, horovod_controller=controller)
     assert cli.launch_workers(["train"], 3, cfg) == 0
-    assert seen == [(["train"], 3, launched, controller)]
+    # `auto` is decided once here: every worker receives the concrete strategy
+    args = ["train", f"distribute.strategy={launched}"] if strategy == "auto" else ["train"]
+    assert seen == [(args, 3, launched, controller)]
 
 
 @pytest.mark.parametrize("strategy", ["single", "mirrored"])

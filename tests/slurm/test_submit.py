@@ -806,3 +806,33 @@ def test_readme_documents_the_slurm_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     for needle in ("## Run on Slurm", "## Try it without a cluster", "harness submit", "--dry-run", "harness status"):
         assert needle in readme
+
+
+# --------------------------------------------------------------------------- auto from measurements
+
+
+def test_auto_is_resolved_from_the_default_partitions_measurement_into_the_job(
+    fake_slurm: Path, workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task reads the concrete strategy from the job's config: none decides `auto` on its own."""
+    from harness.distribute import measured
+
+    monkeypatch.setattr(resources, "horovod_importable", lambda: True)
+    store = workdir / "store"
+    monkeypatch.setenv("HARNESS_MEASUREMENTS", str(store))
+    rates = {"single": 100.0, "multiworker": 50.0, "horovod": 70.0}
+    measured.write_record(store, measured.Record("c1", "debug", measured.Machine("other CPU", 64),
+                                                 measured.stack_versions(), 2, rates, "2026-12-01T10:00:00+00:00"))
+    args = ["data.dataset=wine", "model.name=mlp", "run.name=wine", "--nodes", "2"]
+    code, out, err = run_cli(["submit", *args], capsys)
+    assert code == 0, err
+    reason = "auto: horovod, 1.40x multiworker with 2 processes as harness validate measured on c1 on 2026-12-01"
+    assert out.splitlines()[1] == f"strategy: horovod ({reason})"
+    run_dir = workdir / "runs" / "wine"
+    record = records.read_submission(run_dir)
+    assert (record["strategy"], record["strategy_reason"], record["partition"]) == ("horovod", reason, "debug")
+    assert "strategy: horovod" in (run_dir / "slurm" / "config.yaml").read_text()
+    # another partition has no measurement: multiworker, and the plan says why
+    code, out, _ = run_cli(["submit", *args, "--partition", "gpu", "--dry-run"], capsys)
+    assert code == 0 and "strategy:      auto -> multiworker" in out
+    assert "no measurement for partition gpu: harness validate --partition gpu measures it" in out

@@ -664,6 +664,67 @@ def test_a_strategy_that_fails_to_run_is_an_error_naming_it(
         assert "single" in names and len(names) == 3
 
 
+def test_the_rates_are_saved_for_auto_with_the_jobs_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from harness.distribute import measured
+    from harness.validate.checks.e2e import measure
+
+    no_horovod(monkeypatch, installed=True)
+    store = tmp_path / "store"
+    ctx = replace(context(None, gpus=None, scratch_dir=tmp_path, measurements_dir=store), partition="cpu")
+    result = measure(ctx, fake_runs({"single": 100.0, "multiworker": 60.0, "horovod": 80.0}))
+    assert "auto with 2 processes now picks horovod here" in result.message
+    [saved], warnings = measured.read_records(store)
+    assert warnings == [] and (saved.node, saved.partition, saved.processes) == ("n1", "cpu", 2)
+    assert saved.rates == {"single": 100.0, "multiworker": 60.0, "horovod": 80.0}
+    assert saved.machine == measured.this_machine() and saved.versions == measured.stack_versions()
+    assert saved.measured_by.startswith("harness validate") and saved.measured_at.endswith("+00:00")
+    # the next validation of the node replaces its record; only the strategies that ran are kept
+    again = measure(ctx, fake_runs({"single": 100.0, "multiworker": 60.0, "horovod": None}))
+    assert "now picks multiworker here" in again.message
+    [newer], _ = measured.read_records(store)
+    assert newer.rates == {"single": 100.0, "multiworker": 60.0}
+
+
+def test_without_a_store_or_a_multi_process_rate_nothing_is_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.validate.checks.e2e import measure
+
+    no_horovod(monkeypatch, installed=True)
+    result = measure(context(None, gpus=None, scratch_dir=tmp_path), fake_runs({"single": 1.0, "multiworker": 1.0,
+                                                                                 "horovod": 1.0}))
+    assert "auto" not in result.message  # no measurements folder in the settings: nothing written
+    store = tmp_path / "store"
+    one_gpu = context(node_record(a100(0)), gpus=1, scratch_dir=tmp_path, measurements_dir=store)
+    measure(one_gpu, fake_runs({"single": 100.0}))
+    assert not store.exists()
+
+
+def test_a_store_that_cannot_be_written_is_a_note_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.validate.checks.e2e import measure
+
+    no_horovod(monkeypatch, installed=True)
+    (tmp_path / "file").write_text("x")
+    ctx = context(None, gpus=None, scratch_dir=tmp_path, measurements_dir=tmp_path / "file" / "store")
+    result = measure(ctx, fake_runs({"single": 100.0, "multiworker": 60.0, "horovod": 80.0}))
+    assert result.verdict is Verdict.PASS and "rates not saved for auto" in result.message
+
+
+def test_a_node_job_saves_under_its_partition_and_the_store_named_by_the_environment(tmp_path: Path) -> None:
+    from harness.validate.suite import Request, prepare
+
+    environ = {"SLURM_JOB_PARTITION": "cpu", "SLURMD_NODENAME": "c7", "HARNESS_MEASUREMENTS": str(tmp_path / "m")}
+    prepared = prepare(Request(checks=["e2e.training"], gpus=0), environ, nvml=RecordedNvml(None))
+    assert prepared.context.partition == "cpu"
+    assert prepared.context.settings.measurements_dir == tmp_path / "m"
+    light = prepare(Request(checks=["node"], gpus=0), environ, nvml=RecordedNvml(None))
+    assert light.context.settings.measurements_dir is None  # no e2e check: the store is not even looked at
+
+
 def test_a_run_that_trained_as_another_strategy_does_not_count(tmp_path: Path) -> None:
     from harness.rundir.records import REPORT_SCHEMA_VERSION
     from harness.validate.checks.e2e import Plan, read_rate

@@ -27,6 +27,10 @@ How it is judged:
   choose `distribute.strategy` for its CPU nodes (the message names the fastest);
 - a strategy that fails to run (or runs as another strategy) leaves its measurements out and
   the check is an ERROR naming it; Horovod not installed is said in the message, not an error.
+
+The rates that ran are saved for `distribute.strategy=auto` (harness.distribute.measured: one
+file per node in the measurements folder, with the job's partition and this machine's stack), and
+the message says what `auto` now picks here for N processes.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import __version__
+from harness.distribute import measured
+from harness.envinfo import utc_now
 from harness.errors import RunDirError
 from harness.rundir import last_metrics, read_report
 from harness.rundir.layout import METRICS
@@ -228,7 +235,33 @@ def measure(ctx: NodeContext, run: RunPlan = run_plan) -> CheckResult:
         shutil.rmtree(folder, ignore_errors=True)
     reference = ctx.references.reference(*node_model(ctx), "training_samples_per_s")
     notes = ["horovod: not installed"] if horovod_missing and len(outcomes) > 1 else []
+    notes += save_rates(ctx, outcomes, not horovod_missing)
     return judge_outcomes(outcomes, reference, gpus > 0, notes)
+
+
+def save_rates(ctx: NodeContext, outcomes: Sequence[Outcome], horovod_installed: bool) -> list[str]:
+    """Save the multi-process rates that ran for `auto`; what it now picks here, as a note."""
+    scaled = [o for o in outcomes if o.rate and o.plan.processes > 1]
+    folder = ctx.settings.measurements_dir
+    if folder is None or not scaled:
+        return []
+    record = measured.Record(
+        node=ctx.node,
+        partition=ctx.partition,
+        machine=measured.this_machine(),
+        versions=measured.stack_versions(),
+        processes=scaled[0].plan.processes,
+        rates={o.plan.strategy: float(o.rate) for o in outcomes if o.rate},
+        measured_at=utc_now(),
+        measured_by=f"harness validate {__version__} (e2e.training)",
+    )
+    try:
+        measured.write_record(folder, record)
+    except OSError as err:
+        return [f"rates not saved for auto ({err})"]
+    choice = measured.auto_choice([record], processes=record.processes, versions=record.versions,
+                                  horovod_installed=horovod_installed, machine=record.machine)
+    return [f"auto with {record.processes} processes now picks {choice.strategy} here"]
 
 
 @check(NAME, "a short synthetic run through `harness train` per strategy (single; multiworker and Horovod "
