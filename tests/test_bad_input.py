@@ -1393,6 +1393,18 @@ def test_validate_with_a_measurements_file_instead_of_a_folder(
     assert snapshot(workdir) == before  # nothing ran: no output folder, no run
 
 
+def test_partition_validation_with_a_measurements_file_refuses_before_any_job(
+    workdir: Path, capsys: pytest.CaptureFixture[str], measurements_file: Path
+) -> None:
+    """Checked on the submitting side: each node job would otherwise fail the same way, one by one."""
+    before = snapshot(workdir)
+    code = cli.main(["validate", "--partition", "debug", "--checks", "e2e.training", "--out", str(workdir / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert str(measurements_file) in err and "is not a folder" in err
+    assert snapshot(workdir) == before
+
+
 def test_a_damaged_measurement_is_a_warning_and_the_run_goes_on(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from harness.validate.checks.timing import cpu_model
+from harness.distribute.measured import cpu_model
 from harness.validate.context import NodeContext
 from harness.validate.judge import judge_all
 from harness.validate.results import CheckResult, Measurement

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.validate.checks.timing import best_seconds, cpu_model
+from harness.distribute.measured import cpu_model
+from harness.validate.checks.timing import best_seconds
 from harness.validate.context import NodeContext
 from harness.validate.judge import judge_all
 from harness.validate.references import Kind

@@ -45,11 +45,11 @@ from pathlib import Path
 
 from harness import __version__
 from harness.distribute import measured
+from harness.distribute.measured import cpu_model
 from harness.envinfo import utc_now
 from harness.errors import RunDirError
 from harness.rundir import last_metrics, read_report
 from harness.rundir.layout import METRICS
-from harness.validate.checks.timing import cpu_model
 from harness.validate.context import NodeContext
 from harness.validate.judge import judge_measurement
 from harness.validate.nvml import NvmlUnavailable

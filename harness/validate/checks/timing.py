@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 MIN_REPEATS = 3
 MAX_REPEATS = 10_000
-CPUINFO = Path("/proc/cpuinfo")
 
 
 def best_seconds(run_once: Callable[[], object], budget_s: float) -> float:
@@ -25,16 +23,3 @@ def best_seconds(run_once: Callable[[], object], budget_s: float) -> float:
         spent += elapsed
         repeats += 1
     return best
-
-
-def cpu_model() -> str:
-    """The CPU's model name (the key of a site's `cpus:` reference rows)."""
-    try:
-        for line in CPUINFO.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "unknown CPU"
