@@ -65,7 +65,14 @@ def test_parts_import_only_downwards(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["harness.rundir", "harness.distribute.choice", "harness.distribute.measured", "harness.cli"]
+    "module",
+    [
+        "harness.rundir",
+        "harness.distribute.choice",
+        "harness.distribute.measured",
+        "harness.distribute.cores",
+        "harness.cli",
+    ],
 )
 def test_light_modules_do_not_import_tensorflow(module: str) -> None:
     """Status, the auto rule and the command line start without TensorFlow (seconds on a login node)."""

@@ -341,6 +341,9 @@ class DistributeConfig(Section):
     horovod_controller: Literal["gloo", "mpi"] = Field(
         "gloo", description="local launcher: Horovod transport"
     )
+    pin_workers: bool = Field(
+        True, description="harness train --workers: each worker runs on its own share of this machine's cores"
+    )
     timeout_s: Float = Field(
         300.0, gt=0.0, description="preflight and watchdog: seconds a collective or step may stall"
     )

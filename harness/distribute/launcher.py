@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import IO
 
 from harness.distribute.cluster import launcher_env
+from harness.distribute.cores import describe, inherited_affinity, worker_shares
 from harness.distribute.watchdog import last_error_line
 from harness.errors import LaunchError
 
@@ -85,20 +86,28 @@ class _Worker:
     The last lines are kept so a failure can be explained by the worker's own error line.
     """
 
-    def __init__(self, rank: int, command: list[str], extra_env: Mapping[str, str], prefix: bool) -> None:
+    def __init__(
+        self,
+        rank: int,
+        command: list[str],
+        extra_env: Mapping[str, str],
+        prefix: bool,
+        cores: Sequence[int] | None = None,
+    ) -> None:
         self.rank = rank
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         # The worker's own environment: the launcher's variables tell the child where it sits.
         env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
+        with inherited_affinity(cores):  # the child starts on its own cores (harness.distribute.cores)
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                start_new_session=True,
+            )
         label = f"[rank {rank}] " if prefix else ""
         self.pump = threading.Thread(
             target=_copy_lines, args=(self.process.stdout, label, self.tail), daemon=True
@@ -135,16 +144,29 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def launch(args: Sequence[str], workers: int, strategy: str, controller: str = "gloo") -> int:
-    """Run `harness ARGS` in `workers` processes; 0 only if every process exits 0."""
-    return run_workers(worker_commands(args, workers, strategy, controller))
+def launch(args: Sequence[str], workers: int, strategy: str, controller: str = "gloo", pin: bool = True) -> int:
+    """Run `harness ARGS` in `workers` processes; 0 only if every process exits 0.
+
+    With `pin`, each worker we start runs on its own share of the cores (horovodrun's mpirun
+    binds the ranks it starts itself).
+    """
+    commands = worker_commands(args, workers, strategy, controller)
+    shares = worker_shares(len(commands)) if pin else None
+    if shares:
+        print(f"harness: each worker on its own cores ({describe(shares)}; distribute.pin_workers)", flush=True)
+    return run_workers(commands, shares=shares)
 
 
-def run_workers(commands: Sequence[tuple[list[str], Mapping[str, str]]], grace_s: float = GRACE_S) -> int:
-    """Start one process per command and supervise them; the exit code of the first to fail, else 0."""
+def run_workers(
+    commands: Sequence[tuple[list[str], Mapping[str, str]]],
+    grace_s: float = GRACE_S,
+    shares: Sequence[Sequence[int]] | None = None,
+) -> int:
+    """Start one process per command (the i-th on `shares[i]`'s cores when given) and supervise
+    them; the exit code of the first to fail, else 0."""
     received: list[int] = []
     with _forwarding(received):
-        started = _start(commands)
+        started = _start(commands, shares)
         try:
             return _supervise(started, received, grace_s)
         except KeyboardInterrupt:
@@ -154,12 +176,15 @@ def run_workers(commands: Sequence[tuple[list[str], Mapping[str, str]]], grace_s
             return EXIT_INTERRUPTED
 
 
-def _start(commands: Sequence[tuple[list[str], Mapping[str, str]]]) -> list[_Worker]:
+def _start(
+    commands: Sequence[tuple[list[str], Mapping[str, str]]], shares: Sequence[Sequence[int]] | None = None
+) -> list[_Worker]:
     """Start every worker, or none: a worker that cannot start stops those already running."""
     started: list[_Worker] = []
     try:
         for rank, (command, env) in enumerate(commands):
-            started.append(_Worker(rank, command, env, prefix=len(commands) > 1))
+            cores = shares[rank] if shares else None
+            started.append(_Worker(rank, command, env, prefix=len(commands) > 1, cores=cores))
     except BaseException as err:
         for worker in started:
             worker.send(signal.SIGKILL)

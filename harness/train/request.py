@@ -32,6 +32,7 @@ RESUMABLE_KEYS = {
     "distribute.strategy",
     "distribute.cpu_replicas",
     "distribute.horovod_controller",
+    "distribute.pin_workers",
     "distribute.timeout_s",
     "report.html",
     "report.plots",

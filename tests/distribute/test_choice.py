@@ -111,7 +111,7 @@ def test_workers_flag_resolves_through_the_rule(
     assert cli.launch_workers(["train"], 3, cfg) == 0
     # `auto` is decided once here: every worker receives the concrete strategy
     args = ["train", f"distribute.strategy={launched}"] if strategy == "auto" else ["train"]
-    assert seen == [(args, 3, launched, controller)]
+    assert seen == [(args, 3, launched, controller, True)]
 
 
 @pytest.mark.parametrize("strategy", ["single", "mirrored"])
