@@ -86,6 +86,17 @@ class Contender:
     workers: int
     commands: Callable[[Path], list[list[str]]]
     read: Callable[[Path, list[str], int], tuple[list[float], list[float]]]
+    user_defaults: bool = False
+    """Run without the benchmark's pinning and thread settings: what `harness train --workers 2` does
+    for a user who sets none (compares distribute.pin_workers on and off)."""
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        if not self.user_defaults:
+            return env
+        return {k: v for k, v in env.items() if k not in (*THREAD_SETTINGS, "HARNESS_BENCH_PIN")}
+
+
+THREAD_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
 def run_commands(commands: list[list[str]], env: dict[str, str], timeout_s: float) -> tuple[list[str], float, float]:
@@ -223,13 +234,24 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         Contender("horovod_2", 2, harness("horovod", "hvd2", 2), read_harness),
         Contender("plain_1", 1, lambda out: [under_horovodrun(plain, 1)], read_plain),
         Contender("plain_2", 2, lambda out: [under_horovodrun(plain, 2)], read_plain),
+        *(
+            Contender(
+                f"{strategy}_2_{cores}",
+                2,
+                harness(strategy, f"{strategy}-{cores}", 2, [f"distribute.pin_workers={str(pin).lower()}"]),
+                read_harness,
+                user_defaults=True,
+            )
+            for strategy in ("multiworker", "horovod")
+            for cores, pin in (("shared", False), ("own", True))
+        ),
     ]
 
 
 def run_one(contender: Contender, env: dict[str, str], timeout_s: float) -> Outcome:
     with tempfile.TemporaryDirectory(prefix=f"bench_scaling_{contender.name}_") as tmp:
         out = Path(tmp)
-        lines, to_start, wall = run_commands(contender.commands(out), env, timeout_s)
+        lines, to_start, wall = run_commands(contender.commands(out), contender.environment(env), timeout_s)
         per_worker, times = contender.read(out, lines, contender.workers)
     return Outcome(
         per_worker=statistics.median(per_worker[1:]),
@@ -350,7 +372,16 @@ ALL = (
     "horovod_2",
     "plain_1",
     "plain_2",
+    "multiworker_2_shared",
+    "multiworker_2_own",
+    "horovod_2_shared",
+    "horovod_2_own",
 )
+PINNING = {
+    # strategy: (all workers on all cores, each worker on its own cores)
+    "multiworker": ("multiworker_2_shared", "multiworker_2_own"),
+    "horovod": ("horovod_2_shared", "horovod_2_own"),
+}
 
 
 def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
@@ -369,6 +400,9 @@ def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
         eff["horovod_vs_independent"] = per_repeat(results, "horovod_2", "single_x2", stat)
     if have("multiworker_2", "plain_2"):
         eff["multiworker_vs_plain_2"] = per_repeat(results, "multiworker_2", "plain_2", stat)
+    pinning = {
+        name: per_repeat(results, own, shared, stat) for name, (shared, own) in PINNING.items() if have(shared, own)
+    }
     ratios: dict[str, list[float]] = {}
     if "horovod" in eff and "plain" in eff:
         ratios["vs_plain"] = [h / p for h, p in zip(eff["horovod"], eff["plain"], strict=True)]
@@ -389,6 +423,8 @@ def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
         "ratio_median": {name: statistics.median(values) for name, values in ratios.items()},
         "one": one,
         "one_median": {name: statistics.median(values) for name, values in one.items()},
+        "pinning": pinning,
+        "pinning_median": {name: statistics.median(values) for name, values in pinning.items()},
         "rate": {name: statistics.median(stat(o) for o in runs) for name, runs in results.items()},
     }
 
@@ -487,6 +523,21 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
                 f"| {ONE_PROCESS[name]} | {med['rate'][name]:.0f} | **{med['one_median'][name]:.2f}** | "
                 f"{fmt(med['one'][name])} | {best['one_median'][name]:.2f} |"
                 for name in med["one"]
+            ),
+        ]
+    if med["pinning"]:
+        lines += [
+            "",
+            "Local workers and their cores, with a user's defaults (no thread settings, no benchmark pinning): "
+            "`--workers 2` with `distribute.pin_workers=false` (every worker on every core, as before) and "
+            "`true` (the default: each worker on its own core). Per-worker samples/s; ratio per repeat.",
+            "",
+            "| strategy | all workers on all cores | each worker on its own cores | own / all | per repeat |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {name} | {med['rate'][PINNING[name][0]]:.0f} | {med['rate'][PINNING[name][1]]:.0f} | "
+                f"**{med['pinning_median'][name]:.2f}** | {fmt(med['pinning'][name])} |"
+                for name in med["pinning"]
             ),
         ]
     lines += [
