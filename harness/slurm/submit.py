@@ -23,7 +23,7 @@ from harness.slurm.job import TrainJob
 from harness.slurm.profiles import resolve_profile
 from harness.slurm.resources import check_fit, describe, effective_strategy, merge, total_tasks, with_tasks
 from harness.slurm.scheduler import Partition, SchedulerUnavailable
-from harness.slurm.script import check_script_values
+from harness.slurm.script import check_launch, check_script_values, with_launch
 
 GRACE_EXTRA_S = 60
 """How long past the signal delay a stopped non-chief rank waits to be ended by the requeue."""
@@ -68,7 +68,10 @@ class Plan:
 
     @property
     def params(self) -> dict[str, Any]:
-        return backends.parameters_for(self.executor, self.config.slurm, self.job_name)
+        params = backends.parameters_for(self.executor, self.config.slurm, self.job_name)
+        if self.executor != "slurm":
+            return params
+        return with_launch(params, self.strategy, self.config.distribute.horovod_controller)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ def plan(options: SubmitOptions, partitions: PartitionQuery | None = None, dry_r
     elif run_dir.exists() and not options.overwrite:
         notes = (*notes, f"{run_dir} exists: submitting needs --overwrite or another run.name")
     strategy = effective_strategy(config.distribute.strategy, total_tasks(slurm), slurm.gpus_per_node)
+    check_launch(slurm.executor, strategy, config.distribute.horovod_controller)
     return Plan(config, config_path, run_dir, strategy, job_name, partition, notes)
 
 
