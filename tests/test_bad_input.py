@@ -1339,3 +1339,22 @@ def test_sweep_status_of_a_folder_that_is_not_a_sweep(workdir: Path, capsys: pyt
     (workdir / "runs").mkdir()
     err = sweep_bad(workdir, capsys, "status", str(workdir / "runs"))
     assert "runs" in err and "is not a sweep directory" in err
+
+
+# --- horovod over MPI on Slurm ---
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_horovod_over_mpi_with_the_local_executor(
+    workdir: Path, capsys: pytest.CaptureFixture[str], dry_run: list[str]
+) -> None:
+    """The local executor starts plain processes that no MPI runtime joins: refused, not run over Gloo."""
+    before = snapshot(workdir)
+    args = ["distribute.strategy=horovod", "distribute.horovod_controller=mpi", "--executor", "local"]
+    code = cli.main(["submit", *FAST, *args, "--tasks-per-node", "2", *dry_run])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "distribute.horovod_controller" in err and "'mpi'" in err and "slurm.executor=local" in err
+    assert "distribute.horovod_controller=gloo" in err
+    assert snapshot(workdir) == before

@@ -26,8 +26,9 @@ MPI_SRUN_ARGS = ("--mpi=pmix",)
 Open MPI 4 is built with PMIx (Debian's has no PMI-1/PMI-2 client: under `--mpi=pmi2` every
 task aborts in MPI_Init), and srun's PMIx plugin keeps every rank a Slurm task: signals,
 `--kill-on-bad-exit`, SLURM_PROCID and requeues work as for the other strategies. Starting the
-ranks with mpirun from the batch step instead would put them behind mpirun, which kills them
-within seconds of a SIGTERM (preemption) and is not sent the time-limit warning.
+ranks with mpirun from the batch step instead would put them behind mpirun, which ends them on
+the SIGTERM of a preemption before they can save, and is not sent the time-limit warning
+(slurm/README.md, "Known limits").
 """
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -22,6 +22,7 @@ from tests.slurm.test_cluster_jobs import (
     QUICK,
     digests,
     metrics_epochs,
+    node_of,
     release_requeued,
     status,
     submit,
@@ -113,3 +114,35 @@ def test_time_limit_warning_checkpoints_and_requeues_horovod_over_mpi(
     chief = task_log(run_dir, job_id, 0)
     assert "requeueing (requeue 1 of at most 3)" in chief and "resuming at epoch" in chief
     assert json.loads((run_dir / "env.json").read_text())["distribute"]["horovod_controller"] == "mpi"
+
+
+@needs_horovod
+def test_preempted_horovod_over_mpi_checkpoints_on_sigterm_and_resumes(
+    slurm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real preemption sends SIGTERM to the srun tasks; epoch checkpoints are off, so only the one
+    written on SIGTERM can carry the progress (nothing of MPI's may swallow the signal)."""
+    epochs = 5
+    args = [
+        *mpi_args("hvd-mpi-preempted", epochs),
+        "training.checkpoint.every_epochs=0",
+        "training.callbacks=['tests.slurm.test_cluster_jobs:slow_epochs']",
+        f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
+    ]
+    job_id, run_dir = submit(args, capsys)
+    wait_for_epochs(run_dir, 2)
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-w", node_of(job_id), "-t", "5", "--wrap", "sleep 2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    release_requeued(job_id, run_dir)
+    wait_until_gone(job_id)
+    wait_until_gone(urgent)
+    out = status(run_dir, capsys)
+    assert "state:      completed" in out, out + task_log(run_dir, job_id, 0)[-3000:]
+    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))  # resumed where it stopped, nothing repeated
+    chief = task_log(run_dir, job_id, 0)
+    assert "received SIGTERM" in chief and "the job was preempted: requeueing it after the checkpoint" in chief
+    assert "resuming at epoch" in chief
