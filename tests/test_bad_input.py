@@ -1421,3 +1421,20 @@ def test_a_damaged_measurement_is_a_warning_and_the_run_goes_on(
     assert captured.err.count("\n") == 1 and str(store / "n1.json") in captured.err and "ignored" in captured.err
     assert "Traceback" not in captured.err and "auto: multiworker" in captured.out and seen
     assert (store / "n1.json").read_text() == '{"schema_version": 1, "node": "n1"'  # left as it was
+# --- horovod over MPI on Slurm ---
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_horovod_over_mpi_with_the_local_executor(
+    workdir: Path, capsys: pytest.CaptureFixture[str], dry_run: list[str]
+) -> None:
+    """The local executor starts plain processes that no MPI runtime joins: refused, not run over Gloo."""
+    before = snapshot(workdir)
+    args = ["distribute.strategy=horovod", "distribute.horovod_controller=mpi", "--executor", "local"]
+    code = cli.main(["submit", *FAST, *args, "--tasks-per-node", "2", *dry_run])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "distribute.horovod_controller" in err and "'mpi'" in err and "slurm.executor=local" in err
+    assert "distribute.horovod_controller=gloo" in err
+    assert snapshot(workdir) == before

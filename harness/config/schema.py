@@ -339,7 +339,11 @@ class DistributeConfig(Section):
         2, description="mirrored on a machine without GPUs: logical CPU devices to mirror over"
     )
     horovod_controller: Literal["gloo", "mpi"] = Field(
-        "gloo", description="local launcher: Horovod transport"
+        "gloo",
+        description=(
+            "Horovod transport, for `harness train --workers N` (mpi: horovodrun --mpi) and `harness submit` "
+            "(mpi: srun --mpi=pmix, needs Slurm's PMIx plugin; not with slurm.executor=local)"
+        ),
     )
     pin_workers: bool = Field(
         True, description="harness train --workers: each worker runs on its own share of this machine's cores"

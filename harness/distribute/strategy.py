@@ -196,12 +196,15 @@ class HorovodStrategy(Strategy):
 
     name = "horovod"
 
-    def __init__(self, cluster: ClusterEnv, timeout_s: float = 300.0) -> None:
+    def __init__(self, cluster: ClusterEnv, timeout_s: float = 300.0, controller: str = "gloo") -> None:
         import horovod.tensorflow as hvd
 
         self._hvd = hvd
         self._rendezvous: Any = None
-        if needs_own_rendezvous(cluster):
+        if controller == "mpi" and not cluster.horovod_identity:
+            # Ranks that srun started with PMIx (harness submit): MPI_Init in hvd.init() joins them.
+            os.environ.update(MPI_ENVIRONMENT)
+        elif needs_own_rendezvous(cluster):
             if cluster.is_chief:
                 self._rendezvous = start_rendezvous(cluster)
             else:
@@ -218,10 +221,19 @@ class HorovodStrategy(Strategy):
                 "`harness train --workers N distribute.strategy=horovod`), or use distribute.strategy=multiworker"
             )
         self.cluster = _with_horovod_ranks(cluster, hvd)
+        self.controller = _controller_in_use(hvd)
+        if cluster.is_distributed and controller == "mpi" and self.controller != "mpi":
+            raise LaunchError(
+                f"distribute.horovod_controller is 'mpi' but Horovod runs over {self.controller!r}; "
+                "start the ranks with harness submit (srun --mpi=pmix), horovodrun --mpi or mpirun for 'mpi'"
+            )
 
     @property
     def num_replicas(self) -> int:
         return int(self._hvd.size())
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "horovod_controller": self.controller}
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
@@ -270,6 +282,16 @@ def _pad(data: bytes) -> np.ndarray:
 
 def _unpad(row: np.ndarray) -> bytes:
     return bytes(row.astype(np.uint8)).rstrip(b"\0")
+
+
+MPI_ENVIRONMENT = {"HOROVOD_CONTROLLER": "mpi", "HOROVOD_CPU_OPERATIONS": "mpi"}
+
+
+def _controller_in_use(hvd: Any) -> str:
+    """What Horovod actually runs over once initialised, recorded so a silent fallback shows."""
+    if hvd.mpi_enabled():
+        return "mpi"
+    return "gloo" if hvd.gloo_enabled() else "unknown"
 
 
 def _with_horovod_ranks(cluster: ClusterEnv, hvd: Any) -> ClusterEnv:
@@ -326,7 +348,7 @@ def _multiworker(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
 @STRATEGIES.register("horovod")
 def _horovod(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
     try:
-        return HorovodStrategy(cluster, cfg.timeout_s)
+        return HorovodStrategy(cluster, cfg.timeout_s, cfg.horovod_controller)
     except ImportError as err:
         raise LaunchError(
             f"distribute.strategy 'horovod' needs Horovod, which does not import here ({err}). "

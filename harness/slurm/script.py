@@ -20,6 +20,17 @@ from harness.slurm.resources import gpu_request
 SRUN_ARGS = ("--kill-on-bad-exit=1",)
 """A task that dies stops its peers at once instead of leaving them to wait for it."""
 
+MPI_SRUN_ARGS = ("--mpi=pmix",)
+"""Horovod over MPI: srun serves PMIx to its tasks, so each task's MPI_Init joins one MPI job.
+
+Open MPI 4 is built with PMIx (Debian's has no PMI-1/PMI-2 client: under `--mpi=pmi2` every
+task aborts in MPI_Init), and srun's PMIx plugin keeps every rank a Slurm task: signals,
+`--kill-on-bad-exit`, SLURM_PROCID and requeues work as for the other strategies. Starting the
+ranks with mpirun from the batch step instead would put them behind mpirun, which ends them on
+the SIGTERM of a preemption before they can save, and is not sent the time-limit warning
+(slurm/README.md, "Known limits").
+"""
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SBATCH_OPTION = re.compile(r"[a-z][a-z0-9-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -87,6 +98,30 @@ def slurm_parameters(slurm: SlurmConfig, job_name: str) -> dict[str, Any]:
     if setup:
         params["setup"] = setup
     return params
+
+
+def with_launch(params: dict[str, Any], strategy: str, controller: str) -> dict[str, Any]:
+    """`slurm_parameters` plus what the job's transport needs from srun (Horovod over MPI: PMIx)."""
+    if not uses_mpi(strategy, controller):
+        return params
+    return {**params, "srun_args": [*params.get("srun_args", []), *MPI_SRUN_ARGS]}
+
+
+def uses_mpi(strategy: str, controller: str) -> bool:
+    """Horovod over MPI: the one launch whose ranks need an MPI runtime from srun."""
+    return strategy == "horovod" and controller == "mpi"
+
+
+def check_launch(executor: str, strategy: str, controller: str) -> None:
+    """submitit's local executor starts plain processes: no MPI runtime joins them into one job."""
+    if executor == "local" and uses_mpi(strategy, controller):
+        raise ConfigError(
+            "distribute.horovod_controller must be 'gloo' with slurm.executor=local: the local executor "
+            "starts plain processes that MPI cannot join into one job. Received: "
+            "distribute.horovod_controller='mpi'. Use distribute.horovod_controller=gloo, submit to Slurm "
+            "(slurm.executor=slurm: srun --mpi=pmix starts the ranks), or run here with "
+            "harness train --workers N distribute.strategy=horovod distribute.horovod_controller=mpi"
+        )
 
 
 def local_parameters(slurm: SlurmConfig) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from harness.slurm.resources import (
     with_tasks,
 )
 from harness.slurm.scheduler import Partition, SchedulerUnavailable
-from harness.slurm.script import check_script_values
+from harness.slurm.script import check_launch, check_script_values, with_launch
 
 GRACE_EXTRA_S = 60
 """How long past the signal delay a stopped non-chief rank waits to be ended by the requeue."""
@@ -78,7 +78,10 @@ class Plan:
 
     @property
     def params(self) -> dict[str, Any]:
-        return backends.parameters_for(self.executor, self.config.slurm, self.job_name)
+        params = backends.parameters_for(self.executor, self.config.slurm, self.job_name)
+        if self.executor != "slurm":
+            return params
+        return with_launch(params, self.strategy, self.config.distribute.horovod_controller)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def plan(options: SubmitOptions, partitions: PartitionQuery | None = None, dry_r
         reason = measured.reason if strategy == measured.strategy else f"auto: {strategy}"
         config = config.model_copy(update={"distribute": config.distribute.model_copy(update={"strategy": strategy})})
         notes = (*notes, *(f"warning: {w}" for w in warnings), reason)
+    check_launch(slurm.executor, strategy, config.distribute.horovod_controller)
     return Plan(config, config_path, run_dir, strategy, job_name, partition, notes, reason)
 
 
