@@ -201,6 +201,25 @@ def node_of(job_id: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
 
 
+def preempt_until_completed(job_id: str, run_dir: Path, epochs: int, capsys: pytest.CaptureFixture[str]) -> str:
+    """After epoch 2, an `urgent` job preempts ours on its node; wait until ours completed all its
+    epochs, each once (resumed where it stopped), and return the chief's log."""
+    wait_for_epochs(run_dir, 2)
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-w", node_of(job_id), "-t", "5", "--wrap", "sleep 2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    release_requeued(job_id, run_dir)
+    wait_until_gone(job_id)
+    wait_until_gone(urgent)
+    out = status(run_dir, capsys)
+    assert "state:      completed" in out, out + task_log(run_dir, job_id, 0)[-3000:]
+    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))  # resumed where it stopped, nothing repeated
+    return task_log(run_dir, job_id, 0)
+
+
 @pytest.mark.parametrize(("strategy", "nodes"), [("single", 1), ("multiworker", 2)])
 def test_job_preempted_by_a_higher_priority_partition_checkpoints_and_resumes(
     strategy: str, nodes: int, slurm: Path, capsys: pytest.CaptureFixture[str]
@@ -219,20 +238,7 @@ def test_job_preempted_by_a_higher_priority_partition_checkpoints_and_resumes(
         f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
     ]
     job_id, run_dir = submit([*args, "--nodes", str(nodes), "--time", "10"], capsys)
-    wait_for_epochs(run_dir, 2)
-    urgent = subprocess.run(
-        ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-w", node_of(job_id), "-t", "5", "--wrap", "sleep 2"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    release_requeued(job_id, run_dir)
-    wait_until_gone(job_id)
-    wait_until_gone(urgent)
-    out = status(run_dir, capsys)
-    assert "state:      completed" in out, out + task_log(run_dir, job_id, 0)[-3000:]
-    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))  # resumed where it stopped, nothing repeated
-    chief = task_log(run_dir, job_id, 0)
+    chief = preempt_until_completed(job_id, run_dir, epochs, capsys)
     assert "received SIGTERM (preemption, scancel or the time limit)" in chief
     assert "the job was preempted: requeueing it after the checkpoint" in chief  # harness requeued it, not Slurm
     assert "job " + job_id + ", requeue 1" in chief and "resuming at epoch" in chief

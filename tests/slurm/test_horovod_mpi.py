@@ -22,7 +22,7 @@ from tests.slurm.test_cluster_jobs import (
     QUICK,
     digests,
     metrics_epochs,
-    node_of,
+    preempt_until_completed,
     release_requeued,
     status,
     submit,
@@ -130,19 +130,6 @@ def test_preempted_horovod_over_mpi_checkpoints_on_sigterm_and_resumes(
         f"slurm.env={{PYTHONPATH: '{ROOT}'}}",
     ]
     job_id, run_dir = submit(args, capsys)
-    wait_for_epochs(run_dir, 2)
-    urgent = subprocess.run(
-        ["sbatch", "--parsable", "-p", "urgent", "--exclusive", "-w", node_of(job_id), "-t", "5", "--wrap", "sleep 2"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    release_requeued(job_id, run_dir)
-    wait_until_gone(job_id)
-    wait_until_gone(urgent)
-    out = status(run_dir, capsys)
-    assert "state:      completed" in out, out + task_log(run_dir, job_id, 0)[-3000:]
-    assert metrics_epochs(run_dir) == list(range(1, epochs + 1))  # resumed where it stopped, nothing repeated
-    chief = task_log(run_dir, job_id, 0)
+    chief = preempt_until_completed(job_id, run_dir, epochs, capsys)
     assert "received SIGTERM" in chief and "the job was preempted: requeueing it after the checkpoint" in chief
     assert "resuming at epoch" in chief
