@@ -46,6 +46,7 @@ from benchlib import (
     ROOT,
     add_output_arguments,
     load_average,
+    machine_suffix,
     markers,
     pinning_env,
     provenance,
@@ -445,7 +446,8 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
     begin, end = markers(name)
     lines = [
         begin,
-        f"## Weak scaling, 1 vs 2 workers, batch {cfg['batch_size']} per worker (scripts/bench_scaling.py)",
+        f"## Weak scaling, 1 vs 2 workers, batch {cfg['batch_size']} per worker{machine_suffix(measured)} "
+        "(scripts/bench_scaling.py)",
         "",
         f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, "

@@ -31,7 +31,8 @@ import os
 def _bench_pin() -> None:
     if os.environ.get("HARNESS_BENCH_PIN") != "1":
         return
-    for name in ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "HARNESS_BENCH_CORE"):
+    ranks = ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "HARNESS_BENCH_CORE")
+    for name in ranks:
         if name in os.environ:
             rank = int(os.environ[name])
             break
@@ -188,6 +189,12 @@ def provenance_line(info: dict[str, Any] | None) -> str:
         f"AMX {yes(info['amx'])}), {info['gpus']} GPU(s); TensorFlow {info['tensorflow']} ({build} build); "
         f"threads: {threads}."
     )
+
+
+def machine_suffix(measured: dict[str, Any]) -> str:
+    """The CPU in the heading: sections from different machines must not read as one."""
+    info = measured.get("provenance") or {}
+    return f", {info['cpu']}" if info.get("cpu") else ""
 
 
 def pin_gpu(local_rank: int) -> None:
