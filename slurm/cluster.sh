@@ -286,7 +286,7 @@ cmd_start() {
     local t0 n
     t0="$(date +%s.%N)"
     install -d -m 0755 "$DIR" "$DIR/etc" "$DIR/run" "$DIR/log" "$DIR/state"
-    for n in "${NODES[@]}"; do install -d -m 0755 "$DIR/spool/$n"; done
+    for n in "${NODES[@]}"; do install -d -m 0755 "$DIR/spool/$n"; install -d -m 1777 "$DIR/tmp/$n"; done
 
     render_conf "$CONF.new"
     if [ -f "$CONF" ] && cmp -s "$CONF" "$CONF.new"; then

@@ -2,13 +2,14 @@
 
 The unit tests check the launch the script asks for; the real-Slurm ones (marker `slurm`) check
 that two tasks trained one model over MPI, and that a time-limit warning still checkpoints and
-requeues. On this machine's test cluster srun's PMIx works on one node only (two slurmd on one
-host share PMIx's temporary folder, slurm/README.md), so they use one node with two tasks.
+requeues. Training runs both as two tasks on one node and as one task on each of the test
+cluster's two nodes (each node has its own TmpFS, where srun's PMIx keeps a step's folder).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -73,13 +74,17 @@ def test_the_local_executor_refuses_horovod_over_mpi() -> None:
 # --------------------------------------------------------------------------- real Slurm
 
 
-def mpi_args(name: str, epochs: int) -> list[str]:
-    return [*QUICK, *MPI, f"training.epochs={epochs}", f"run.name={name}", "--tasks-per-node", "2", "--time", "10"]
+def mpi_args(name: str, epochs: int, nodes: int = 1) -> list[str]:
+    layout = ["--nodes", str(nodes), "--tasks-per-node", str(2 // nodes)]
+    return [*QUICK, *MPI, f"training.epochs={epochs}", f"run.name={name}", *layout, "--time", "10"]
 
 
 @needs_horovod
-def test_two_tasks_train_one_model_with_horovod_over_mpi(slurm: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    job_id, run_dir = submit(mpi_args("hvd-mpi", 1), capsys)
+@pytest.mark.parametrize("nodes", [1, 2], ids=["1node-x-2tasks", "2nodes-x-1task"])
+def test_two_tasks_train_one_model_with_horovod_over_mpi(
+    slurm: Path, capsys: pytest.CaptureFixture[str], nodes: int
+) -> None:
+    job_id, run_dir = submit(mpi_args(f"hvd-mpi-{nodes}", 1, nodes), capsys)
     wait_until_gone(job_id)
     assert "state:      completed" in status(run_dir, capsys), task_log(run_dir, job_id, 0)[-3000:]
     found = digests(run_dir, job_id, 2)
@@ -88,7 +93,8 @@ def test_two_tasks_train_one_model_with_horovod_over_mpi(slurm: Path, capsys: py
     # what Horovod itself reports after hvd.init(): "gloo" if the MPI route silently fell back
     assert env["distribute"]["strategy"] == "horovod" and env["distribute"]["horovod_controller"] == "mpi"
     assert env["distribute"]["world_size"] == 2 and env["distribute"]["cluster_source"] == "slurm"
-    assert "harness: task 1 of 2 on node" in task_log(run_dir, job_id, 1)
+    hosts = {re.search(rf"harness: task {r} of 2 on node (\w+)", task_log(run_dir, job_id, r)) for r in (0, 1)}
+    assert None not in hosts and len({m[1] for m in hosts if m}) == nodes  # the ranks ran where asked
     assert "--mpi=pmix" in (run_dir / "slurm" / f"{job_id}_submission.sh").read_text()
 
 
