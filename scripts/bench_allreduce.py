@@ -41,7 +41,9 @@ import numpy as np
 from benchlib import (
     ROOT,
     add_output_arguments,
+    cluster_env,
     load_average,
+    machine_suffix,
     markers,
     pin_gpu,
     pinning_env,
@@ -53,7 +55,6 @@ from benchlib import (
 )
 
 NAME = "bench_allreduce"
-MARK_BEGIN, MARK_END = markers(NAME)
 RESULT_TAG = "ALLREDUCE_RESULT"
 CONTENDERS = ("multiworker_auto", "multiworker_ring", "horovod_gloo", "horovod_mpi", "mpi4py")
 # Settings tried on top of the default paths (issue: collectives on CPU nodes), selectable with
@@ -66,6 +67,16 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
     "horovod_mpi_nofusion": ("horovod_mpi", {"HOROVOD_FUSION_THRESHOLD": "0"}, ""),
     "horovod_mpi_cycle0.1": ("horovod_mpi", {"HOROVOD_CYCLE_TIME": "0.1"}, ""),
     "horovod_mpi_fusion128m": ("horovod_mpi", {"HOROVOD_FUSION_THRESHOLD": str(128 * 2**20)}, ""),
+    "mpi4py_fresh_output": ("mpi4py", {}, "fresh"),
+}
+# The launch `harness submit` uses for Horovod over MPI (srun with PMIx, no mpirun), on the local
+# Slurm cluster of slurm/cluster.sh (started if needed): name -> (worker, nodes). Opt-in with
+# --contenders, since they need root the first time the cluster starts.
+SRUN_CONTENDERS: dict[str, tuple[str, int]] = {
+    "horovod_mpi_srun": ("horovod", 1),
+    "horovod_mpi_srun_2nodes": ("horovod", 2),
+    "mpi4py_srun": ("mpi4py", 1),
+    "mpi4py_srun_2nodes": ("mpi4py", 2),
 }
 
 
@@ -181,9 +192,16 @@ def worker_mpi4py(args: argparse.Namespace) -> None:
 
     comm = MPI.COMM_WORLD
     send = np.full(args.elements, float(comm.rank + 1), np.float32)
-    recv = np.empty_like(send)
-    times = time_iterations(lambda: comm.Allreduce(send, recv, op=MPI.SUM), comm.Barrier, args.warmup, args.iterations)
-    report(comm.rank, times, send.nbytes, float(recv[0]), float(sum(range(1, comm.size + 1))))
+    out = [np.empty_like(send)]
+
+    def allreduce() -> None:
+        # "fresh": a new output buffer per call, as a TF op (Horovod's) allocates its output tensor
+        recv = np.empty_like(send) if args.implementation == "fresh" else out[-1]
+        comm.Allreduce(send, recv, op=MPI.SUM)
+        out[-1] = recv
+
+    times = time_iterations(allreduce, comm.Barrier, args.warmup, args.iterations)
+    report(comm.rank, times, send.nbytes, float(out[-1][0]), float(sum(range(1, comm.size + 1))))
 
 
 # --------------------------------------------------------------------------- driver side
@@ -242,7 +260,9 @@ def run_contender(name: str, args: argparse.Namespace, env: dict[str, str]) -> d
     horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
     base, extra_env, variant_arg = VARIANTS.get(name, (name, {}, ""))
     env = {**env, **extra_env}
-    if base.startswith("multiworker"):
+    if name in SRUN_CONTENDERS:
+        processes = [start_process(srun_command(args, name, ranks), {**env, **slurm_environment()})]
+    elif base.startswith("multiworker"):
         implementation = "harness" if base == "multiworker_auto" else (variant_arg or "ring")
         port = free_port_range(ranks)
         processes = [
@@ -261,8 +281,36 @@ def run_contender(name: str, args: argparse.Namespace, env: dict[str, str]) -> d
         mpirun = ["mpirun", "--bind-to", "none", "-np", str(ranks)]
         if os.geteuid() == 0:
             mpirun.insert(1, "--allow-run-as-root")
-        processes = [start_process([*mpirun, *worker_args(args, "mpi4py")], env)]
+        processes = [start_process([*mpirun, *worker_args(args, "mpi4py", variant_arg or "harness")], env)]
     return collect(processes, args.timeout, name)
+
+
+def srun_command(args: argparse.Namespace, name: str, ranks: int) -> list[str]:
+    """One job step as `harness submit` starts Horovod over MPI: srun serves PMIx to every rank."""
+    from harness.distribute.strategy import MPI_ENVIRONMENT
+    from harness.slurm.script import MPI_SRUN_ARGS
+
+    kind, nodes = SRUN_CONTENDERS[name]
+    exports = ",".join(f"{k}={v}" for k, v in MPI_ENVIRONMENT.items()) if kind == "horovod" else ""
+    return [
+        "srun",
+        *MPI_SRUN_ARGS,
+        f"--nodes={nodes}",
+        f"--ntasks={ranks}",
+        "--kill-on-bad-exit=1",
+        f"--export=ALL{',' + exports if exports else ''}",
+        *worker_args(args, kind),
+    ]
+
+
+_SLURM_ENV: dict[str, str] = {}
+
+
+def slurm_environment() -> dict[str, str]:
+    """The local cluster's client variables; the cluster is started on first use."""
+    if not _SLURM_ENV:
+        _SLURM_ENV.update(cluster_env())
+    return _SLURM_ENV
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -296,7 +344,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
+def markdown(measured: dict[str, Any], analysis: Path | None = None, section: str = NAME) -> str:
     import tensorflow as tf
 
     nbytes = measured["bytes"]
@@ -310,23 +358,32 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
         "horovod_gloo": "horovod `grouped_allreduce`, Gloo (`horovodrun --gloo`)",
         "horovod_mpi": "horovod `grouped_allreduce`, MPI (`horovodrun --mpi`)",
         "mpi4py": "mpi4py `comm.Allreduce` (`mpirun`), reference",
+        "horovod_mpi_srun": "horovod `grouped_allreduce`, MPI, `srun --mpi=pmix`, 1 node x 2 tasks",
+        "horovod_mpi_srun_2nodes": "horovod `grouped_allreduce`, MPI, `srun --mpi=pmix`, 2 nodes x 1 task",
+        "mpi4py_srun": "mpi4py `comm.Allreduce`, `srun --mpi=pmix`, 1 node x 2 tasks",
+        "mpi4py_srun_2nodes": "mpi4py `comm.Allreduce`, `srun --mpi=pmix`, 2 nodes x 1 task",
     }
+    slurm = any(name in SRUN_CONTENDERS for name in seconds)
     try:
         import horovod
 
         hvd_version = horovod.__version__
     except ImportError:
         hvd_version = "n/a"
+    begin, end = markers(section)
     lines = [
-        MARK_BEGIN,
-        "## All-reduce bandwidth, 64 MiB on 2 ranks (scripts/bench_allreduce.py)",
+        begin,
+        f"## All-reduce bandwidth, 64 MiB on 2 ranks{', on the local Slurm cluster' if slurm else ''}"
+        f"{machine_suffix(measured)} (scripts/bench_allreduce.py)",
         "",
         f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, "
         f"TensorFlow {tf.__version__}, Horovod {hvd_version}, {_mpi_version()}. One float32 tensor of "
         f"{nbytes / 2**20:.0f} MiB summed over 2 local ranks, each pinned to its own core; per run "
         f"{cfg['warmup']} warm-up and {cfg['iterations']} timed iterations (rank 0's median), "
-        f"{cfg['repeats']} interleaved repeats. Load average before and after each repeat: "
+        f"{cfg['repeats']} interleaved repeats"
+        + (" (the Slurm steps on slurm/cluster.sh's two nodes, which are both this machine)" if slurm else "")
+        + ". Load average before and after each repeat: "
         f"{' | '.join(measured['loads'])} (the machine was shared with other jobs).",
         "",
         provenance_line(measured.get("provenance")),
@@ -346,14 +403,16 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
         )
     if analysis:
         lines += ["", analysis.read_text().strip()]
-    lines.append(MARK_END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
 
 
 def _variant_label(name: str) -> str:
     base, env, arg = VARIANTS[name]
     settings = [f"{k}={v}" for k, v in env.items()]
-    if arg.startswith("ring:"):
+    if arg == "fresh":
+        settings.append("a new output buffer per call")
+    elif arg.startswith("ring:"):
         settings.append(f"bytes_per_pack={int(arg.split(':')[1]) // 2**20} MiB")
     elif arg:
         settings.append(f"`{arg}`")
@@ -376,10 +435,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--elements", type=int, default=16 * 2**20, help="float32 elements (64 MiB)")
     parser.add_argument(
-        "--contenders", nargs="+", choices=[*CONTENDERS, *VARIANTS], default=list(CONTENDERS), help="mpi4py is needed"
+        "--contenders",
+        nargs="+",
+        choices=[*CONTENDERS, *VARIANTS, *SRUN_CONTENDERS],
+        default=list(CONTENDERS),
+        help="mpi4py is needed",
     )
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it is killed")
     add_output_arguments(parser, "timings")
+    parser.add_argument("--section", default=NAME, help="section name in the file (e.g. bench_allreduce_slurm)")
     parser.add_argument("--worker", choices=("tf", "horovod", "mpi4py"), help=argparse.SUPPRESS)
     parser.add_argument("--implementation", default="harness", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -391,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     measured = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
     if args.json:
         args.json.write_text(json.dumps(measured, indent=1))
-    section = markdown(measured, args.analysis)
-    publish(NAME, section, None if args.no_write else args.write)
+    section = markdown(measured, args.analysis, args.section)
+    publish(args.section, section, None if args.no_write else args.write)
     return 0
 
 
