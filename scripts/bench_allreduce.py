@@ -12,6 +12,8 @@ One 64 MiB float32 tensor is summed over 2 ranks through:
   horovod       `hvd.grouped_allreduce([t], op=hvd.Sum)` in a `tf.function` (harness's Horovod path),
                 over Gloo and over MPI (`horovodrun -np 2 --gloo` / `--mpi`)
   mpi4py        `comm.Allreduce` of the same NumPy buffer (`mpirun -np 2`): the reference
+  *_srun        (opt-in) Horovod over MPI and mpi4py as `harness submit` launches them: one
+                `srun --mpi=pmix` step on the local Slurm cluster, on one node or across two
 
 Every rank is pinned to its own core, as in bench_scaling.py. Each run warms up, then times
 iterations (each one after a small barrier, so both ranks start together) and keeps rank 0's
