@@ -98,21 +98,28 @@ class _Worker:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         # The worker's own environment: the launcher's variables tell the child where it sits.
         env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
-        with inherited_affinity(cores):  # the child starts on its own cores (harness.distribute.cores)
-            self.process = subprocess.Popen(
-                command,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                start_new_session=True,
-            )
-        label = f"[rank {rank}] " if prefix else ""
-        self.pump = threading.Thread(
-            target=_copy_lines, args=(self.process.stdout, label, self.tail), daemon=True
-        )
-        self.pump.start()
+        process: subprocess.Popen[str] | None = None
+        try:
+            with inherited_affinity(cores):  # the child starts on its own cores (harness.distribute.cores)
+                process = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                    start_new_session=True,
+                )
+            label = f"[rank {rank}] " if prefix else ""
+            self.pump = threading.Thread(target=_copy_lines, args=(process.stdout, label, self.tail), daemon=True)
+            self.pump.start()
+        except BaseException:
+            # Ctrl-C between the child's start and here: nobody else knows this child, stop it now.
+            if process is not None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            raise
+        self.process = process
 
     def send(self, sig: int) -> None:
         """Send `sig` to the worker and everything it started (its own session)."""

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,3 +219,24 @@ def test_the_launcher_clears_the_heartbeats_of_a_killed_worker(
     monkeypatch.setattr(cli, "launch_workers", killed_rank)
     assert cli.main(["train", "run.name=k", "distribute.strategy=multiworker", "--workers", "2"]) == 137
     assert list((workdir / "runs").iterdir()) == []
+
+
+def test_a_ctrl_c_while_a_worker_starts_leaves_no_worker_running(
+    worker_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after a child started but before the launcher took it in: that child is stopped too."""
+    spawned: list[subprocess.Popen[str]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args: object, **kwargs: object) -> subprocess.Popen[str]:
+        spawned.append(real_popen(*args, **kwargs))  # type: ignore[call-overload]
+        return spawned[-1]
+
+    def interrupted_start(self: threading.Thread) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launcher.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(launcher.threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        launcher.run_workers(commands(worker_script, tmp_path, "wait", "wait"), grace_s=5)
+    assert len(spawned) == 1 and spawned[0].poll() is not None  # the first child, already reaped
