@@ -131,7 +131,9 @@ def test_a_worker_that_cannot_start_stops_the_ones_already_started(
 def start_launcher(script: Path, folder: Path, behaviours: list[str], grace_s: float) -> subprocess.Popen[str]:
     """The launcher in its own process, as `harness train --workers N` runs it."""
     code = (
-        "import json, sys\n"
+        "import json, signal, sys\n"
+        # as in a terminal; under a shell without job control (`sh -c '... &'`) Ctrl-C is ignored
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from harness.distribute.launcher import run_workers\n"
         "sys.exit(run_workers([(c, {}) for c in json.loads(sys.argv[1])], grace_s=float(sys.argv[2])))\n"
     )
@@ -152,13 +154,19 @@ def start_launcher(script: Path, folder: Path, behaviours: list[str], grace_s: f
 
 
 @pytest.fixture
-def launched() -> Iterator[list[subprocess.Popen[str]]]:
+def launched(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
+    """Launchers a test started; after it, none of them or their workers is left running."""
     started: list[subprocess.Popen[str]] = []
     yield started
     for proc in started:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    for pid_file in tmp_path.glob("pid-*"):  # workers run in their own sessions: kill them by pid
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
