@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +49,30 @@ def batch_script(folder: Path, params: dict[str, Any], python: str | None = None
 
 
 def submit(kind: Kind, folder: Path, params: dict[str, Any], max_requeues: int, function: Any) -> Job[Any]:
-    return make_executor(kind, folder, params, max_requeues).submit(function)
+    executor = make_executor(kind, folder, params, max_requeues)
+    if kind == "local":
+        with interruptible_children():
+            return executor.submit(function)
+    return executor.submit(function)
+
+
+@contextmanager
+def interruptible_children() -> Iterator[None]:
+    """Children started here stop on SIGINT even if we ignore it.
+
+    `harness cancel` stops a local job by sending SIGINT to submitit's controller, which then stops
+    its tasks. A process started from a background shell, `nohup` or cron ignores SIGINT, and an
+    ignored signal stays ignored in its children: the cancel would be reported but the job would
+    keep running. A handled signal is reset to its default in a child, so handle it meanwhile.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def parameters_for(kind: Kind, slurm: Any, job_name: str) -> dict[str, Any]:

@@ -7,9 +7,11 @@ with HARNESS_UPDATE_GOLDEN=1). The real cluster is exercised in tests/slurm/test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -782,6 +784,51 @@ def test_local_executor_runs_the_same_job_with_two_workers(
     digests = {rank: digest_in(run_dir / "slurm" / f"{job_id}_{rank}_log.out") for rank in (0, 1)}
     assert digests[0] and digests[0] == digests[1]
     assert (run_dir / "report.json").is_file()
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_local_job_submitted_from_a_shell_that_ignores_ctrl_c(workdir: Path) -> None:
+    """`nohup harness submit ... &` ignores SIGINT, the signal `harness cancel` stops a local job with."""
+    args = ["data.dataset=wine", "model.name=mlp", "training.epochs=100000", "run.name=bg", "--executor", "local"]
+    log = workdir / "submit.log"
+    with log.open("w") as out:  # the local job keeps submit's output open: a pipe would not end
+        submitted = subprocess.run(
+            [sys.executable, "-m", "harness", "submit", *args],
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    assert submitted.returncode == 0, log.read_text()
+    run_dir = workdir / "runs" / "bg"
+    controller = int(records.read_submission(run_dir)["job_id"])  # the local job id is its controller's pid
+    wait_until(lambda: (run_dir / "metrics.jsonl").is_file(), 300, 0.5, "the local job's first epoch")
+    cancel = subprocess.run([sys.executable, "-m", "harness", "cancel", str(run_dir)], cwd=workdir, capture_output=True)
+    assert cancel.returncode == 0 and b"cancelled job" in cancel.stdout, cancel.stderr
+
+    def controller_gone() -> bool:
+        try:
+            os.kill(controller, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    try:
+        wait_until(controller_gone, 60, 0.2, f"the cancelled local job (pid {controller}) to stop")
+    finally:
+        for pid in (*children_of(controller), controller):  # a failed test leaves no training behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert read_state(run_dir)["state"] == "cancelled"
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def wait_for_state(run_dir: Path, wanted: tuple[str, ...], timeout: float) -> str:
