@@ -394,6 +394,8 @@ def cancel(target: str) -> tuple[Run, str]:
     if run.submission.get("cancelled"):
         return run, f"job {run.job_id} was already cancelled at {run.submission.get('cancelled')}"
     if run.executor == "local":
+        if not _pid_alive(run.job_id):  # it failed before it could record that: keep what status says
+            return run, f"job {run.job_id} already ended (its process is gone); nothing to cancel"
         _interrupt_local(run.job_id)
     else:
         scheduler.cancel(run.job_id)

@@ -33,3 +33,20 @@ def test_cancel_still_cancels_a_run_whose_state_json_is_damaged(
     _, message = follow.cancel(str(tmp_path))
     assert cancelled == ["7"] and message.startswith("cancelled job 7")
     assert follow.read_state(tmp_path)["state"] == "cancelled"
+
+
+def test_cancel_of_a_local_job_whose_process_is_gone_changes_nothing(tmp_path: Path) -> None:
+    """A local job that failed before it wrote its state stays failed, not relabelled cancelled."""
+    import subprocess
+    import sys
+
+    from harness.slurm import follow
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = {"schema_version": 1, "job_id": ended.stdout.strip(), "executor": "local"}
+    (tmp_path / "submission.json").write_text(json.dumps(record))
+    (tmp_path / "state.json").write_text(json.dumps({"state": "running"}))
+    _, message = follow.cancel(str(tmp_path))
+    assert "already ended (its process is gone); nothing to cancel" in message
+    assert follow.read_state(tmp_path)["state"] == "running"
+    assert "cancelled" not in json.loads((tmp_path / "submission.json").read_text())
