@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import json
 import os
+import select
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -601,6 +603,22 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
     except KeyboardInterrupt:
         print("interrupted; a training run continues with `harness train ... --resume`", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # `harness status RUN | head`: the reader has what it wanted; end quietly, as `cat` would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 128 + signal.SIGPIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether our output is a pipe whose reader has gone (not some other connection that broke)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

@@ -116,6 +116,23 @@ def test_starting_workers_and_submitting_do_not_import_tensorflow() -> None:
     assert done.stdout.strip() == ""
 
 
+def test_output_closed_by_its_reader_ends_quietly() -> None:
+    """`harness doctor | head -1`: no traceback about a broken pipe, and the shell's code for it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "harness", "doctor"], stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 128 + signal.SIGPIPE, done.stderr
+    assert done.stderr == b""
+
+
 def test_smoke_subset_holds_two_global_batches_of_training() -> None:
     """Training refuses a global batch larger than its split, so smoke must not cut below that."""
     from harness.commands.smoke import smoke_overrides
