@@ -415,10 +415,36 @@ def cancel(target: str) -> tuple[Run, str]:
 
 
 def _interrupt_local(job_id: str) -> None:
-    """submitit's local controller stops its tasks on SIGINT (on SIGTERM they would only checkpoint and stop)."""
+    """submitit's local controller stops its tasks on SIGINT (on SIGTERM they would only checkpoint and stop).
+
+    With setup lines (`slurm.setup`, `distribute.huge_pages`) the job id is the shell that runs
+    them before the controller, and a shell waiting for its command does not pass SIGINT on.
+    """
     pid = local_pid(job_id)
+    if pid is None:
+        return
+    for target in [pid, *(child for child in child_pids(pid) if _is_local_controller(child))]:
+        try:
+            os.kill(target, signal.SIGINT)
+        except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to someone else
+            pass
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc; none where there is no /proc)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            # the fields after the command's closing parenthesis: state, then the parent's pid
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue  # ended while we looked
+    return found
+
+
+def _is_local_controller(pid: int) -> bool:
     try:
-        if pid is not None:
-            os.kill(pid, signal.SIGINT)
-    except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to someone else
-        pass
+        return b"submitit.local._local" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

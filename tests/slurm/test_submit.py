@@ -801,7 +801,7 @@ def test_cancel_stops_a_local_job_submitted_from_a_shell_that_ignores_ctrl_c(wor
         )
     assert submitted.returncode == 0, log.read_text()
     run_dir = workdir / "runs" / "bg"
-    controller = int(records.read_submission(run_dir)["job_id"])  # the local job id is its controller's pid
+    controller = int(records.read_submission(run_dir)["job_id"])  # the local job id is a process id
     wait_until(lambda: (run_dir / "metrics.jsonl").is_file(), 300, 0.5, "the local job's first epoch")
     cancel = subprocess.run([sys.executable, "-m", "harness", "cancel", str(run_dir)], cwd=workdir, capture_output=True)
     assert cancel.returncode == 0 and b"cancelled job" in cancel.stdout, cancel.stderr
@@ -816,19 +816,12 @@ def test_cancel_stops_a_local_job_submitted_from_a_shell_that_ignores_ctrl_c(wor
     try:
         wait_until(controller_gone, 60, 0.2, f"the cancelled local job (pid {controller}) to stop")
     finally:
-        for pid in (*children_of(controller), controller):  # a failed test leaves no training behind
+        # a failed test leaves no training behind: the shell of the setup lines, its controller, the task
+        children = follow.child_pids(controller)
+        for pid in (*(g for c in children for g in follow.child_pids(c)), *children, controller):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert read_state(run_dir)["state"] == "cancelled"
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, IndexError):
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def wait_for_state(run_dir: Path, wanted: tuple[str, ...], timeout: float) -> str:
