@@ -109,7 +109,7 @@ def launch_workers(child_args: list[str], workers: int, cfg: DistributeConfig) -
         reason = measured.reason if strategy == measured.strategy else f"auto: {strategy}"
         print(f"harness: {reason}; every worker runs distribute.strategy={strategy}", flush=True)
         child_args = [*child_args, f"distribute.strategy={strategy}"]
-    return launch(child_args, workers, strategy, cfg.horovod_controller, cfg.pin_workers)
+    return launch(child_args, workers, strategy, cfg.horovod_controller, cfg.pin_workers, cfg.huge_pages)
 
 
 def _measured_choice(workers: int, horovod_installed: bool) -> Choice:

@@ -348,6 +348,13 @@ class DistributeConfig(Section):
     pin_workers: bool = Field(
         True, description="harness train --workers: each worker runs on its own share of this machine's cores"
     )
+    huge_pages: bool = Field(
+        True,
+        description=(
+            "workers and jobs start with glibc asking for transparent huge pages on large blocks "
+            "(GLIBC_TUNABLES=glibc.malloc.hugetlb=1), so large tensors do not pay a page fault per 4 KiB"
+        ),
+    )
     timeout_s: Float = Field(
         300.0, gt=0.0, description="preflight and watchdog: seconds a collective or step may stall"
     )

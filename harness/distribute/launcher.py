@@ -28,6 +28,7 @@ from typing import IO
 
 from harness.distribute.cluster import launcher_env
 from harness.distribute.cores import describe, inherited_affinity, worker_shares
+from harness.distribute.memory import huge_page_env
 from harness.distribute.watchdog import last_error_line
 from harness.errors import LaunchError
 
@@ -151,13 +152,24 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def launch(args: Sequence[str], workers: int, strategy: str, controller: str = "gloo", pin: bool = True) -> int:
+def launch(
+    args: Sequence[str],
+    workers: int,
+    strategy: str,
+    controller: str = "gloo",
+    pin: bool = True,
+    huge_pages: bool = True,
+) -> int:
     """Run `harness ARGS` in `workers` processes; 0 only if every process exits 0.
 
     With `pin`, each worker we start runs on its own share of the cores (horovodrun's mpirun
-    binds the ranks it starts itself).
+    binds the ranks it starts itself). With `huge_pages`, large tensors use transparent huge pages
+    (harness.distribute.memory).
     """
     commands = worker_commands(args, workers, strategy, controller)
+    if huge_pages:
+        extra = huge_page_env(os.environ)
+        commands = [(command, {**env, **extra}) for command, env in commands]
     shares = worker_shares(len(commands)) if pin else None
     if shares:
         print(f"harness: each worker on its own cores ({describe(shares)}; distribute.pin_workers)", flush=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import SlurmConfig
+from harness.distribute.memory import huge_page_export
 from harness.errors import ConfigError
 from harness.slurm.resources import gpu_request
 
@@ -98,6 +99,14 @@ def slurm_parameters(slurm: SlurmConfig, job_name: str) -> dict[str, Any]:
     if setup:
         params["setup"] = setup
     return params
+
+
+def with_huge_pages(params: dict[str, Any], huge_pages: bool) -> dict[str, Any]:
+    """`params` whose tasks start with large blocks on huge pages (`distribute.huge_pages`); the line
+    comes first, so the user's own setup lines can still change it."""
+    if not huge_pages:
+        return params
+    return {**params, "setup": [huge_page_export(), *params.get("setup", [])]}
 
 
 def with_launch(params: dict[str, Any], strategy: str, controller: str) -> dict[str, Any]:

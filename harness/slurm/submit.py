@@ -31,7 +31,7 @@ from harness.slurm.resources import (
     with_tasks,
 )
 from harness.slurm.scheduler import Partition, SchedulerUnavailable
-from harness.slurm.script import check_launch, check_script_values, with_launch
+from harness.slurm.script import check_launch, check_script_values, with_huge_pages, with_launch
 
 GRACE_EXTRA_S = 60
 """How long past the signal delay a stopped non-chief rank waits to be ended by the requeue."""
@@ -79,6 +79,7 @@ class Plan:
     @property
     def params(self) -> dict[str, Any]:
         params = backends.parameters_for(self.executor, self.config.slurm, self.job_name)
+        params = with_huge_pages(params, self.config.distribute.huge_pages)
         if self.executor != "slurm":
             return params
         return with_launch(params, self.strategy, self.config.distribute.horovod_controller)

@@ -78,9 +78,11 @@ def normalized(spec: Spec, path: Path) -> dict[str, Any]:
 
 def _slurm_plan(spec: Spec, path: Path) -> dict[str, Any]:
     from harness.slurm.arrays import plan_array
+    from harness.slurm.script import with_huge_pages
 
     _, params = plan_array(resource_variants(spec), spec.base.distribute.strategy, f"sweep-{path.name}")
-    return params
+    # the trials' srun steps inherit the worker's environment
+    return with_huge_pages(params, spec.base.distribute.huge_pages)
 
 
 def resource_variants(spec: Spec) -> list[SlurmConfig]:

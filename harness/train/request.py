@@ -33,6 +33,7 @@ RESUMABLE_KEYS = {
     "distribute.cpu_replicas",
     "distribute.horovod_controller",
     "distribute.pin_workers",
+    "distribute.huge_pages",
     "distribute.timeout_s",
     "report.html",
     "report.plots",

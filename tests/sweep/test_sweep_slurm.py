@@ -128,7 +128,8 @@ def test_cancel_mid_sweep_then_resume(slurm: Path, capsys: pytest.CaptureFixture
     subprocess.run(["scancel", array], check=True)
     wait_for_array(array, [])
     stopped = [r for r in records(sweep_dir) if r.state in ("interrupted", "running")]
-    assert stopped, "the cancel landed after every trial had finished"
+    ended = [(r.trial, r.state, r.epochs, r.error) for r in records(sweep_dir)]
+    assert stopped, f"no trial was left to resume after the cancel: {ended}"
     assert cli.main(["sweep", "resume", str(sweep_dir)]) == 0
     out = capsys.readouterr().out
     second = out.split("submitted Slurm job array ")[1].split(":")[0]

@@ -1,0 +1,36 @@
+"""Large tensors on transparent huge pages, for the processes the harness starts.
+
+TensorFlow allocates every op's output anew. glibc serves a block above its mmap threshold (at
+most 32 MiB) with a fresh mapping, so each call of a large op touches new 4 KiB pages, one page
+fault each: on the AMD EPYC of docs/benchmarks.md a 64 MiB Horovod all-reduce spent more than half
+its time there (0.47x MPI; 1.25x with huge pages). glibc 2.35+ can ask for transparent huge pages
+on its mappings (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), as NumPy does for its large arrays.
+
+The setting is read when a process starts, so it goes into the environment of the workers and
+jobs the harness starts (`distribute.huge_pages`). Older glibc ignores it, and a kernel with
+transparent huge pages off (`never`) keeps 4 KiB pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+VARIABLE = "GLIBC_TUNABLES"
+TUNABLE = "glibc.malloc.hugetlb"
+SETTING = f"{TUNABLE}=1"
+
+
+def huge_page_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What to add to a worker's environment: our tunable after the user's own, unless they chose it."""
+    current = environ.get(VARIABLE, "")
+    if TUNABLE in current:
+        return {}
+    return {VARIABLE: f"{current}:{SETTING}" if current else SETTING}
+
+
+def huge_page_export() -> str:
+    """The same for a job script: appended to whatever the job's environment sets.
+
+    No trailing comment: the local executor joins setup lines with `&&` into one command line.
+    """
+    return f'export {VARIABLE}="${{{VARIABLE}:+${VARIABLE}:}}{SETTING}"'

@@ -1,0 +1,108 @@
+"""Huge pages for large tensors: what the workers' environment gets, and that glibc acts on it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.distribute import launcher
+from harness.distribute.memory import huge_page_env, huge_page_export
+
+# A process that maps a fresh 64 MiB block through malloc, as TensorFlow does for a large op's
+# output, writes every byte, and prints the minor page faults this cost.
+TOUCH_64_MIB = r"""
+import ctypes, resource
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+size = 64 * 2**20
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
+        (
+            {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+            {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"},
+        ),
+        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, {}),  # the user's own choice stays
+    ],
+)
+def test_the_tunable_is_added_to_the_users_own(environ: dict[str, str], expected: dict[str, str]) -> None:
+    assert huge_page_env(environ) == expected
+
+
+def test_the_job_script_line_keeps_the_jobs_own_tunables() -> None:
+    line = huge_page_export()
+    done = subprocess.run(
+        ["sh", "-c", f"{line} && echo $GLIBC_TUNABLES"],
+        env={"PATH": os.environ["PATH"], "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    done = subprocess.run(
+        ["sh", "-c", f"{line} && echo $GLIBC_TUNABLES"],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "glibc.malloc.hugetlb=1"
+
+
+@pytest.mark.parametrize("huge_pages", [True, False])
+def test_local_workers_start_with_the_setting_unless_turned_off(
+    huge_pages: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[dict[str, str]] = []
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(
+        launcher, "run_workers", lambda commands, shares=None: started.extend(e for _, e in commands) or 0
+    )
+    assert launcher.launch(["train"], 2, "multiworker", pin=False, huge_pages=huge_pages) == 0
+    assert len(started) == 2
+    assert all(("GLIBC_TUNABLES" in env) == huge_pages for env in started)
+    assert all(env.get("HARNESS_RANK") == str(rank) for rank, env in enumerate(started))
+
+
+def thp_mode() -> str:
+    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    text = path.read_text() if path.exists() else ""
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else "absent"
+
+
+def glibc_at_least(major: int, minor: int) -> bool:
+    name, version = platform.libc_ver()
+    return name == "glibc" and tuple(int(p) for p in version.split(".")[:2]) >= (major, minor)
+
+
+@pytest.mark.skipif(
+    thp_mode() != "madvise" or not glibc_at_least(2, 35),
+    reason="needs glibc 2.35+ and transparent huge pages on request (madvise)",
+)
+def test_glibc_puts_a_large_block_on_huge_pages_with_the_setting() -> None:
+    """The effect the setting is for, measured in a real process: far fewer page faults."""
+
+    def faults(extra: dict[str, str]) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        done = subprocess.run(
+            [sys.executable, "-c", TOUCH_64_MIB], env={**env, **extra}, capture_output=True, text=True, check=True
+        )
+        return int(done.stdout)
+
+    plain = faults({})
+    huge = faults(huge_page_env({}))
+    assert plain >= 64 * 2**20 // 4096  # one fault per 4 KiB page
+    assert huge * 8 < plain, (plain, huge)
