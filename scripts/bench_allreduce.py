@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -59,6 +60,9 @@ from benchlib import (
 NAME = "bench_allreduce"
 RESULT_TAG = "ALLREDUCE_RESULT"
 CONTENDERS = ("multiworker_auto", "multiworker_ring", "horovod_gloo", "horovod_mpi", "mpi4py")
+HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31), "GLIBC_TUNABLES": ""}
+THP = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}  # glibc >= 2.35: madvise(MADV_HUGEPAGE) on its mappings
+NO_THP = {"GLIBC_TUNABLES": ""}  # the harness paths as before distribute.huge_pages
 # Settings tried on top of the default paths (issue: collectives on CPU nodes), selectable with
 # --contenders: name -> (base contender, environment, implementation / extra launcher arguments).
 VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
@@ -70,6 +74,18 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
     "horovod_mpi_cycle0.1": ("horovod_mpi", {"HOROVOD_CYCLE_TIME": "0.1"}, ""),
     "horovod_mpi_fusion128m": ("horovod_mpi", {"HOROVOD_FUSION_THRESHOLD": str(128 * 2**20)}, ""),
     "mpi4py_fresh_output": ("mpi4py", {}, "fresh"),
+    # NumPy asks for transparent huge pages on large arrays; TensorFlow's allocator does not
+    "mpi4py_fresh_output_4k": ("mpi4py", {}, "fresh4k"),
+    # glibc serves blocks above its mmap threshold (at most 32 MiB) with a fresh mapping per call;
+    # below it, a freed block could be reused without page faults (no huge pages, to tell them apart)
+    "horovod_mpi_heap": ("horovod_mpi", HEAP, ""),
+    "horovod_gloo_heap": ("horovod_gloo", HEAP, ""),
+    "multiworker_auto_heap": ("multiworker_auto", HEAP, ""),
+    "mpi4py_fresh_output_4k_thp": ("mpi4py", THP, "fresh4k"),
+    "mpi4py_thp": ("mpi4py", THP, ""),
+    "horovod_mpi_4k": ("horovod_mpi", NO_THP, ""),
+    "horovod_gloo_4k": ("horovod_gloo", NO_THP, ""),
+    "multiworker_auto_4k": ("multiworker_auto", NO_THP, ""),
 }
 # The launch `harness submit` uses for Horovod over MPI (srun with PMIx, no mpirun), on the local
 # Slurm cluster of slurm/cluster.sh (started if needed): name -> (worker, nodes). Opt-in with
@@ -85,17 +101,22 @@ SRUN_CONTENDERS: dict[str, tuple[str, int]] = {
 # --------------------------------------------------------------------------- worker side
 
 
+FAULTS: list[float] = []  # minor page faults per timed call of this process, for the report
+
+
 def time_iterations(op: Callable[[], Any], barrier: Callable[[], Any], warmup: int, iterations: int) -> list[float]:
     """Seconds per call of `op`, each call started right after a barrier."""
     for _ in range(warmup):
         barrier()
         op()
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(iterations):
         barrier()
         started = time.perf_counter()
         op()
         times.append(time.perf_counter() - started)
+    FAULTS[:] = [(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / iterations]
     return times
 
 
@@ -103,7 +124,8 @@ def report(rank: int, times: list[float], nbytes: int, check: float, expected: f
     if abs(check - expected) > 1e-3:
         raise SystemExit(f"rank {rank}: all-reduce returned {check}, expected {expected}")
     if rank == 0:
-        print(f"{RESULT_TAG} {json.dumps({'times': times, 'bytes': nbytes})}", flush=True)
+        faults = FAULTS[0] if FAULTS else None
+        print(f"{RESULT_TAG} {json.dumps({'times': times, 'bytes': nbytes, 'faults': faults})}", flush=True)
 
 
 def worker_tf(args: argparse.Namespace) -> None:
@@ -193,12 +215,14 @@ def worker_mpi4py(args: argparse.Namespace) -> None:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
+    if args.implementation == "fresh4k":
+        np.core.multiarray._set_madvise_hugepage(False)
     send = np.full(args.elements, float(comm.rank + 1), np.float32)
     out = [np.empty_like(send)]
 
     def allreduce() -> None:
         # "fresh": a new output buffer per call, as a TF op (Horovod's) allocates its output tensor
-        recv = np.empty_like(send) if args.implementation == "fresh" else out[-1]
+        recv = np.empty_like(send) if args.implementation.startswith("fresh") else out[-1]
         comm.Allreduce(send, recv, op=MPI.SUM)
         out[-1] = recv
 
@@ -257,11 +281,14 @@ def collect(processes: list[subprocess.Popen[str]], timeout_s: float, label: str
 def run_contender(name: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     from harness.distribute.cluster import launcher_env
     from harness.distribute.launcher import free_port_range
+    from harness.distribute.memory import huge_page_env
 
     ranks = 2
     horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
     base, extra_env, variant_arg = VARIANTS.get(name, (name, {}, ""))
-    env = {**env, **extra_env}
+    harness_path = not base.startswith("mpi4py") and SRUN_CONTENDERS.get(name, ("horovod", 0))[0] == "horovod"
+    # the harness starts its workers with large blocks on huge pages (distribute.huge_pages)
+    env = {**env, **(huge_page_env(env) if harness_path else {}), **extra_env}
     if name in SRUN_CONTENDERS:
         processes = [start_process(srun_command(args, name, ranks), {**env, **slurm_environment()})]
     elif base.startswith("multiworker"):
@@ -317,6 +344,7 @@ def slurm_environment() -> dict[str, str]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[float]] = {name: [] for name in args.contenders}
+    faults: dict[str, list[float | None]] = {name: [] for name in args.contenders}
     loads = [load_average()]
     with tempfile.TemporaryDirectory(prefix="bench_allreduce_pin_") as hook_dir:
         env = pinning_env(Path(hook_dir), ROOT)
@@ -327,16 +355,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 result = run_contender(name, args, env)
                 seconds = statistics.median(result["times"])
                 runs[name].append(seconds)
+                faults[name].append(result.get("faults"))
                 print(
                     f"repeat {repeat + 1}/{args.repeats} {name}: median {seconds * 1e3:.1f} ms = "
                     f"{result['bytes'] / seconds / 1e9:.2f} GB/s (iterations ms: "
                     + ", ".join(f"{t * 1e3:.0f}" for t in result["times"])
-                    + ")",
+                    + f"; minor page faults per call: {result.get('faults')})",
                     flush=True,
                 )
             loads.append(load_average())
     return {
         "seconds": runs,
+        "faults": faults,
         "loads": loads,
         "bytes": args.elements * 4,
         "date": time.strftime("%Y-%m-%d"),
@@ -355,10 +385,10 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
     gbps = {name: [nbytes / s / 1e9 for s in values] for name, values in seconds.items()}
     ratios = {name: [a / b for a, b in zip(values, gbps["mpi4py"], strict=True)] for name, values in gbps.items()}
     labels = {
-        "multiworker_auto": "multiworker, as harness builds it (CommunicationImplementation.AUTO)",
-        "multiworker_ring": "multiworker, CommunicationImplementation.RING",
-        "horovod_gloo": "horovod `grouped_allreduce`, Gloo (`horovodrun --gloo`)",
-        "horovod_mpi": "horovod `grouped_allreduce`, MPI (`horovodrun --mpi`)",
+        "multiworker_auto": "multiworker, as harness builds it (CommunicationImplementation.AUTO), huge pages",
+        "multiworker_ring": "multiworker, CommunicationImplementation.RING, huge pages",
+        "horovod_gloo": "horovod `grouped_allreduce`, Gloo (`horovodrun --gloo`), huge pages",
+        "horovod_mpi": "horovod `grouped_allreduce`, MPI (`horovodrun --mpi`), huge pages",
         "mpi4py": "mpi4py `comm.Allreduce` (`mpirun`), reference",
         "horovod_mpi_srun": "horovod `grouped_allreduce`, MPI, `srun --mpi=pmix`, 1 node x 2 tasks",
         "horovod_mpi_srun_2nodes": "horovod `grouped_allreduce`, MPI, `srun --mpi=pmix`, 2 nodes x 1 task",
@@ -392,8 +422,8 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
         "",
         "Algorithm bandwidth = bytes / time (for 2 ranks equal to the bus bandwidth).",
         "",
-        "| path | median time (ms) | median GB/s | / mpi4py (median) | GB/s per repeat |",
-        "|---|---|---|---|---|",
+        "| path | median time (ms) | median GB/s | / mpi4py (median) | GB/s per repeat | page faults per call |",
+        "|---|---|---|---|---|---|",
     ]
     for name in seconds:
         label = labels[name] if name in labels else _variant_label(name)
@@ -401,7 +431,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
             f"| {label} | {statistics.median(seconds[name]) * 1e3:.0f} | "
             f"{statistics.median(gbps[name]):.2f} | **{statistics.median(ratios[name]):.2f}** | "
             + ", ".join(f"{v:.2f}" for v in gbps[name])
-            + " |"
+            + f" | {_faults(measured.get('faults', {}).get(name))} |"
         )
     if analysis:
         lines += ["", analysis.read_text().strip()]
@@ -409,11 +439,19 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
     return "\n".join(lines) + "\n"
 
 
+def _faults(values: list[float | None] | None) -> str:
+    """Minor page faults per timed call in rank 0 (median of the runs); one per 4 KiB page first touched."""
+    known = [v for v in values or [] if v is not None]
+    return f"{statistics.median(known):.0f}" if known else "n/a"
+
+
 def _variant_label(name: str) -> str:
     base, env, arg = VARIANTS[name]
-    settings = [f"{k}={v}" for k, v in env.items()]
+    settings = [f"{k}={v}" for k, v in env.items()] if env != NO_THP else ["without huge pages (as before)"]
     if arg == "fresh":
         settings.append("a new output buffer per call")
+    elif arg == "fresh4k":
+        settings.append("a new output buffer per call, NumPy's huge-page request off")
     elif arg.startswith("ring:"):
         settings.append(f"bytes_per_pack={int(arg.split(':')[1]) // 2**20} MiB")
     elif arg:

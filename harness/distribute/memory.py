@@ -3,7 +3,7 @@
 TensorFlow allocates every op's output anew. glibc serves a block above its mmap threshold (at
 most 32 MiB) with a fresh mapping, so each call of a large op touches new 4 KiB pages, one page
 fault each: on the AMD EPYC of docs/benchmarks.md a 64 MiB Horovod all-reduce spent more than half
-its time there (0.47x MPI; 1.25x with huge pages). glibc 2.35+ can ask for transparent huge pages
+its time there (0.42x MPI; 1.29x with huge pages). glibc 2.35+ can ask for transparent huge pages
 on its mappings (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), as NumPy does for its large arrays.
 
 The setting is read when a process starts, so it goes into the environment of the workers and
