@@ -21,6 +21,7 @@ from harness.rundir.records import read_state as _read_state
 from harness.train import checkpoint
 
 PRUNED = RunState.PRUNED
+COMPLETED = RunState.COMPLETED
 
 
 def prepare(run_dir: Path, submission: dict[str, Any]) -> None:

@@ -89,6 +89,15 @@ def run_trial(
     while True:
         code = run_attempt(command, use_srun, stop_requested)
         record = _reloaded(sweep, record)
+        if code == 0 and not _run_completed(run_dir):
+            # An exit status alone is not proof: a step torn down by a cancel can report 0. A trial
+            # recorded completed would never be resumed, and its half-trained objective would count.
+            state = trials.read_state(run_dir).get("state", "not started")
+            print(f"sweep: trial {record.trial}'s processes exited 0 but its run is {state}, not completed", flush=True)
+            if stop_requested():
+                return _stopped(sweep, study, record, run_dir, started)
+            record.error = f"the trial's processes exited 0 before its run completed (state: {state})"
+            return _failed(sweep, study, record, run_dir, started, 0)
         if code == 0:
             return _completed(sweep, spec, study, record, run_dir, started)
         if code == Preempted.exit_code:
@@ -159,6 +168,11 @@ def submission_record(sweep: SweepDir, spec: Spec, record: ledger.TrialRecord, u
         "sweep": str(sweep.path),
         "cancelled": None,
     }
+
+
+def _run_completed(run_dir: Path) -> bool:
+    """Whether the trial's chief recorded the run as trained to its end."""
+    return trials.read_state(run_dir).get("state") == trials.COMPLETED
 
 
 def _reloaded(sweep: SweepDir, record: ledger.TrialRecord) -> ledger.TrialRecord:

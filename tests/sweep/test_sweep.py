@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import optuna
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from harness.sweep import ledger, space
 from harness.sweep.spec import load_spec
 from harness.sweep.status import format_status, read_status
 from harness.sweep.sweepdir import SweepDir
+from tests.conftest import ROOT
 
 BASE = {
     "run": {"seed": 1},
@@ -207,6 +209,34 @@ def test_failing_trial_is_retried_then_failed(workdir: Path, capsys: pytest.Capt
         ),
     )
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
+
+
+class ExitsMidway(keras.callbacks.Callback):
+    """User code that ends the process with status 0 before training is over."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch == 0:
+            os._exit(0)
+
+
+def exits_midway() -> keras.callbacks.Callback:
+    return ExitsMidway()
+
+
+def test_a_trial_that_exits_0_before_the_end_is_not_recorded_completed(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exit status alone is not a finished trial: its half-trained objective must not count."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the trial's process imports the callback from here
+    callback = "tests.sweep.test_sweep:exits_midway"
+    base = {**BASE, "training": {**BASE["training"], "epochs": 3, "callbacks": [callback]}}
+    path = write_spec(workdir, base=base, budget={"trials": 1}, retries=0)
+    assert sweep(str(path), "--executor", "local") == 0
+    (record,) = records(workdir / "sweeps/s")
+    assert record.state == "failed" and record.epochs < 3, record
+    assert record.error == "the trial's processes exited 0 before its run completed (state: running)"
+    log = "".join(p.read_text() for p in (workdir / "sweeps/s/workers").glob("*.out"))
+    assert "exited 0 but its run is running, not completed" in log
 
 
 def test_bad_trial_is_pruned_and_good_one_is_not(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
