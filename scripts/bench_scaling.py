@@ -246,6 +246,15 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             for strategy in ("multiworker", "horovod")
             for cores, pin in (("shared", False), ("own", True))
         ),
+        *(
+            Contender(
+                f"{strategy}_2_4k",
+                2,
+                harness(strategy, f"{strategy}-4k", 2, ["distribute.huge_pages=false"]),
+                read_harness,
+            )
+            for strategy in ("multiworker", "horovod")
+        ),
     ]
 
 
@@ -377,11 +386,18 @@ ALL = (
     "multiworker_2_own",
     "horovod_2_shared",
     "horovod_2_own",
+    "multiworker_2_4k",
+    "horovod_2_4k",
 )
 PINNING = {
     # strategy: (all workers on all cores, each worker on its own cores)
     "multiworker": ("multiworker_2_shared", "multiworker_2_own"),
     "horovod": ("horovod_2_shared", "horovod_2_own"),
+}
+HUGE_PAGES = {
+    # strategy: (distribute.huge_pages=false, the default true)
+    "multiworker": ("multiworker_2_4k", "multiworker_2"),
+    "horovod": ("horovod_2_4k", "horovod_2"),
 }
 
 
@@ -404,6 +420,7 @@ def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
     pinning = {
         name: per_repeat(results, own, shared, stat) for name, (shared, own) in PINNING.items() if have(shared, own)
     }
+    huge = {name: per_repeat(results, on, off, stat) for name, (off, on) in HUGE_PAGES.items() if have(off, on)}
     ratios: dict[str, list[float]] = {}
     if "horovod" in eff and "plain" in eff:
         ratios["vs_plain"] = [h / p for h, p in zip(eff["horovod"], eff["plain"], strict=True)]
@@ -426,6 +443,8 @@ def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
         "one_median": {name: statistics.median(values) for name, values in one.items()},
         "pinning": pinning,
         "pinning_median": {name: statistics.median(values) for name, values in pinning.items()},
+        "huge": huge,
+        "huge_median": {name: statistics.median(values) for name, values in huge.items()},
         "rate": {name: statistics.median(stat(o) for o in runs) for name, runs in results.items()},
     }
 
@@ -540,6 +559,20 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
                 f"| {name} | {med['rate'][PINNING[name][0]]:.0f} | {med['rate'][PINNING[name][1]]:.0f} | "
                 f"**{med['pinning_median'][name]:.2f}** | {fmt(med['pinning'][name])} |"
                 for name in med["pinning"]
+            ),
+        ]
+    if med.get("huge"):
+        lines += [
+            "",
+            "Huge pages for large blocks (`distribute.huge_pages`, harness.distribute.memory): `--workers 2` "
+            "with `false` and with the default `true`. Per-worker samples/s; ratio per repeat.",
+            "",
+            "| strategy | huge_pages=false | huge_pages=true | true / false | per repeat |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {name} | {med['rate'][HUGE_PAGES[name][0]]:.0f} | {med['rate'][HUGE_PAGES[name][1]]:.0f} | "
+                f"**{med['huge_median'][name]:.2f}** | {fmt(med['huge'][name])} |"
+                for name in med["huge"]
             ),
         ]
     lines += [
