@@ -80,6 +80,21 @@ def devices() -> list[str]:
     return [d.name for d in tf.config.list_logical_devices()]
 
 
+RECORDED_VARIABLES = (
+    "GLIBC_TUNABLES",  # distribute.huge_pages
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "OMP_NUM_THREADS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_XLA_FLAGS",
+    "HOROVOD_CONTROLLER",
+    "HOROVOD_CPU_OPERATIONS",
+    "HOROVOD_FUSION_THRESHOLD",
+    "HOROVOD_CYCLE_TIME",
+)
+"""Environment variables that change a run's speed or numerics: recorded when set, to reproduce it."""
+
+
 def environment(where: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "versions": versions(),
@@ -89,5 +104,6 @@ def environment(where: Path, extra: dict[str, Any] | None = None) -> dict[str, A
         "executable": sys.executable,
         "git_commit": git_commit(where),
         "devices": devices(),
+        "variables": {name: os.environ[name] for name in RECORDED_VARIABLES if name in os.environ},
         **(extra or {}),
     }

@@ -233,6 +233,8 @@ def test_checkpoint_of_two_workers_resumes_in_one_process(tmp_path: Path, refere
     first = harness(["train", *COMMON, "run.name=r", "training.epochs=2", *two_workers], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert len(digests(first.stdout)) == 2
+    variables = json.loads((tmp_path / "runs" / "r" / "env.json").read_text())["variables"]
+    assert "glibc.malloc.hugetlb=1" in variables.get("GLIBC_TUNABLES", "")  # distribute.huge_pages reached the workers
     done = harness(
         [
             "train",

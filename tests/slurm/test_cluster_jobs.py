@@ -137,6 +137,7 @@ def test_two_node_job_trains_one_model_with_one_rank_per_node(
     # the node each rank ran on, as Slurm names it (here both nodes share one machine's host name)
     assert [(entry["rank"], entry["host"]) for entry in env["ranks"]] == [(0, "n1"), (1, "n2")]
     assert env["host"] == "n1"
+    assert "glibc.malloc.hugetlb=1" in env["variables"]["GLIBC_TUNABLES"]  # the script's export reached the tasks
 
 
 def release_requeued(job_id: str, run_dir: Path, timeout: float = 120.0) -> None:
