@@ -63,6 +63,10 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.workers > 1:
         return _launch_training(request, args)
+    if args.own_process and config.distribute.huge_pages:
+        from harness.distribute.memory import restart_with_huge_pages
+
+        restart_with_huge_pages()  # the setting is read at start: nothing is loaded or written yet
     from harness.train.run import train  # imports TensorFlow: only in the process that trains
     from harness.train.signals import stop_on_signals
 
@@ -588,6 +592,7 @@ def show_warning(
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_command_line(build_parser(), argv)
+    args.own_process = argv is None  # the command itself, not a call from Python (tests, notebooks)
     handler: Callable[[argparse.Namespace], int] = args.func
     with warnings.catch_warnings():
         warnings.showwarning = show_warning

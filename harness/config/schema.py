@@ -351,7 +351,7 @@ class DistributeConfig(Section):
     huge_pages: bool = Field(
         True,
         description=(
-            "workers and jobs start with glibc asking for transparent huge pages on large blocks "
+            "harness train, its workers and jobs start with glibc asking for transparent huge pages on large blocks "
             "(GLIBC_TUNABLES=glibc.malloc.hugetlb=1), so large tensors do not pay a page fault per 4 KiB"
         ),
     )

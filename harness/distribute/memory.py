@@ -7,12 +7,16 @@ its time there (0.42x MPI; 1.29x with huge pages). glibc 2.35+ can ask for trans
 on its mappings (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), as NumPy does for its large arrays.
 
 The setting is read when a process starts, so it goes into the environment of the workers and
-jobs the harness starts (`distribute.huge_pages`). Older glibc ignores it, and a kernel with
-transparent huge pages off (`never`) keeps 4 KiB pages.
+jobs the harness starts (`distribute.huge_pages`), and a `harness train` started without it
+starts itself again with it, before anything is loaded. Older glibc ignores it, and a kernel
+with transparent huge pages off (`never`) keeps 4 KiB pages.
 """
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
 from collections.abc import Mapping
 
 VARIABLE = "GLIBC_TUNABLES"
@@ -34,3 +38,26 @@ def huge_page_export() -> str:
     No trailing comment: the local executor joins setup lines with `&&` into one command line.
     """
     return f'export {VARIABLE}="${{{VARIABLE}:+${VARIABLE}:}}{SETTING}"'
+
+
+def restart_with_huge_pages() -> None:
+    """Run this same command again, in this process, with the setting in its environment.
+
+    Only before anything is loaded or written (the process id, arguments and signals stay as
+    they were), and only where glibc reads the setting, so it is never a restart for nothing.
+    """
+    extra = huge_page_env(os.environ)
+    if not extra or not glibc_reads_it():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **extra})
+
+
+def glibc_reads_it() -> bool:
+    """glibc 2.35 added the tunable; others (musl, macOS) have no such setting."""
+    name, version = platform.libc_ver()
+    try:
+        return name == "glibc" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 35)
+    except ValueError:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -106,3 +107,28 @@ def test_glibc_puts_a_large_block_on_huge_pages_with_the_setting() -> None:
     huge = faults(huge_page_env({}))
     assert plain >= 64 * 2**20 // 4096  # one fault per 4 KiB page
     assert huge * 8 < plain, (plain, huge)
+
+
+@pytest.mark.skipif(not glibc_at_least(2, 35), reason="glibc reads the setting from 2.35 on")
+@pytest.mark.parametrize("huge_pages", [True, False])
+def test_harness_train_in_one_process_starts_itself_with_the_setting(huge_pages: bool, tmp_path: Path) -> None:
+    """Before anything is loaded: the run records the setting, and the command as it was typed."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    args = [
+        "train",
+        "data.dataset=iris",
+        "model.name=mlp",
+        "training.epochs=1",
+        "training.progress=none",
+        "report.html=false",
+        "report.plots=false",
+        "run.name=r",
+        f"distribute.huge_pages={str(huge_pages).lower()}",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = json.loads((tmp_path / "runs" / "r" / "env.json").read_text())
+    assert ("GLIBC_TUNABLES" in recorded["variables"]) == huge_pages
+    assert recorded["command"].split()[1:] == args  # the same arguments, after the restart
