@@ -107,11 +107,11 @@ def test_workers_flag_resolves_through_the_rule(
     seen: list[Any] = []
     monkeypatch.setattr(launcher, "launch", lambda *args: seen.append(args) or 0)
     monkeypatch.setattr(choice, "horovod_importable", lambda: True)
-    cfg = DistributeConfig(strategy=strategy, horovod_controller=controller)
+    cfg = DistributeConfig(strategy=strategy, horovod_controller=controller, huge_pages=False)
     assert cli.launch_workers(["train"], 3, cfg) == 0
     # `auto` is decided once here: every worker receives the concrete strategy
     args = ["train", f"distribute.strategy={launched}"] if strategy == "auto" else ["train"]
-    assert seen == [(args, 3, launched, controller, True)]
+    assert seen == [(args, 3, launched, controller, True, False)]  # pin_workers, huge_pages
 
 
 @pytest.mark.parametrize("strategy", ["single", "mirrored"])

@@ -232,14 +232,14 @@ def test_the_launcher_hands_every_worker_the_measured_strategy(
     seen: list[Any] = []
     monkeypatch.setattr(launcher, "launch", lambda *args: seen.append(args) or 0)
     assert cli.launch_workers(["train", "a=1"], 2, DistributeConfig(strategy="auto")) == 0
-    assert seen == [(["train", "a=1", "distribute.strategy=horovod"], 2, "horovod", "gloo", True)]
+    assert seen == [(["train", "a=1", "distribute.strategy=horovod"], 2, "horovod", "gloo", True, True)]
     out = capsys.readouterr().out
     assert out.startswith("harness: auto: horovod, 1.40x multiworker with 2 processes as harness validate measured")
     # an explicit strategy is left as it is, and no store is read for it
     (tmp_path / "broken.json").write_text("{")
     seen.clear()
     assert cli.launch_workers(["train"], 2, DistributeConfig(strategy="multiworker")) == 0
-    assert seen == [(["train"], 2, "multiworker", "gloo", True)]
+    assert seen == [(["train"], 2, "multiworker", "gloo", True, True)]
     assert capsys.readouterr().err == ""
 
 
