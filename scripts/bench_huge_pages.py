@@ -37,6 +37,8 @@ from benchlib import (
     source_version,
 )
 
+from harness.distribute.memory import thp_mode
+
 NAME = "bench_huge_pages"
 SETTINGS = (True, False)
 
@@ -77,17 +79,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "source": source_version(),
         "settings": {"repeats": args.repeats, "epochs": args.epochs, "samples": args.samples},
         "provenance": provenance(),
-        "thp": _thp_mode(),
+        "thp": thp_mode(),
     }
-
-
-def _thp_mode() -> str:
-    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    try:
-        text = path.read_text()
-    except OSError:
-        return "not available"
-    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else text.strip()
 
 
 def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:

@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 VARIABLE = "GLIBC_TUNABLES"
 TUNABLE = "glibc.malloc.hugetlb"
@@ -61,3 +62,12 @@ def glibc_reads_it() -> bool:
         return name == "glibc" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 35)
     except ValueError:
         return False
+
+
+def thp_mode(path: Path = Path("/sys/kernel/mm/transparent_hugepage/enabled")) -> str:
+    """The kernel's transparent huge page mode (`always`, `madvise`: on request, `never`)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return "not available"
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else text.strip()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.distribute import launcher
-from harness.distribute.memory import huge_page_env, huge_page_export
+from harness.distribute.memory import glibc_reads_it, huge_page_env, huge_page_export, thp_mode
 
 # A process that maps a fresh 64 MiB block through malloc, as TensorFlow does for a large op's
 # output, writes every byte, and prints the minor page faults this cost.
@@ -78,19 +77,8 @@ def test_local_workers_start_with_the_setting_unless_turned_off(
     assert all(env.get("HARNESS_RANK") == str(rank) for rank, env in enumerate(started))
 
 
-def thp_mode() -> str:
-    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    text = path.read_text() if path.exists() else ""
-    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else "absent"
-
-
-def glibc_at_least(major: int, minor: int) -> bool:
-    name, version = platform.libc_ver()
-    return name == "glibc" and tuple(int(p) for p in version.split(".")[:2]) >= (major, minor)
-
-
 @pytest.mark.skipif(
-    thp_mode() != "madvise" or not glibc_at_least(2, 35),
+    thp_mode() != "madvise" or not glibc_reads_it(),
     reason="needs glibc 2.35+ and transparent huge pages on request (madvise)",
 )
 def test_glibc_puts_a_large_block_on_huge_pages_with_the_setting() -> None:
@@ -109,7 +97,7 @@ def test_glibc_puts_a_large_block_on_huge_pages_with_the_setting() -> None:
     assert huge * 8 < plain, (plain, huge)
 
 
-@pytest.mark.skipif(not glibc_at_least(2, 35), reason="glibc reads the setting from 2.35 on")
+@pytest.mark.skipif(not glibc_reads_it(), reason="glibc reads the setting from 2.35 on")
 @pytest.mark.parametrize("huge_pages", [True, False])
 def test_harness_train_in_one_process_starts_itself_with_the_setting(huge_pages: bool, tmp_path: Path) -> None:
     """Before anything is loaded: the run records the setting, and the command as it was typed."""
