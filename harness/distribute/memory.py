@@ -52,7 +52,14 @@ def restart_with_huge_pages() -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **extra})
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **extra})
+    except OSError as error:  # the interpreter's file replaced or gone: train as it is, only slower
+        print(
+            f"harness: could not start again with huge pages ({sys.executable}: {error.strerror}); "
+            f"going on without them (set {VARIABLE}={SETTING} before starting to have them)",
+            file=sys.stderr,
+        )
 
 
 def glibc_reads_it() -> bool:

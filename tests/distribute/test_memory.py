@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.distribute import launcher
+from harness.distribute import launcher, memory
 from harness.distribute.memory import glibc_reads_it, huge_page_env, huge_page_export, thp_mode
 
 # A process that maps a fresh 64 MiB block through malloc, as TensorFlow does for a large op's
@@ -120,3 +120,21 @@ def test_harness_train_in_one_process_starts_itself_with_the_setting(huge_pages:
     recorded = json.loads((tmp_path / "runs" / "r" / "env.json").read_text())
     assert ("GLIBC_TUNABLES" in recorded["variables"]) == huge_pages
     assert recorded["command"].split()[1:] == args  # the same arguments, after the restart
+
+
+def test_a_restart_that_cannot_happen_goes_on_without_huge_pages(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The interpreter's file gone (an environment upgraded under a running job): no traceback."""
+
+    def gone(*_: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(memory, "glibc_reads_it", lambda: True)
+    monkeypatch.setattr(memory.os, "execve", gone)
+    memory.restart_with_huge_pages()  # returns: the command goes on in this process
+    err = capsys.readouterr().err
+    assert "could not start again with huge pages" in err
+    assert "No such file or directory" in err
+    assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in err
