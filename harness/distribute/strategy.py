@@ -339,9 +339,12 @@ def _multiworker(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
         task_id=cluster.rank,
         rpc_layer="grpc",
     )
-    # Twice the watchdog timeout: the watchdog fires first and names the rank that went quiet.
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=2 * cfg.timeout_s)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+    # No timeout on the collectives themselves: for each collective run with one, TensorFlow
+    # starts a thread that sleeps out the timeout, so at a few collectives per step a worker
+    # held tens of thousands of sleeping threads and a job under a task limit (`ulimit -u`, a
+    # cgroup's pids.max) aborted ("Resource temporarily unavailable"). The watchdog bounds a
+    # stall instead (distribute.timeout_s) and names the rank that went quiet.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     return TFStrategy("multiworker", strategy, cluster)
 
 

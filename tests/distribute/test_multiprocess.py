@@ -24,7 +24,7 @@ import pytest
 from harness.data import step_layout
 from harness.distribute.cluster import launcher_env
 from harness.distribute.launcher import free_port_range
-from tests.conftest import THREADS, needs_horovod, wait_until
+from tests.conftest import ROOT, THREADS, needs_horovod, wait_until
 
 GLOBAL_BATCH = 32
 COMMON = [
@@ -252,6 +252,41 @@ def test_checkpoint_of_two_workers_resumes_in_one_process(tmp_path: Path, refere
     assert [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     for got, want in zip(final_weights(run_dir), final_weights(reference), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+class CountThreads(keras.callbacks.Callback):
+    """Appends this process's thread count after each epoch to a file named for its rank."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        path = Path(os.environ["THREAD_COUNTS"]) / f"rank{os.environ.get('HARNESS_RANK', '0')}"
+        with path.open("a") as counts:
+            counts.write(f"{len(os.listdir('/proc/self/task'))}\n")
+
+
+def count_threads() -> keras.callbacks.Callback:
+    return CountThreads()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts a process's threads in /proc")
+def test_multiworker_threads_stay_flat_over_the_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thread is left behind per collective: a worker holds as many threads at the last epoch as
+    at the third. (A collective timeout made TensorFlow start one per collective, each sleeping out
+    the timeout: thousands per worker, until a task limit aborted the job.)"""
+    counts = tmp_path / "threads"
+    counts.mkdir()
+    monkeypatch.setenv("THREAD_COUNTS", str(counts))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the workers import the callback from here
+    more = [
+        "training.epochs=8",
+        "training.steps_per_execution=1",  # many collectives: one all-reduce per step, one read per step
+        f"training.callbacks=['{__name__}:count_threads']",
+    ]
+    train(tmp_path, "threads", "multiworker", 2, [], 4, more)
+    for rank in (0, 1):
+        per_epoch = [int(line) for line in (counts / f"rank{rank}").read_text().split()]
+        assert len(per_epoch) == 8, per_epoch
+        # epochs 4-8: about 80 steps of a global batch of 8 wine samples, two collectives each
+        assert per_epoch[-1] - per_epoch[2] <= 10, per_epoch
 
 
 def test_killed_worker_makes_the_others_exit_naming_it(tmp_path: Path) -> None:
