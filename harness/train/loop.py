@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness.config import Config
-from harness.data import PreparedData, fit_data_to_model, make_step_dataset
+from harness.data import PreparedData, fit_data_to_model, in_memory, make_step_dataset
 from harness.distribute import Strategy
 from harness.errors import ConfigError, Preempted, TrainingError
 from harness.models import build_model, compiled_setup
@@ -147,6 +147,8 @@ class Trainer:
             self.train_acc = self._accumulators("train")
             self.val_acc = self._accumulators("val")
         self.data = data = fit_data_to_model(data, self.model, self.reporter.message)  # (28, 28) vs (28, 28, 1)
+        # Tensors once for the run: each epoch's pipeline gathers from these, not from a new copy.
+        self._train_tensors = in_memory(data.x_train, data.y_train)
         strategy.synchronize(self._state_variables())
         self.callbacks = keras.callbacks.CallbackList(
             list(callbacks),
@@ -376,13 +378,13 @@ class Trainer:
             f"{self.steps_per_epoch} steps per epoch"
         )
 
-    def _dataset(self, x: np.ndarray, y: np.ndarray, seed: int | None) -> tf.data.Dataset:
+    def _dataset(self, x: np.ndarray | tf.Tensor, y: np.ndarray | tf.Tensor, seed: int | None) -> tf.data.Dataset:
         """This rank's share of every global batch, as (x, y, weight)."""
         world, rank = self.strategy.world_size, self.strategy.rank
         return make_step_dataset(x, y, self.local_batch, world=world, rank=rank, shuffle_seed=seed)
 
     def _train_dataset(self, epoch: int, skip: int) -> Any:
-        dataset = self._dataset(self.data.x_train, self.data.y_train, self.config.run.seed + epoch)
+        dataset = self._dataset(*self._train_tensors, self.config.run.seed + epoch)
         if skip:
             dataset = dataset.skip(skip)
         return self.strategy.distribute(dataset)
