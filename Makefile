@@ -47,6 +47,7 @@ bench: install-test
 	$(PY) scripts/bench_scaling.py --batch-size 128 --section bench_scaling_batch128
 	$(PY) scripts/bench_allreduce.py
 	$(PY) scripts/bench_huge_pages.py
+	$(PY) scripts/bench_input.py
 	$(PY) scripts/bench_submit.py
 	$(PY) scripts/bench_sweep.py
 
