@@ -7,7 +7,7 @@ custom training loop's input side as fast as `model.fit` on NumPy arrays.
 The arrays become tensors once (`in_memory`; the training loop keeps them for the whole run),
 and tf.data's default graph rewrite is off: it runs every time an iterator is made, and it
 copies every tensor the pipeline captures into a graph, so with the data captured it cost each
-epoch seconds and several copies of the data (CIFAR-10's 586 MiB: 3.5 s per epoch; 2.3 GiB of
+epoch seconds and several copies of the data (CIFAR-10's 586 MiB: 3.8 s per epoch; 2.3 GiB of
 images: 18 s per epoch and a 15 GiB peak; docs/benchmarks.md). The one rewrite that matters
 here, running the gather in parallel, is asked for directly.
 """
