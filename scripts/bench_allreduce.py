@@ -44,15 +44,16 @@ import numpy as np
 from benchlib import (
     ROOT,
     add_output_arguments,
+    close_section,
     cluster_env,
     load_average,
     machine_suffix,
     markers,
+    measure_and_publish,
     pin_gpu,
     pinning_env,
     provenance,
     provenance_line,
-    publish,
     source_version,
     start_process,
 )
@@ -433,10 +434,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
             + ", ".join(f"{v:.2f}" for v in gbps[name])
             + f" | {_faults(measured.get('faults', {}).get(name))} |"
         )
-    if analysis:
-        lines += ["", analysis.read_text().strip()]
-    lines.append(end)
-    return "\n".join(lines) + "\n"
+    return close_section(lines, analysis, end)
 
 
 def _faults(values: list[float | None] | None) -> str:
@@ -492,12 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "mpi4py" not in args.contenders:
         parser.error("--contenders must include mpi4py: every figure is relative to it")
-    measured = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
-    if args.json:
-        args.json.write_text(json.dumps(measured, indent=1))
-    section = markdown(measured, args.analysis, args.section)
-    publish(args.section, section, None if args.no_write else args.write)
-    return 0
+    return measure_and_publish(
+        args.section, args, measure, lambda measured, analysis: markdown(measured, analysis, args.section)
+    )
 
 
 if __name__ == "__main__":

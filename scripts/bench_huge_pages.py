@@ -28,12 +28,13 @@ from typing import Any
 from benchlib import (
     ROOT,
     add_output_arguments,
+    close_section,
     load_average,
     machine_suffix,
     markers,
+    measure_and_publish,
     provenance,
     provenance_line,
-    publish,
     source_version,
 )
 
@@ -109,10 +110,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
             f"| {batch} | {statistics.median(off):.0f} | {statistics.median(on):.0f} | "
             f"**{statistics.median(ratios):.2f}** | {', '.join(f'{r:.2f}' for r in ratios)} |"
         )
-    if analysis:
-        lines += ["", analysis.read_text().strip()]
-    lines.append(end)
-    return "\n".join(lines) + "\n"
+    return close_section(lines, analysis, end)
 
 
 def main() -> int:
@@ -124,11 +122,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it is stopped")
     add_output_arguments(parser, "samples/s")
     args = parser.parse_args()
-    measured = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
-    if args.json and not args.from_json:
-        args.json.write_text(json.dumps(measured, indent=1))
-    publish(NAME, markdown(measured, args.analysis), None if args.no_write else args.write)
-    return 0
+    return measure_and_publish(NAME, args, measure, markdown)
 
 
 if __name__ == "__main__":

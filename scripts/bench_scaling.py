@@ -45,6 +45,7 @@ from typing import Any
 from benchlib import (
     ROOT,
     add_output_arguments,
+    close_section,
     load_average,
     machine_suffix,
     markers,
@@ -612,10 +613,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         "",
         f"Runs that failed and were re-run: {len(failures)}" + (": " + "; ".join(failures) if failures else "."),
     ]
-    if analysis:
-        lines += ["", analysis.read_text().strip()]
-    lines.append(end)
-    return "\n".join(lines) + "\n"
+    return close_section(lines, analysis, end)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,14 @@ rewrites only that section, so the benchmarks can run separately and in any orde
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,30 @@ def publish(name: str, section: str, path: Path | None) -> None:
     if path is not None:
         write_section(path, name, section)
         print(f"written to {path}")
+
+
+def close_section(lines: list[str], analysis: Path | None, end: str) -> str:
+    """The section's text: its lines, the findings file if given, and the end marker."""
+    if analysis:
+        lines = [*lines, "", analysis.read_text().strip()]
+    return "\n".join([*lines, end]) + "\n"
+
+
+def measure_and_publish(
+    name: str,
+    args: argparse.Namespace,
+    measure: Callable[[argparse.Namespace], dict[str, Any]],
+    render: Callable[[dict[str, Any], Path | None], str],
+) -> int:
+    """Measure (or, with --from-json, take figures saved before), keep them with --json, publish.
+
+    `render(measured, analysis)` makes the section; the flags are add_output_arguments' with `what`.
+    """
+    measured = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
+    if args.json and not args.from_json:
+        args.json.write_text(json.dumps(measured, indent=1))
+    publish(name, render(measured, args.analysis), None if args.no_write else args.write)
+    return 0
 
 
 def source_version() -> str:
