@@ -10,6 +10,13 @@ copies every tensor the pipeline captures into a graph, so with the data capture
 epoch seconds and several copies of the data (CIFAR-10's 586 MiB: 3.8 s per epoch; 2.3 GiB of
 images: 18 s per epoch and a 15 GiB peak; docs/benchmarks.md). The one rewrite that matters
 here, running the gather in parallel, is asked for directly.
+
+tf.data's autotuning is off too, with fixed, small parallelism and prefetch instead. With it on,
+deleting an iterator that a `tf.function` consumed, as the training loop does at the end of every
+epoch, waits for the tuning loop's current sleep to end (each sleep twice as long as the last, up
+to a minute): the machine sat idle for 3 s after every 6 s epoch of the benchmark CNN, and longer
+epochs wait longer. A gather is a memory copy; two in flight and two batches ready keep up with
+any device.
 """
 
 from __future__ import annotations
@@ -71,10 +78,10 @@ def make_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(
         lambda idx: (tf.gather(features, idx), tf.gather(targets, idx)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=GATHERS_IN_FLIGHT,
         deterministic=True,
     )
-    return dataset.with_options(_options(sharded=shard is not None)).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(_options(sharded=shard is not None)).prefetch(BATCHES_AHEAD)
 
 
 def in_memory(x: Array, y: Array) -> tuple[tf.Tensor, tf.Tensor]:
@@ -85,12 +92,18 @@ def in_memory(x: Array, y: Array) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.convert_to_tensor(x), tf.convert_to_tensor(y)
 
 
+GATHERS_IN_FLIGHT = 2
+BATCHES_AHEAD = 2
+
+
 def _options(sharded: bool) -> tf.data.Options:
-    """No default graph rewrite (see the module's docstring); no auto-sharding of a rank's own share."""
+    """No default graph rewrite and no autotuning (see the module's docstring); no auto-sharding
+    of a rank's own share."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
     if sharded:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
@@ -141,7 +154,7 @@ def make_step_dataset(
     dataset = tf.data.Dataset.from_tensor_slices((indices, weights))
     dataset = dataset.map(
         lambda idx, w: (tf.gather(features, idx), tf.gather(targets, idx), w),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=GATHERS_IN_FLIGHT,
         deterministic=True,
     )
-    return dataset.with_options(_options(sharded=True)).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(_options(sharded=True)).prefetch(BATCHES_AHEAD)

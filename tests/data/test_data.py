@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import keras  # noqa: F401  (imported at collection: TensorFlow and Keras set environment variables on import)
 import numpy as np
@@ -726,6 +727,17 @@ def test_an_epochs_pipeline_does_not_copy_the_data() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     grown = float(done.stdout.split()[-1])
     assert grown < 0.25, f"peak memory grew by {grown:.2f}x the data over three epochs"
+
+
+@pytest.mark.parametrize("build", [make_step_dataset, make_dataset], ids=["step", "plain"])
+def test_pipelines_run_without_tf_data_autotuning(build: Any) -> None:
+    """With autotuning on, deleting an iterator that a `tf.function` consumed waited out the tuning
+    loop's sleep: 3 s of an idle machine after every 6 s epoch of the benchmark CNN (harness's
+    loop makes one iterator per epoch), longer for longer epochs."""
+    x, y = np.ones((64, 2), np.float32), np.zeros(64, np.int64)
+    options = build(x, y, 8, shuffle_seed=0).options()
+    assert options.autotune.enabled is False
+    assert options.experimental_optimization.apply_default_optimizations is False
 
 
 def test_in_memory_tensors_are_used_as_they_are() -> None:
