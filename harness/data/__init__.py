@@ -8,7 +8,14 @@ custom dataset with `@DATASETS.register("name")` on a function `(DataConfig, see
 # Importing these modules registers the built-in datasets in DATASETS.
 from harness.data import arrays, builtin, images, synthetic, tabular  # noqa: F401
 from harness.data.adapt import fit_data_to_model
-from harness.data.pipeline import in_memory, make_dataset, make_step_dataset, sample_order, step_layout
+from harness.data.pipeline import (
+    in_memory,
+    make_dataset,
+    make_predict_dataset,
+    make_step_dataset,
+    sample_order,
+    step_layout,
+)
 from harness.data.prepare import prepare_data
 from harness.data.prepared import PreparedData
 from harness.data.preprocess import Preprocessor
@@ -25,6 +32,7 @@ __all__ = [
     "fit_data_to_model",
     "in_memory",
     "make_dataset",
+    "make_predict_dataset",
     "make_step_dataset",
     "prepare_data",
     "sample_order",

@@ -84,6 +84,22 @@ def make_dataset(
     return dataset.with_options(_options(sharded=shard is not None)).prefetch(BATCHES_AHEAD)
 
 
+def make_predict_dataset(x: Array, batch_size: int) -> tf.data.Dataset:
+    """Batches of `x` alone, in order, for predictions: the same gathers and options as training,
+    so a prediction's iterator neither copies the data nor waits out tf.data's tuning when deleted."""
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size}")
+    with tf.device("/CPU:0"):
+        features = tf.convert_to_tensor(x)
+    dataset = tf.data.Dataset.range(len(x)).batch(batch_size)
+    dataset = dataset.map(
+        lambda idx: tf.gather(features, idx), num_parallel_calls=GATHERS_IN_FLIGHT, deterministic=True
+    )
+    return dataset.with_options(_options(sharded=False)).prefetch(BATCHES_AHEAD)
+
+
 def in_memory(x: Array, y: Array) -> tuple[tf.Tensor, tf.Tensor]:
     """`x` and `y` as tensors in host memory; tensors there already are used as they are (no copy)."""
     import tensorflow as tf

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from harness import atomic
-from harness.data import PreparedData
+from harness.data import PreparedData, make_predict_dataset
 from harness.errors import HarnessError, TrainingError
 from harness.evaluate import evaluate_predictions, load_report
 from harness.models import has_logits_head
@@ -41,7 +41,7 @@ def predict_array(
     report.json says `training.outputs: logits`. Without either the raw outputs are returned.
     """
     forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    dataset = tf.data.Dataset.from_tensor_slices(x.astype(np.float32)).batch(batch_size).prefetch(2)
+    dataset = make_predict_dataset(np.asarray(x, np.float32), batch_size)
     outputs = [np.asarray(forward(batch), dtype=np.float32) for batch in dataset]
     if not outputs:
         return np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)

@@ -22,6 +22,7 @@ from harness.data import (
     Preprocessor,
     in_memory,
     make_dataset,
+    make_predict_dataset,
     make_step_dataset,
     memory,
     prepare_data,
@@ -729,7 +730,11 @@ def test_an_epochs_pipeline_does_not_copy_the_data() -> None:
     assert grown < 0.25, f"peak memory grew by {grown:.2f}x the data over three epochs"
 
 
-@pytest.mark.parametrize("build", [make_step_dataset, make_dataset], ids=["step", "plain"])
+@pytest.mark.parametrize(
+    "build",
+    [make_step_dataset, make_dataset, lambda x, y, batch, shuffle_seed: make_predict_dataset(x, batch)],
+    ids=["step", "plain", "predict"],
+)
 def test_pipelines_run_without_tf_data_autotuning(build: Any) -> None:
     """With autotuning on, deleting an iterator that a `tf.function` consumed waited out the tuning
     loop's sleep: 3 s of an idle machine after every 6 s epoch of the benchmark CNN (harness's
@@ -738,6 +743,15 @@ def test_pipelines_run_without_tf_data_autotuning(build: Any) -> None:
     options = build(x, y, 8, shuffle_seed=0).options()
     assert options.autotune.enabled is False
     assert options.experimental_optimization.apply_default_optimizations is False
+
+
+def test_predict_batches_keep_the_order_and_the_last_short_batch() -> None:
+    x = np.arange(14, dtype=np.float32).reshape(7, 2)
+    batches = [b.numpy() for b in make_predict_dataset(x, 3)]
+    assert [len(b) for b in batches] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate(batches), x)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_predict_dataset(x, 0)
 
 
 def test_in_memory_tensors_are_used_as_they_are() -> None:
