@@ -5,6 +5,13 @@ Both run in one process, interleaved (the order alternates every repeat) because
 machine is noisy; each run's figure is the median samples/s of its epochs after the first
 (which includes tracing and compilation). The result is the median of the pairwise ratios.
 
+Samples/s counts the training steps only. The second table is the whole epoch as a user waits
+for it (steps, validation, and what happens between epochs), from one epoch's start to the
+next's: the harness loop against `Model.fit` with validation data, once on harness's pipeline and
+once on the textbook `tf.data` pipeline (`from_tensor_slices`, `shuffle`, `batch`,
+`prefetch(AUTOTUNE)`), whose autotuning makes every epoch end with an idle wait
+(`scripts/repro_iterator_teardown.py`).
+
     python scripts/bench_throughput.py [--repeats 5] [--epochs 4] [--samples 8192]
 """
 
@@ -53,29 +60,53 @@ def bench_config(args: argparse.Namespace, xla: bool = False) -> Any:
     )
 
 
-def run_harness(config: Any, data: Any) -> float:
-    """Steady-state samples/s of the harness loop (median over epochs after the first)."""
-    keras.backend.clear_session()
-    trainer = Trainer(config, data, make_strategy(config.distribute))
-    history = trainer.fit().history
-    return statistics.median(line["samples_per_s"] for line in history[1:])
-
-
 class EpochTimer(keras.callbacks.Callback):
+    """Each epoch's steps (begin to end, as `fit` reports them) and its whole wall time (begin to
+    the next epoch's begin, or to the end of training)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.times: list[float] = []
-        self._start = 0.0
+        self.starts: list[float] = []
+        self.finished = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
+        self.starts.append(time.perf_counter())
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(time.perf_counter() - self.starts[-1])
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.finished = time.perf_counter()
+
+    def steady_wall_s(self) -> float:
+        """Median wall seconds of an epoch after the first."""
+        edges = [*self.starts, self.finished]
+        return statistics.median(b - a for a, b in zip(edges[1:-1], edges[2:], strict=True))
 
 
-def run_fit(config: Any, data: Any, steps_per_execution: int) -> float:
-    """Steady-state samples/s of `Model.fit` on the same pipeline, model and optimizer."""
+def run_harness(config: Any, data: Any) -> dict[str, float]:
+    """Steady-state samples/s of the harness loop (median over epochs after the first), and its
+    epochs' wall time (validation included)."""
+    keras.backend.clear_session()
+    timer = EpochTimer()
+    trainer = Trainer(config, data, make_strategy(config.distribute), callbacks=[timer])
+    history = trainer.fit().history
+    return {"rate": statistics.median(line["samples_per_s"] for line in history[1:]), "wall": timer.steady_wall_s()}
+
+
+def textbook_dataset(x: Any, y: Any, batch: int, shuffle: bool) -> tf.data.Dataset:
+    """The pipeline of TensorFlow's tutorials, autotuning on (its default)."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        dataset = dataset.shuffle(len(x))
+    return dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def run_fit(config: Any, data: Any, steps_per_execution: int, validation: str = "") -> dict[str, float]:
+    """Steady-state samples/s of `Model.fit` on the same pipeline, model and optimizer, and its
+    epochs' wall time. `validation`: "" (none), "harness" or "textbook" (which pipeline feeds both
+    the training and the validation data)."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.run.seed)
     model = build_model(config.model, input_shape=data.input_shape, num_outputs=data.num_outputs, task=data.task)
@@ -86,37 +117,64 @@ def run_fit(config: Any, data: Any, steps_per_execution: int) -> float:
         steps_per_execution=steps_per_execution,
     )
     batch = config.training.batch_size
-    dataset = make_dataset(data.x_train, data.y_train, batch, shuffle_seed=config.run.seed)
+    if validation == "textbook":
+        dataset = textbook_dataset(data.x_train, data.y_train, batch, shuffle=True)
+        held_out = textbook_dataset(data.x_val, data.y_val, batch, shuffle=False)
+    else:
+        dataset = make_dataset(data.x_train, data.y_train, batch, shuffle_seed=config.run.seed)
+        held_out = make_dataset(data.x_val, data.y_val, batch) if validation else None
     timer = EpochTimer()
-    model.fit(dataset, epochs=config.training.epochs, verbose=0, callbacks=[timer])
-    return statistics.median(len(data.x_train) / t for t in timer.times[1:])
+    model.fit(dataset, validation_data=held_out, epochs=config.training.epochs, verbose=0, callbacks=[timer])
+    return {"rate": statistics.median(len(data.x_train) / t for t in timer.times[1:]), "wall": timer.steady_wall_s()}
+
+
+WHOLE_EPOCH = {
+    # contender: label - the whole epoch, validation included
+    "harness": "harness loop",
+    "fit_val": "`Model.fit` with validation data, harness's pipeline",
+    "fit_textbook": "`Model.fit` with validation data, the textbook `tf.data` pipeline",
+}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     config = bench_config(args)
     data = prepare_data(config.data, config.run.seed)
+    spe = args.steps_per_execution
     contenders = {
         "harness": lambda: run_harness(config, data),
         "harness_xla": lambda: run_harness(bench_config(args, xla=True), data),
         "fit": lambda: run_fit(config, data, 1),
-        "fit_spe": lambda: run_fit(config, data, args.steps_per_execution),
+        "fit_spe": lambda: run_fit(config, data, spe),
+        "fit_val": lambda: run_fit(config, data, spe, validation="harness"),
+        "fit_textbook": lambda: run_fit(config, data, spe, validation="textbook"),
     }
-    results: dict[str, list[float]] = {name: [] for name in contenders}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     for repeat in range(args.repeats):
         order = list(contenders) if repeat % 2 == 0 else list(reversed(contenders))
         for name in order:
-            results[name].append(contenders[name]())
+            runs[name].append(contenders[name]())
         print(
-            f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{n}={results[n][-1]:.0f}/s" for n in contenders),
+            f"repeat {repeat + 1}/{args.repeats}: "
+            + ", ".join(f"{n}={runs[n][-1]['rate']:.0f}/s {runs[n][-1]['wall']:.2f}s/epoch" for n in contenders),
             flush=True,
         )
-    ratio_fit = [h / f for h, f in zip(results["harness"], results["fit"], strict=True)]
-    ratio_spe = [h / f for h, f in zip(results["harness"], results["fit_spe"], strict=True)]
-    ratio_xla = [x / h for x, h in zip(results["harness_xla"], results["harness"], strict=True)]
+    results = {name: [run["rate"] for run in values] for name, values in runs.items()}
+    walls = {name: [run["wall"] for run in values] for name, values in runs.items() if name in WHOLE_EPOCH}
+
+    def ratios(num: list[float], den: list[float]) -> list[float]:
+        return [a / b for a, b in zip(num, den, strict=True)]
+
+    ratio_fit = ratios(results["harness"], results["fit"])
+    ratio_spe = ratios(results["harness"], results["fit_spe"])
+    ratio_xla = ratios(results["harness_xla"], results["harness"])
+    # how many times longer an epoch takes than harness's
+    wall_ratios = {name: ratios(walls[name], walls["harness"]) for name in walls}
     return {
         "config": config,
         "n_train": len(data.x_train),
         "results": results,
+        "walls": walls,
+        "wall_ratios": wall_ratios,
         "ratio_fit": statistics.median(ratio_fit),
         "ratio_fit_spe": statistics.median(ratio_spe),
         "ratios_fit": ratio_fit,
@@ -179,9 +237,31 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "The harness loop also validates every epoch and reads its metrics once per compiled chunk; "
         "`fit` here runs without validation data.",
+        "",
+        *whole_epoch_table(summary),
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def whole_epoch_table(summary: dict[str, Any]) -> list[str]:
+    """The whole epoch as a user waits for it: seconds from one epoch's start to the next's."""
+    walls, ratios = summary.get("walls"), summary.get("wall_ratios")
+    if not walls:
+        return []
+    return [
+        "The whole epoch, validation and the time between epochs included (seconds from one "
+        "epoch's start to the next's, epochs after the first):",
+        "",
+        "| contender | median s per epoch | all runs | / harness (median of pairs) |",
+        "|---|---|---|---|",
+        *(
+            f"| {WHOLE_EPOCH[name]} | {statistics.median(values):.2f} | "
+            + ", ".join(f"{v:.2f}" for v in values)
+            + f" | **{statistics.median(ratios[name]):.2f}** |"
+            for name, values in walls.items()
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
