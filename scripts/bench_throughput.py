@@ -253,7 +253,7 @@ def whole_epoch_table(summary: dict[str, Any]) -> list[str]:
         "The whole epoch, validation and the time between epochs included (seconds from one "
         "epoch's start to the next's, epochs after the first):",
         "",
-        "| contender | median s per epoch | all runs | / harness (median of pairs) |",
+        "| contender | median s per epoch | all runs | time / harness's time (median of pairs) |",
         "|---|---|---|---|",
         *(
             f"| {WHOLE_EPOCH[name]} | {statistics.median(values):.2f} | "

@@ -13,10 +13,11 @@ here, running the gather in parallel, is asked for directly.
 
 tf.data's autotuning is off too, with fixed, small parallelism and prefetch instead. With it on,
 deleting an iterator, as the training loop does at the end of every epoch (consumed inside a
-`tf.function` or eagerly, alike), waits for the tuning loop's current sleep to end (each sleep twice as long as the last, up
-to a minute): the machine sat idle for 3 s after every 6 s epoch of the benchmark CNN, and longer
-epochs wait longer. A gather is a memory copy; two in flight and two batches ready keep up with
-any device.
+`tf.function` or eagerly, alike), waits idle until the tuning loop's next round, and the rounds
+grow twice as far apart each time, up to a minute: the machine sat idle for 3 s after every 6 s
+epoch of the benchmark CNN, and longer epochs wait longer (docs/benchmarks.md,
+scripts/repro_iterator_teardown.py). A gather is a memory copy; two in flight and two batches
+ready keep up with any device.
 """
 
 from __future__ import annotations
