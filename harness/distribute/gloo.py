@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.distribute.cluster import ClusterEnv
+from harness.distribute.cluster import ClusterEnv, port_taken_message
 from harness.errors import LaunchError
 
 
@@ -83,7 +83,11 @@ def start_rendezvous(cluster: ClusterEnv) -> Any:
     from horovod.runner.common.util.hosts import SlotInfo
     from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
 
-    server = RendezvousHTTPServer(("", rendezvous_port(cluster)), RendezvousHandler, False)
+    port = rendezvous_port(cluster)
+    try:
+        server = RendezvousHTTPServer(("", port), RendezvousHandler, False)
+    except OSError:
+        raise LaunchError(port_taken_message("Horovod's rendezvous", port, cluster.node_name)) from None
     plan = [
         SlotInfo(
             hostname=s.hostname,

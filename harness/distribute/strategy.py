@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from harness.config import DistributeConfig
 from harness.distribute.choice import auto_note, horovod_importable, resolve_strategy
-from harness.distribute.cluster import ClusterEnv, detect, gpu_index
+from harness.distribute.cluster import ClusterEnv, detect, gpu_index, port_taken_message
 from harness.distribute.gloo import (
     gloo_environment,
     needs_own_rendezvous,
@@ -344,7 +344,13 @@ def _multiworker(cfg: DistributeConfig, cluster: ClusterEnv) -> Strategy:
     # held tens of thousands of sleeping threads and a job under a task limit (`ulimit -u`, a
     # cgroup's pids.max) aborted ("Resource temporarily unavailable"). The watchdog bounds a
     # stall instead (distribute.timeout_s) and names the rank that went quiet.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except tf.errors.UnknownError as err:
+        if "gRPC server" not in str(err):
+            raise
+        port = int(cluster.worker_addresses()[cluster.rank].rsplit(":", 1)[1])
+        raise LaunchError(port_taken_message(f"rank {cluster.rank}'s gRPC server", port, cluster.node_name)) from None
     return TFStrategy("multiworker", strategy, cluster)
 
 

@@ -8,7 +8,9 @@ environments captured from real srun steps in slurm/examples.
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -341,25 +343,45 @@ def test_cluster_env_rejects_impossible_views(fields: dict[str, object]) -> None
         ClusterEnv(**{**values, **fields})  # type: ignore[arg-type]
 
 
-def test_port_for_job_is_deterministic_and_in_range() -> None:
+def test_port_for_job_is_deterministic_and_below_the_ephemeral_range() -> None:
+    """Linux hands out 32768-60999 to outgoing connections by default; a port there can be taken."""
     assert port_for_job("123456", "0") == port_for_job("123456", "0")
     for job in ("1", "99", "123456", "4294967295", "array_7", "abc"):
         port = port_for_job(job)
-        assert 20000 <= port and port + PORT_SLOT <= 40000
-        assert (port - 20000) % PORT_SLOT == 0
-    assert port_for_job(None) == 20000
+        assert 12000 <= port and port + PORT_SLOT <= 32768
+        assert (port - 12000) % PORT_SLOT == 0
+    assert max(port_for_job(str(job)) for job in range(2000)) + PORT_SLOT <= 32768
+    assert port_for_job(None) == 12000
     assert 30000 <= port_for_job("5", base=30000, span=1000) < 31000
 
 
 def test_port_for_job_nearby_jobs_and_steps_never_collide() -> None:
-    """The documented bound: ids within 156 of each other, steps 0-3, never share a port slot."""
-    ports = [port_for_job(str(job), str(step)) for job in range(9_000_000, 9_000_156) for step in range(4)]
+    """The documented bound: ids within 161 of each other, steps 0-3, never share a port slot."""
+    ports = [port_for_job(str(job), str(step)) for job in range(9_000_000, 9_000_161) for step in range(4)]
     assert len(set(ports)) == len(ports)
 
 
 def test_port_for_job_collision_rate_for_unrelated_jobs() -> None:
-    slots = Counter(port_for_job(str(job)) for job in range(0, 625 * 40, 37))
-    assert len(slots) == 625  # every slot used, none favoured
+    slots = Counter(port_for_job(str(job)) for job in range(0, 647 * 40, 37))
+    assert len(slots) == 647  # every slot used, none favoured
+
+
+def test_a_taken_port_is_explained_with_the_node_and_the_ephemeral_range(tmp_path: Path) -> None:
+    from harness.distribute.cluster import port_taken_message
+
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = int(holder.getsockname()[1])
+        ranges = tmp_path / "ip_local_port_range"
+        ranges.write_text(f"{port - 5}\t{port + 5}\n")
+        text = port_taken_message("rank 0's gRPC server", port, "node7", ranges)
+        assert text.startswith(f"rank 0's gRPC server could not listen on port {port} on node7: another process")
+        assert f"ephemeral range {port - 5}-{port + 5}" in text and f"grep :{port}" in text
+        ranges.write_text(f"{port + 1} {port + 5}\n")
+        assert "ephemeral" not in port_taken_message("x", port, "node7", ranges)
+        assert "ephemeral" not in port_taken_message("x", port, "node7", tmp_path / "missing")
+    assert "held only briefly" in port_taken_message("x", port, "node7", ranges)
 
 
 @pytest.mark.parametrize(("base", "span"), [(80, 1000), (60000, 10000), (20000, 8)])
@@ -382,9 +404,7 @@ CHIEF_AND_WORKERS = {"chief": ["host0:2222"], "worker": ["host1:2222", "host1:22
         ({"type": "worker", "index": 1}, 2, 1, 1),
     ],
 )
-def test_tf_config_chief_and_workers(
-    task: dict[str, object], rank: int, local_rank: int, node_rank: int
-) -> None:
+def test_tf_config_chief_and_workers(task: dict[str, object], rank: int, local_rank: int, node_rank: int) -> None:
     env = {"TF_CONFIG": json.dumps({"cluster": CHIEF_AND_WORKERS, "task": task})}
     cluster = from_tf_config(env)
     assert cluster is not None
@@ -568,9 +588,7 @@ OMPI = {
     "OMPI_COMM_WORLD_LOCAL_RANK": "3",
     "OMPI_COMM_WORLD_LOCAL_SIZE": "4",
 }
-TF = {
-    "TF_CONFIG": json.dumps({"cluster": {"worker": ["w0:1", "w1:1"]}, "task": {"type": "worker", "index": 1}})
-}
+TF = {"TF_CONFIG": json.dumps({"cluster": {"worker": ["w0:1", "w1:1"]}, "task": {"type": "worker", "index": 1}})}
 SRUN_PMI2 = {**SLURM_STEP, "PMI_RANK": "1", "PMI_SIZE": "4", "PMI_FD": "5", "PMI_JOBID": "4242.0"}
 HYDRA_IN_SLURM = {
     **SLURM_STEP,

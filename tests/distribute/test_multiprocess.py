@@ -147,9 +147,7 @@ def test_strategy_matches_single_process(
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run"]
 
 
-@pytest.mark.parametrize(
-    ("n", "batch", "world"), [(11, 2, 1), (11, 2, 2), (11, 2, 3), (100, 8, 4), (7, 16, 2)]
-)
+@pytest.mark.parametrize(("n", "batch", "world"), [(11, 2, 1), (11, 2, 2), (11, 2, 3), (100, 8, 4), (7, 16, 2)])
 def test_every_sample_once_per_epoch_across_ranks(n: int, batch: int, world: int) -> None:
     seen: list[int] = []
     steps = set()
@@ -307,9 +305,7 @@ def test_killed_worker_makes_the_others_exit_naming_it(tmp_path: Path) -> None:
     for rank in range(2):
         env = {**os.environ, **THREADS, **launcher_env(rank, 2, port)}
         procs.append(
-            subprocess.Popen(
-                args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
+            subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
     try:
         metrics = tmp_path / "runs" / "k" / "metrics.jsonl"
@@ -381,3 +377,38 @@ def test_smoke_passes_and_fails(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert bad.stdout.rstrip().endswith("FAIL")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "held"),
+    [
+        pytest.param("multiworker", 0, id="multiworker-grpc"),
+        pytest.param("horovod", 2, id="horovod-rendezvous", marks=needs_horovod),
+    ],
+)
+def test_a_taken_port_stops_the_chief_naming_port_and_node(tmp_path: Path, strategy: str, held: int) -> None:
+    """A bind failure used to end in TensorFlow's bare "Could not start gRPC server"."""
+    import socket
+
+    port = free_port_range(3)
+    holder = socket.socket()
+    holder.bind(("", port + held))  # rank 0's gRPC port, or the rendezvous past the workers' ports
+    holder.listen()
+    env = {**os.environ, **THREADS, **launcher_env(0, 2, port), "SLURMD_NODENAME": ""}
+    args = [*COMMON, "run.name=p", f"distribute.strategy={strategy}", "distribute.horovod_controller=gloo"]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", "train", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"could not listen on port {port + held} on {socket.gethostname()}" in done.stderr, done.stderr[-3000:]
+    assert "another process holds it" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs" / "p").exists()
