@@ -11,7 +11,7 @@
 #
 # Settings (environment):
 #   HARNESS_SLURM_DIR         all state, config, logs, pid files   [/tmp/harness-slurm]
-#   HARNESS_SLURM_PORT        slurmctld port; slurmd n1/n2 use +1/+2 [16817]
+#   HARNESS_SLURM_PORT        slurmctld port; slurmd n1/n2 use +1/+2 [11817]
 #   HARNESS_SLURM_TIMEOUT     seconds to wait for the nodes        [30]
 #   HARNESS_SLURM_NODE_MEM_MB RealMemory of each node              [(MemTotal - headroom) / 2]
 #   HARNESS_SLURM_CPUS        CPUs of each node                    [max(nproc, 2)]
@@ -21,7 +21,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TEMPLATE="$HERE/slurm.conf.in"
 DIR="${HARNESS_SLURM_DIR:-/tmp/harness-slurm}"
-CTLD_PORT="${HARNESS_SLURM_PORT:-16817}"
+CTLD_PORT="${HARNESS_SLURM_PORT:-11817}"
 TIMEOUT="${HARNESS_SLURM_TIMEOUT:-30}"
 NODES=(n1 n2)
 
