@@ -22,7 +22,8 @@ ready keep up with any device.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -77,12 +78,9 @@ def make_dataset(
     order = sample_order(len(x), shuffle_seed, shard)
     features, targets = in_memory(x, y)
     dataset = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(
-        lambda idx: (tf.gather(features, idx), tf.gather(targets, idx)),
-        num_parallel_calls=GATHERS_IN_FLIGHT,
-        deterministic=True,
+    return _gathered(
+        dataset, lambda idx: (tf.gather(features, idx), tf.gather(targets, idx)), sharded=shard is not None
     )
-    return dataset.with_options(_options(sharded=shard is not None)).prefetch(BATCHES_AHEAD)
 
 
 def make_predict_dataset(x: Array, batch_size: int) -> tf.data.Dataset:
@@ -95,10 +93,7 @@ def make_predict_dataset(x: Array, batch_size: int) -> tf.data.Dataset:
     with tf.device("/CPU:0"):
         features = tf.convert_to_tensor(x)
     dataset = tf.data.Dataset.range(len(x)).batch(batch_size)
-    dataset = dataset.map(
-        lambda idx: tf.gather(features, idx), num_parallel_calls=GATHERS_IN_FLIGHT, deterministic=True
-    )
-    return dataset.with_options(_options(sharded=False)).prefetch(BATCHES_AHEAD)
+    return _gathered(dataset, lambda idx: tf.gather(features, idx), sharded=False)
 
 
 def in_memory(x: Array, y: Array) -> tuple[tf.Tensor, tf.Tensor]:
@@ -111,6 +106,13 @@ def in_memory(x: Array, y: Array) -> tuple[tf.Tensor, tf.Tensor]:
 
 GATHERS_IN_FLIGHT = 2
 BATCHES_AHEAD = 2
+
+
+def _gathered(indices: tf.data.Dataset, gather: Callable[..., Any], *, sharded: bool) -> tf.data.Dataset:
+    """The tail every pipeline shares: batches gathered from host memory in order, a fixed number
+    in flight and ahead, under `_options`."""
+    dataset = indices.map(gather, num_parallel_calls=GATHERS_IN_FLIGHT, deterministic=True)
+    return dataset.with_options(_options(sharded=sharded)).prefetch(BATCHES_AHEAD)
 
 
 def _options(sharded: bool) -> tf.data.Options:
@@ -169,9 +171,4 @@ def make_step_dataset(
     indices, weights = step_layout(len(x), local_batch, world, rank, shuffle_seed)
     features, targets = in_memory(x, y)
     dataset = tf.data.Dataset.from_tensor_slices((indices, weights))
-    dataset = dataset.map(
-        lambda idx, w: (tf.gather(features, idx), tf.gather(targets, idx), w),
-        num_parallel_calls=GATHERS_IN_FLIGHT,
-        deterministic=True,
-    )
-    return dataset.with_options(_options(sharded=True)).prefetch(BATCHES_AHEAD)
+    return _gathered(dataset, lambda idx, w: (tf.gather(features, idx), tf.gather(targets, idx), w), sharded=True)
