@@ -155,12 +155,8 @@ def parse_record(data: Any, source: str = "") -> Record:
         return Record(
             node=str(data["node"]),
             partition=None if data.get("partition") is None else str(data["partition"]),
-            machine=Machine(
-                str(machine["cpu_model"]),
-                int(machine["logical_cpus"]),
-                int(machine["gpus"]),
-                None if machine.get("gpu_model") is None else str(machine["gpu_model"]),
-            ),
+            machine=Machine(str(machine["cpu_model"]), int(machine["logical_cpus"]), int(machine["gpus"]),
+                            None if machine.get("gpu_model") is None else str(machine["gpu_model"])),
             versions={str(k): None if v is None else str(v) for k, v in data["versions"].items()},
             processes=int(data["processes"]),
             rates=rates,
@@ -252,10 +248,8 @@ def auto_choice(
         return Choice("multiworker", f"auto: multiworker ({_stale(mine, versions, scope)})")
     compared = [r for r in current if {"multiworker", "horovod"} <= set(r.rates)]
     if not compared:
-        return Choice(
-            "multiworker",
-            f"auto: multiworker (Horovod did not run when harness validate measured {scope}: {_nodes(current)})",
-        )
+        return Choice("multiworker", f"auto: multiworker (Horovod did not run when harness validate measured "
+                                     f"{scope}: {_nodes(current)})")
     same = [r for r in compared if r.processes == processes]
     used = same or compared
     ratio = statistics.median(r.rates["horovod"] / r.rates["multiworker"] for r in used)
@@ -263,15 +257,11 @@ def auto_choice(
     if ratio >= MARGIN and horovod_installed:
         return Choice("horovod", f"auto: horovod, {ratio:.2f}x multiworker {where}")
     if ratio >= MARGIN:
-        return Choice(
-            "multiworker",
-            f"auto: multiworker (horovod was {ratio:.2f}x multiworker {where}, but Horovod is not installed here)",
-        )
+        return Choice("multiworker", f"auto: multiworker (horovod was {ratio:.2f}x multiworker {where}, "
+                                     "but Horovod is not installed here)")
     if ratio >= 1.0:
-        return Choice(
-            "multiworker",
-            f"auto: multiworker, horovod only {ratio:.2f}x its rate (under the {MARGIN:.2f}x margin) {where}",
-        )
+        return Choice("multiworker", f"auto: multiworker, horovod only {ratio:.2f}x its rate (under the "
+                                     f"{MARGIN:.2f}x margin) {where}")
     return Choice("multiworker", f"auto: multiworker, {1 / ratio:.2f}x horovod {where}")
 
 
@@ -320,12 +310,6 @@ def stored_choice(
     records, warnings = read_records(store_folder(environ))
     if partition is None and machine is None:
         machine = this_machine()
-    choice = auto_choice(
-        records,
-        processes=processes,
-        versions=stack_versions(),
-        horovod_installed=horovod_installed,
-        machine=machine,
-        partition=partition,
-    )
+    choice = auto_choice(records, processes=processes, versions=stack_versions(), horovod_installed=horovod_installed,
+                         machine=machine, partition=partition)
     return choice, warnings

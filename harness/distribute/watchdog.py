@@ -126,10 +126,8 @@ class Heartbeats:
             if match is None or path.is_symlink() or not path.is_file():
                 continue
             rank, temporary = int(match.group(1)), match.group(2) is not None
-            if (
-                rank == self.rank
-                or rank >= self.world_size
-                or (self.rank == 0 and not temporary and self._record(path, since=self.started) is None)
+            if rank == self.rank or rank >= self.world_size or (
+                self.rank == 0 and not temporary and self._record(path, since=self.started) is None
             ):
                 path.unlink(missing_ok=True)
 

@@ -404,7 +404,9 @@ CHIEF_AND_WORKERS = {"chief": ["host0:2222"], "worker": ["host1:2222", "host1:22
         ({"type": "worker", "index": 1}, 2, 1, 1),
     ],
 )
-def test_tf_config_chief_and_workers(task: dict[str, object], rank: int, local_rank: int, node_rank: int) -> None:
+def test_tf_config_chief_and_workers(
+    task: dict[str, object], rank: int, local_rank: int, node_rank: int
+) -> None:
     env = {"TF_CONFIG": json.dumps({"cluster": CHIEF_AND_WORKERS, "task": task})}
     cluster = from_tf_config(env)
     assert cluster is not None
@@ -588,7 +590,9 @@ OMPI = {
     "OMPI_COMM_WORLD_LOCAL_RANK": "3",
     "OMPI_COMM_WORLD_LOCAL_SIZE": "4",
 }
-TF = {"TF_CONFIG": json.dumps({"cluster": {"worker": ["w0:1", "w1:1"]}, "task": {"type": "worker", "index": 1}})}
+TF = {
+    "TF_CONFIG": json.dumps({"cluster": {"worker": ["w0:1", "w1:1"]}, "task": {"type": "worker", "index": 1}})
+}
 SRUN_PMI2 = {**SLURM_STEP, "PMI_RANK": "1", "PMI_SIZE": "4", "PMI_FD": "5", "PMI_JOBID": "4242.0"}
 HYDRA_IN_SLURM = {
     **SLURM_STEP,

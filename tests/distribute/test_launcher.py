@@ -215,7 +215,9 @@ def test_signal_handlers_are_restored_after_the_workers_end(worker_script: Path,
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_the_launcher_clears_the_heartbeats_of_a_killed_worker(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_launcher_clears_the_heartbeats_of_a_killed_worker(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from harness import cli
 
     def killed_rank(child_args: list[str], workers: int, cfg: object) -> int:

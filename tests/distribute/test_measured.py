@@ -47,13 +47,8 @@ def record(
 
 def decide(records: list[Record], installed: bool = True, **kw: Any) -> Choice:
     where = kw.pop("where", {"machine": HERE})
-    return auto_choice(
-        records,
-        processes=kw.pop("processes", 2),
-        versions=kw.pop("versions", STACK),
-        horovod_installed=installed,
-        **where,
-    )
+    return auto_choice(records, processes=kw.pop("processes", 2), versions=kw.pop("versions", STACK),
+                       horovod_installed=installed, **where)
 
 
 # --- the decision table ------------------------------------------------------------------------
@@ -74,10 +69,8 @@ def test_horovod_clearly_faster_is_picked_and_the_reason_names_the_measurement()
     )
 
 
-@pytest.mark.parametrize(
-    ("ratio", "words"),
-    [(1.05, "horovod only 1.05x its rate (under the 1.10x margin)"), (0.5, "auto: multiworker, 2.00x horovod")],
-)
+@pytest.mark.parametrize(("ratio", "words"), [(1.05, "horovod only 1.05x its rate (under the 1.10x margin)"),
+                                              (0.5, "auto: multiworker, 2.00x horovod")])
 def test_a_lead_within_the_noise_margin_keeps_multiworker(ratio: float, words: str) -> None:
     found = decide([record(ratio)])
     assert found.strategy == "multiworker" and words in found.reason and "on n1 on 2026-12-01" in found.reason
@@ -154,16 +147,8 @@ def test_a_record_survives_the_store_and_replaces_the_nodes_earlier_one(tmp_path
     assert path == tmp_path / "gpu-a_07.json"
     saved = json.loads(path.read_text())
     assert saved["schema_version"] == measured.SCHEMA_VERSION
-    assert set(saved) >= {
-        "node",
-        "partition",
-        "machine",
-        "versions",
-        "processes",
-        "rates",
-        "measured_at",
-        "measured_by",
-    }
+    assert set(saved) >= {"node", "partition", "machine", "versions", "processes", "rates", "measured_at",
+                          "measured_by"}
     newer = record(0.9, node="gpu-a/07", partition="gpu", day="2026-12-02")
     measured.write_record(tmp_path, newer)
     records, warnings = measured.read_records(tmp_path)
@@ -171,9 +156,8 @@ def test_a_record_survives_the_store_and_replaces_the_nodes_earlier_one(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["gpu-a_07.json"]  # one file per node, no temporary left
 
 
-@pytest.mark.parametrize(
-    "text", ["{not json", '["a list"]', '{"schema_version": 99}', '{"schema_version": 1, "node": "n1"}', "\xff\xfe"]
-)
+@pytest.mark.parametrize("text", ["{not json", '["a list"]', '{"schema_version": 99}',
+                                  '{"schema_version": 1, "node": "n1"}', "\xff\xfe"])
 def test_a_damaged_record_is_warned_about_once_and_ignored(tmp_path: Path, text: str) -> None:
     measured.write_record(tmp_path, record(1.5, node="good"))
     (tmp_path / "bad.json").write_bytes(text.encode("utf-8", errors="surrogateescape"))
@@ -193,10 +177,8 @@ def test_the_store_folder_comes_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_versions_are_read_without_importing_horovod() -> None:
-    code = (
-        "import sys; from harness.distribute import measured; v = measured.stack_versions(); "
-        "print(v['tensorflow'] is not None, 'horovod' in sys.modules, 'tensorflow' in sys.modules)"
-    )
+    code = ("import sys; from harness.distribute import measured; v = measured.stack_versions(); "
+            "print(v['tensorflow'] is not None, 'horovod' in sys.modules, 'tensorflow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "False", "False"]
 
@@ -218,9 +200,8 @@ def test_versions_are_read_without_importing_horovod() -> None:
 def test_the_rule_takes_the_measured_preference_where_it_can_run(
     launcher: str, installed: bool | None, prefer: str, resolved: str
 ) -> None:
-    found = choice.resolve_strategy(
-        "auto", processes=2, gpus=0, launcher=launcher, horovod_installed=installed, prefer=prefer
-    )
+    found = choice.resolve_strategy("auto", processes=2, gpus=0, launcher=launcher, horovod_installed=installed,
+                                    prefer=prefer)
     assert found == resolved
     one = choice.resolve_strategy("auto", processes=1, gpus=0, launcher="single", prefer="horovod")
     assert one == "single"  # one process: nothing to prefer
@@ -236,9 +217,8 @@ def test_a_rank_left_with_a_bare_auto_says_it_has_no_measurement() -> None:
 
 def store_here(folder: Path, ratio: float, partition: str | None = None) -> None:
     versions = measured.stack_versions()
-    measured.write_record(
-        folder, record(ratio, machine=measured.this_machine(), versions=versions, partition=partition)
-    )
+    measured.write_record(folder, record(ratio, machine=measured.this_machine(), versions=versions,
+                                         partition=partition))
 
 
 def test_the_launcher_hands_every_worker_the_measured_strategy(
@@ -331,16 +311,8 @@ def test_doctor_says_what_auto_picks_here(tmp_path: Path, monkeypatch: pytest.Mo
 
 # --- real two-process runs ---------------------------------------------------------------------
 
-RUN = [
-    "data.dataset=wine",
-    "model.name=mlp",
-    "model.hidden_units=[8]",
-    "training.epochs=1",
-    "training.progress=none",
-    "report.html=false",
-    "report.plots=false",
-    "distribute.timeout_s=60",
-]
+RUN = ["data.dataset=wine", "model.name=mlp", "model.hidden_units=[8]", "training.epochs=1",
+       "training.progress=none", "report.html=false", "report.plots=false", "distribute.timeout_s=60"]
 
 
 @needs_horovod
@@ -349,14 +321,8 @@ def test_two_workers_run_what_was_measured_faster_here(tmp_path: Path, ratio: fl
     store = tmp_path / "store"
     store_here(store, ratio)
     env = {**os.environ, **THREADS, "HARNESS_MEASUREMENTS": str(store)}
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "train", *RUN, "run.name=m", "--workers", "2"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = subprocess.run([sys.executable, "-m", "harness", "train", *RUN, "run.name=m", "--workers", "2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.startswith(f"harness: auto: {strategy}, ")
     assert "as harness validate measured on n1 on 2026-12-01" in done.stdout.splitlines()[0]
