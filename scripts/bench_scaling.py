@@ -234,6 +234,9 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             read_harness,
         ),
         Contender("horovod_2", 2, harness("horovod", "hvd2", 2), read_harness),
+        Contender(
+            "horovod_mpi_2", 2, harness("horovod", "hvdmpi2", 2, ["distribute.horovod_controller=mpi"]), read_harness
+        ),
         Contender("plain_1", 1, lambda out: [under_horovodrun(plain, 1)], read_plain),
         Contender("plain_2", 2, lambda out: [under_horovodrun(plain, 2)], read_plain),
         *(
@@ -356,6 +359,7 @@ EFFICIENCIES = {
     # name: (2-worker contender, 1-worker contender, label)
     "multiworker": ("multiworker_2", "single_1", "harness `multiworker` (1 worker: `single`)"),
     "horovod": ("horovod_2", "single_1", "harness `horovod`, Gloo (1 worker: `single`)"),
+    "horovod_mpi": ("horovod_mpi_2", "single_1", "harness `horovod`, MPI (1 worker: `single`)"),
     "plain": ("plain_2", "plain_1", "plain Horovod script, Gloo (`horovodrun -np 1` / `-np 2`)"),
     "horovod_hvd1": ("horovod_2", "horovod_1", "harness `horovod` (1 worker: harness under `horovodrun -np 1`)"),
     "multiworker_mw1": ("multiworker_2", "multiworker_1", "harness `multiworker` (1 worker: multiworker, 1 process)"),
@@ -381,6 +385,7 @@ ALL = (
     "mirrored_1",
     "horovod_1",
     "horovod_2",
+    "horovod_mpi_2",
     "plain_1",
     "plain_2",
     "multiworker_2_shared",
@@ -416,6 +421,8 @@ def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
         eff["multiworker_vs_independent"] = per_repeat(results, "multiworker_2", "single_x2", stat)
     if have("horovod_2", "single_x2"):
         eff["horovod_vs_independent"] = per_repeat(results, "horovod_2", "single_x2", stat)
+    if have("horovod_mpi_2", "single_x2"):
+        eff["horovod_mpi_vs_independent"] = per_repeat(results, "horovod_mpi_2", "single_x2", stat)
     if have("multiworker_2", "plain_2"):
         eff["multiworker_vs_plain_2"] = per_repeat(results, "multiworker_2", "plain_2", stat)
     pinning = {
@@ -524,7 +531,11 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         )
     vs_control = [
         f"harness {label} {em[key]:.2f} ({fmt(med['eff'][key])})"
-        for key, label in (("multiworker_vs_independent", "multiworker"), ("horovod_vs_independent", "horovod"))
+        for key, label in (
+            ("multiworker_vs_independent", "multiworker"),
+            ("horovod_vs_independent", "horovod"),
+            ("horovod_mpi_vs_independent", "horovod over MPI"),
+        )
         if key in em
     ]
     if vs_control:
@@ -593,6 +604,10 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         "mirrored_1": ("harness mirrored, 1 CPU replica", "`harness train ... distribute.strategy=mirrored`"),
         "horovod_1": ("harness horovod, 1 worker", "`horovodrun -np 1 --gloo python -m harness train ...`"),
         "horovod_2": ("harness horovod, 2 workers", "`harness train ... distribute.strategy=horovod --workers 2`"),
+        "horovod_mpi_2": (
+            "harness horovod over MPI, 2 workers",
+            "`harness train ... distribute.strategy=horovod distribute.horovod_controller=mpi --workers 2`",
+        ),
         "plain_1": ("plain Horovod, 1 worker", "`horovodrun -np 1 --gloo python plain_horovod_cnn.py`"),
         "plain_2": ("plain Horovod, 2 workers", "`horovodrun -np 2 --gloo python plain_horovod_cnn.py`"),
     }

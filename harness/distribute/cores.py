@@ -6,7 +6,8 @@ and gRPC threads, compete for the same cores; a synchronous step then waits for 
 was descheduled last. On a 2-core machine, two workers of the benchmark CNN trained 25-30%
 faster per worker with multiworker (10-20% with Horovod over Gloo) when each had one core
 (docs/benchmarks.md, "Local workers and their cores"). Slurm does the same for its tasks where
-the site binds CPUs; horovodrun's mpirun binds ranks to cores itself.
+the site binds CPUs. horovodrun's mpirun starts its ranks unbound; those pin themselves
+(`pin_from_environment`).
 
 The shares split the launcher's own CPU set (what `taskset`, a cgroup or a Slurm allocation
 left it) into N contiguous groups of nearly equal size. With fewer cores than workers nothing
@@ -17,7 +18,7 @@ its own thread's affinity around each start: the worker is pinned before its fir
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 
@@ -79,3 +80,31 @@ def inherited_affinity(cores: Sequence[int] | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+SHARES_VARIABLE = "HARNESS_CORE_SHARES"
+"""Cores per local rank ("0,1;2,3"), for ranks that a launcher other than ours starts.
+
+horovodrun's mpirun starts Horovod's MPI ranks unbound (`-bind-to none`), so the launcher cannot
+pin them at their start; it hands the shares down instead, and each rank pins itself by its local
+rank as the interpreter starts, before TensorFlow sizes its thread pools."""
+
+LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "HOROVOD_LOCAL_RANK")
+
+
+def shares_value(shares: Sequence[Sequence[int]]) -> str:
+    return ";".join(",".join(map(str, share)) for share in shares)
+
+
+def pin_from_environment(env: Mapping[str, str]) -> list[int] | None:
+    """Pin this process to its local rank's share from SHARES_VARIABLE; the cores, or None if
+    nothing says which (no shares, no local rank, a platform that cannot pin)."""
+    text = env.get(SHARES_VARIABLE, "").strip()
+    rank = next((env[name] for name in LOCAL_RANK_VARIABLES if env.get(name, "").strip().isdigit()), None)
+    if not text or rank is None or available_cores() is None:
+        return None
+    shares = [[int(core) for core in share.split(",")] for share in text.split(";")]
+    if int(rank) >= len(shares):
+        return None
+    os.sched_setaffinity(0, shares[int(rank)])
+    return shares[int(rank)]

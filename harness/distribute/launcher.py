@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import IO
 
 from harness.distribute.cluster import launcher_env
-from harness.distribute.cores import describe, inherited_affinity, worker_shares
+from harness.distribute.cores import SHARES_VARIABLE, describe, inherited_affinity, shares_value, worker_shares
 from harness.distribute.memory import huge_page_env
 from harness.distribute.watchdog import last_error_line
 from harness.errors import LaunchError
@@ -162,17 +162,22 @@ def launch(
 ) -> int:
     """Run `harness ARGS` in `workers` processes; 0 only if every process exits 0.
 
-    With `pin`, each worker we start runs on its own share of the cores (horovodrun's mpirun
-    binds the ranks it starts itself). With `huge_pages`, large tensors use transparent huge pages
-    (harness.distribute.memory).
+    With `pin`, each worker runs on its own share of the cores: pinned as we start it, or, for
+    the ranks horovodrun's mpirun starts unbound, pinned by itself (`cores.SHARES_VARIABLE`).
+    With `huge_pages`, large tensors use transparent huge pages (harness.distribute.memory).
     """
     commands = worker_commands(args, workers, strategy, controller)
     if huge_pages:
         extra = huge_page_env(os.environ)
         commands = [(command, {**env, **extra}) for command, env in commands]
-    shares = worker_shares(len(commands)) if pin else None
+    shares = worker_shares(workers) if pin else None
     if shares:
         print(f"harness: each worker on its own cores ({describe(shares)}; distribute.pin_workers)", flush=True)
+    if len(commands) == 1 and workers > 1:
+        # horovodrun starts the ranks unbound: each pins itself to its share as it starts
+        if shares:
+            commands = [(command, {**env, SHARES_VARIABLE: shares_value(shares)}) for command, env in commands]
+        return run_workers(commands)
     return run_workers(commands, shares=shares)
 
 

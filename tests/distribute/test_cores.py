@@ -80,10 +80,36 @@ def test_launch_pins_unless_told_not_to(
         assert "own cores" not in out
 
 
-def test_horovodrun_is_not_pinned_by_the_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One horovodrun process starts every rank, and its mpirun binds them itself."""
-    seen: list[object] = []
+def test_horovodrun_ranks_get_their_shares_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """horovodrun's mpirun starts every rank unbound (`-bind-to none`): the shares go down as a variable."""
+    seen: list[tuple[object, object]] = []
     monkeypatch.setattr(launcher, "horovodrun_command", lambda child, n, c: ["horovodrun", *child])
-    monkeypatch.setattr(launcher, "run_workers", lambda commands, **kw: seen.append(kw["shares"]) or 0)
-    assert launcher.launch(["train"], 2, "horovod", "mpi", True) == 0
-    assert seen == [None]
+    monkeypatch.setattr(launcher, "worker_shares", lambda n: [[0], [1]] if n == 2 else None)
+    monkeypatch.setattr(launcher, "run_workers", lambda commands, **kw: seen.append((commands, kw)) or 0)
+    assert launcher.launch(["train"], 2, "horovod", "mpi", True, False) == 0
+    [(commands, kwargs)] = seen
+    assert kwargs == {} and commands[0][1][cores.SHARES_VARIABLE] == "0;1"
+    seen.clear()
+    assert launcher.launch(["train"], 2, "horovod", "mpi", False, False) == 0
+    assert cores.SHARES_VARIABLE not in seen[0][0][0][1]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({cores.SHARES_VARIABLE: "0;1", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, [1]),
+        ({cores.SHARES_VARIABLE: "1;0", "HOROVOD_LOCAL_RANK": "0"}, [1]),
+        ({cores.SHARES_VARIABLE: "0,1", "PMI_LOCAL_RANK": "0"}, [0, 1]),
+        ({cores.SHARES_VARIABLE: "0;1"}, None),  # no local rank: nothing says which share
+        ({cores.SHARES_VARIABLE: "0;1", "MPI_LOCALRANKID": "2"}, None),  # more ranks than shares
+        ({"OMPI_COMM_WORLD_LOCAL_RANK": "0"}, None),
+    ],
+)
+@needs_two_cores
+def test_a_rank_pins_itself_to_its_share(env: dict[str, str], expected: list[int] | None) -> None:
+    before = os.sched_getaffinity(0)
+    try:
+        assert cores.pin_from_environment(env) == expected
+        assert os.sched_getaffinity(0) == (set(expected) if expected else before)
+    finally:
+        os.sched_setaffinity(0, before)

@@ -23,6 +23,7 @@ import pytest
 
 from harness.data import step_layout
 from harness.distribute.cluster import launcher_env
+from harness.distribute.cores import worker_shares
 from harness.distribute.launcher import free_port_range
 from tests.conftest import ROOT, THREADS, needs_horovod, wait_until
 
@@ -145,9 +146,17 @@ def test_strategy_matches_single_process(
         assert json.loads(line)["val_loss"] == pytest.approx(json.loads(ref)["val_loss"], rel=1e-3)
     # no heartbeat folder or stray files left beside the run directory
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run"]
+    described = json.loads((run_dir / "env.json").read_text())["distribute"]
+    if "distribute.horovod_controller=mpi" in extra:  # Open MPI does not spin on the step's core
+        assert described["mpi_yield_when_idle"] == "1"
+    shares = worker_shares(workers)
+    if shares:  # the chief ran on its own share, however its launcher started it (horovodrun included)
+        assert described["cores"] == shares[0]
 
 
-@pytest.mark.parametrize(("n", "batch", "world"), [(11, 2, 1), (11, 2, 2), (11, 2, 3), (100, 8, 4), (7, 16, 2)])
+@pytest.mark.parametrize(
+    ("n", "batch", "world"), [(11, 2, 1), (11, 2, 2), (11, 2, 3), (100, 8, 4), (7, 16, 2)]
+)
 def test_every_sample_once_per_epoch_across_ranks(n: int, batch: int, world: int) -> None:
     seen: list[int] = []
     steps = set()
@@ -305,7 +314,9 @@ def test_killed_worker_makes_the_others_exit_naming_it(tmp_path: Path) -> None:
     for rank in range(2):
         env = {**os.environ, **THREADS, **launcher_env(rank, 2, port)}
         procs.append(
-            subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         )
     try:
         metrics = tmp_path / "runs" / "k" / "metrics.jsonl"

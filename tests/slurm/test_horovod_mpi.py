@@ -93,6 +93,7 @@ def test_two_tasks_train_one_model_with_horovod_over_mpi(
     # what Horovod itself reports after hvd.init(): "gloo" if the MPI route silently fell back
     assert env["distribute"]["strategy"] == "horovod" and env["distribute"]["horovod_controller"] == "mpi"
     assert env["distribute"]["world_size"] == 2 and env["distribute"]["cluster_source"] == "slurm"
+    assert env["distribute"]["mpi_yield_when_idle"] == "1"  # Open MPI does not spin on the step's core
     hosts = {re.search(rf"harness: task {r} of 2 on node (\w+)", task_log(run_dir, job_id, r)) for r in (0, 1)}
     assert None not in hosts and len({m[1] for m in hosts if m}) == nodes  # the ranks ran where asked
     assert "--mpi=pmix" in (run_dir / "slurm" / f"{job_id}_submission.sh").read_text()
