@@ -193,6 +193,9 @@ def worker_horovod(args: argparse.Namespace) -> None:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
+    from harness.distribute.strategy import MPI_YIELD
+
+    os.environ.setdefault(*MPI_YIELD)  # as harness's Horovod ranks over MPI do
     hvd.init()
     pin_gpu(hvd.local_rank())
     tensor = tf.fill([args.elements], float(hvd.rank() + 1))

@@ -91,8 +91,10 @@ class Contender:
     user_defaults: bool = False
     """Run without the benchmark's pinning and thread settings: what `harness train --workers 2` does
     for a user who sets none (compares distribute.pin_workers on and off)."""
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def environment(self, env: dict[str, str]) -> dict[str, str]:
+        env = {**env, **self.extra_env}
         if not self.user_defaults:
             return env
         return {k: v for k, v in env.items() if k not in (*THREAD_SETTINGS, "HARNESS_BENCH_PIN")}
@@ -236,6 +238,13 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         Contender("horovod_2", 2, harness("horovod", "hvd2", 2), read_harness),
         Contender(
             "horovod_mpi_2", 2, harness("horovod", "hvdmpi2", 2, ["distribute.horovod_controller=mpi"]), read_harness
+        ),
+        Contender(
+            "horovod_mpi_2_spin",
+            2,
+            harness("horovod", "hvdmpi2spin", 2, ["distribute.horovod_controller=mpi"]),
+            read_harness,
+            extra_env={"OMPI_MCA_mpi_yield_when_idle": "0"},  # Open MPI's own default: spin while waiting
         ),
         Contender("plain_1", 1, lambda out: [under_horovodrun(plain, 1)], read_plain),
         Contender("plain_2", 2, lambda out: [under_horovodrun(plain, 2)], read_plain),
@@ -386,6 +395,7 @@ ALL = (
     "horovod_1",
     "horovod_2",
     "horovod_mpi_2",
+    "horovod_mpi_2_spin",
     "plain_1",
     "plain_2",
     "multiworker_2_shared",
@@ -429,6 +439,8 @@ def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
         name: per_repeat(results, own, shared, stat) for name, (shared, own) in PINNING.items() if have(shared, own)
     }
     huge = {name: per_repeat(results, on, off, stat) for name, (off, on) in HUGE_PAGES.items() if have(off, on)}
+    if have("horovod_mpi_2", "horovod_mpi_2_spin"):
+        eff["mpi_yield_vs_spin"] = per_repeat(results, "horovod_mpi_2", "horovod_mpi_2_spin", stat)
     ratios: dict[str, list[float]] = {}
     if "horovod" in eff and "plain" in eff:
         ratios["vs_plain"] = [h / p for h, p in zip(eff["horovod"], eff["plain"], strict=True)]
@@ -491,11 +503,14 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         "samples/s are per worker: metrics.jsonl `samples_per_s` (the chief's global rate) / workers; the "
         "plain script reports its own. Per run, the median (and the best) of the epochs after the first. "
         "Efficiency = per-worker samples/s with 2 workers / with 1 worker, median of per-repeat ratios.",
-        "",
-        "| contender | 1 worker samples/s | 2 workers, per worker | efficiency | per repeat | "
-        "efficiency, best epochs | per repeat |",
-        "|---|---|---|---|---|---|---|",
     ]
+    if any(name in med["eff"] for name in EFFICIENCIES):
+        lines += [
+            "",
+            "| contender | 1 worker samples/s | 2 workers, per worker | efficiency | per repeat | "
+            "efficiency, best epochs | per repeat |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for name, (two, one, label) in EFFICIENCIES.items():
         if name not in med["eff"]:
             continue
@@ -523,6 +538,13 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
             f"{rm['abs_2_vs_plain']:.2f} ({fmt(med['ratios']['abs_2_vs_plain'])}; best epochs "
             f"{rb['abs_2_vs_plain']:.2f}), 1 worker {rm['abs_1_vs_plain']:.2f} "
             f"({fmt(med['ratios']['abs_1_vs_plain'])}; best epochs {rb['abs_1_vs_plain']:.2f}).  "
+        )
+    if "mpi_yield_vs_spin" in em:
+        lines.append(
+            f"Per-worker samples/s, harness horovod over MPI as it starts (Open MPI yields the core while waiting, "
+            f"`OMPI_MCA_mpi_yield_when_idle=1`) / with Open MPI's default spin (`=0`): "
+            f"{em['mpi_yield_vs_spin']:.2f} ({fmt(med['eff']['mpi_yield_vs_spin'])}); "
+            f"{med['rate']['horovod_mpi_2']:.0f} against {med['rate']['horovod_mpi_2_spin']:.0f}.  "
         )
     if "multiworker_vs_plain_2" in em:
         lines.append(
