@@ -98,13 +98,17 @@ def shares_value(shares: Sequence[Sequence[int]]) -> str:
 
 def pin_from_environment(env: Mapping[str, str]) -> list[int] | None:
     """Pin this process to its local rank's share from SHARES_VARIABLE; the cores, or None if
-    nothing says which (no shares, no local rank, a platform that cannot pin)."""
+    nothing says which (no shares, no local rank, a platform that cannot pin).
+
+    Runs first in every `python -m harness`, so a value it cannot use (malformed, more ranks than
+    shares, cores this process may not use) leaves the process unpinned rather than failing it."""
     text = env.get(SHARES_VARIABLE, "").strip()
-    rank = next((env[name] for name in LOCAL_RANK_VARIABLES if env.get(name, "").strip().isdigit()), None)
+    rank = next((int(env[name]) for name in LOCAL_RANK_VARIABLES if env.get(name, "").strip().isdigit()), None)
     if not text or rank is None or available_cores() is None:
         return None
-    shares = [[int(core) for core in share.split(",")] for share in text.split(";")]
-    if int(rank) >= len(shares):
+    try:
+        shares = [[int(core) for core in share.split(",")] for share in text.split(";")]
+        os.sched_setaffinity(0, shares[rank])
+    except (ValueError, IndexError, OSError):
         return None
-    os.sched_setaffinity(0, shares[int(rank)])
-    return shares[int(rank)]
+    return shares[rank]

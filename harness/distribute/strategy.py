@@ -297,8 +297,9 @@ MPI_YIELD = ("OMPI_MCA_mpi_yield_when_idle", "1")
 """Open MPI waits for messages by spinning on the core, and yields it only when it sees more ranks
 than slots. A rank's compute threads share its core with that spin (one core per rank, or Horovod's
 background thread beside TensorFlow's pools), so the spin took the core from the step: two
-one-core ranks of the benchmark CNN trained at 495 samples/s per worker with it, 795 with yielding
-(docs/benchmarks.md). A yield with nothing else to run returns at once. A value the user set is kept."""
+one-core ranks of the benchmark CNN trained 1.31x faster per worker yielding (711 against 495
+samples/s, docs/benchmarks.md). A yield with nothing else to run returns at once. A value the user
+set is kept."""
 
 
 def _controller_in_use(hvd: Any) -> str:

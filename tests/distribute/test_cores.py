@@ -103,6 +103,8 @@ def test_horovodrun_ranks_get_their_shares_through_the_environment(monkeypatch: 
         ({cores.SHARES_VARIABLE: "0;1"}, None),  # no local rank: nothing says which share
         ({cores.SHARES_VARIABLE: "0;1", "MPI_LOCALRANKID": "2"}, None),  # more ranks than shares
         ({"OMPI_COMM_WORLD_LOCAL_RANK": "0"}, None),
+        ({cores.SHARES_VARIABLE: "0;x", "PMI_LOCAL_RANK": "0"}, None),  # malformed: unpinned, not a crash
+        ({cores.SHARES_VARIABLE: "0;99999", "PMI_LOCAL_RANK": "1"}, None),  # a core this process may not use
     ],
 )
 @needs_two_cores
