@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO
 
-from harness.distribute.cluster import launcher_env
+from harness.distribute.cluster import launcher_env, port_free
 from harness.distribute.cores import SHARES_VARIABLE, describe, inherited_affinity, shares_value, worker_shares
 from harness.distribute.memory import huge_page_env
 from harness.distribute.watchdog import last_error_line
@@ -45,18 +45,9 @@ def free_port_range(count: int, attempts: int = 50) -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = int(probe.getsockname()[1])
-        if base + count < 65535 and all(_port_free(base + i) for i in range(count)):
+        if base + count < 65535 and all(port_free(base + i, "127.0.0.1") for i in range(count)):
             return base
     raise LaunchError(f"could not find {count} consecutive free ports on 127.0.0.1")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def worker_commands(

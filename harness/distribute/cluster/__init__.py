@@ -26,7 +26,7 @@ from harness.distribute.cluster.gpu import gpu_index, visible_gpu_index
 from harness.distribute.cluster.hostlist import MAX_HOSTS_PER_RANGE, expand_hostlist, expand_tasks_per_node
 from harness.distribute.cluster.local import from_launcher, from_submitit_local, launcher_env
 from harness.distribute.cluster.mpi import from_horovod, from_mpi_launcher
-from harness.distribute.cluster.ports import PORT_SLOT, STEPS_PER_JOB, port_for_job, port_taken_message
+from harness.distribute.cluster.ports import PORT_SLOT, STEPS_PER_JOB, port_for_job, port_free, port_taken_message
 from harness.distribute.cluster.slurm import SLURM_MAX_NORMAL_STEP_ID, from_slurm
 from harness.distribute.cluster.tf_config import from_tf_config
 
@@ -52,6 +52,7 @@ __all__ = [
     "job_of",
     "launcher_env",
     "port_for_job",
+    "port_free",
     "port_taken_message",
     "single",
     "visible_gpu_index",

@@ -73,7 +73,7 @@ def port_taken_message(what: str, port: int, node: str, path: Path = EPHEMERAL_R
     A failed bind surfaces from TensorFlow as a bare "Could not start gRPC server"; the user
     needs the port, the node and whether another process holds the port now.
     """
-    holder = "another process holds it" if not _can_bind(port) else "it is free again, so it was held only briefly"
+    holder = "another process holds it" if not port_free(port) else "it is free again, so it was held only briefly"
     text = f"{what} could not listen on port {port} on {node}: {holder}"
     found = ephemeral_range(path)
     if found and found[0] <= port <= found[1]:
@@ -87,10 +87,11 @@ def port_taken_message(what: str, port: int, node: str, path: Path = EPHEMERAL_R
     )
 
 
-def _can_bind(port: int) -> bool:
+def port_free(port: int, host: str = "") -> bool:
+    """Whether a listener could bind `port` on `host` ("": every address) right now."""
     with socket.socket() as probe:
         try:
-            probe.bind(("", port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True
