@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 SIZES = (1, 65536, 262144, 550000, 1048576, 4194304)
 THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -77,14 +78,14 @@ def worker_mpi(sizes: list[int], iterations: int) -> dict[int, float]:
     return medians
 
 
-def timed(call: object, iterations: int, barrier: object = None) -> float:
+def timed(call: Callable[[], object], iterations: int, barrier: Callable[[], object] | None = None) -> float:
     """Median seconds of `iterations` calls after 5 warm-up calls."""
     times = []
     for index in range(iterations + 5):
         if barrier:
-            barrier()  # type: ignore[operator]
+            barrier()
         start = time.perf_counter()
-        call()  # type: ignore[operator]
+        call()
         if index >= 5:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
