@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -41,6 +42,9 @@ class Strategy(ABC):
     picked_by_auto: bool = False
     auto_note: str = ""
     """Set when this rank resolved a bare `auto` for several processes by the constant rule."""
+    gradient_compression: str = "none"
+    """`fp16` when gradients cross devices or processes as float16 (distribute.gradient_compression);
+    always `none` with one replica, where nothing is all-reduced."""
 
     @property
     @abstractmethod
@@ -94,6 +98,9 @@ class Strategy(ABC):
         """Combine gradients across processes; tf.distribute does it inside the optimizer."""
         return grads
 
+    def prepare_optimizer(self, optimizer: Any) -> None:  # noqa: B027 - most backends need nothing
+        """Adjust a built optimizer to how this backend combines gradients, before the first step."""
+
     def synchronize(self, variables: list[tf.Variable]) -> None:  # noqa: B027 - most backends need nothing
         """Make every rank hold rank 0's values (after building or restoring)."""
 
@@ -110,6 +117,7 @@ class Strategy(ABC):
             "world_size": self.world_size,
             "cluster_source": self.cluster.source,
             "cores": available_cores(),
+            "gradient_compression": self.gradient_compression,
         }
 
 
@@ -163,6 +171,10 @@ class TFStrategy(Strategy):
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return self._strategy.run(fn, args=args)
+
+    def prepare_optimizer(self, optimizer: Any) -> None:
+        if self.gradient_compression == "fp16":
+            _all_reduce_in_half_precision(optimizer)
 
     def sum_variables(self, variables: list[tf.Variable], extra: float = 0.0) -> np.ndarray:
         # One compiled function per variable set: distributed variables are captured by the
@@ -253,7 +265,8 @@ class HorovodStrategy(Strategy):
 
     def aggregate_gradients(self, grads: list[tf.Tensor]) -> list[tf.Tensor]:
         # Weighted per-replica losses already divide by the global batch: sum, not average.
-        return list(self._hvd.grouped_allreduce(grads, op=self._hvd.Sum))
+        compression = self._hvd.Compression.fp16 if self.gradient_compression == "fp16" else self._hvd.Compression.none
+        return list(self._hvd.grouped_allreduce(grads, op=self._hvd.Sum, compression=compression))
 
     def sum_variables(self, variables: list[tf.Variable], extra: float = 0.0) -> np.ndarray:
         local = tf.stack([*[tf.cast(v.read_value(), tf.float64) for v in variables], tf.constant(extra, tf.float64)])
@@ -277,6 +290,47 @@ def _digest(arrays: list[np.ndarray]) -> str:
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _all_reduce_in_half_precision(optimizer: Any) -> None:
+    """Make the Keras optimizer all-reduce gradients as float16, as Horovod's Compression.fp16 does.
+
+    Under tf.distribute the optimizer itself all-reduces the gradients (in
+    `_all_reduce_sum_gradients`, Keras's TensorFlow backend), so the casts go around that call;
+    reducing them beforehand would leave the optimizer summing them a second time. A
+    LossScaleOptimizer unscales before its inner optimizer reduces, so both are wrapped. On a CPU
+    cluster the all-reduce costs milliseconds per megabyte (TensorFlow's gRPC transport,
+    docs/benchmarks.md), so half the bytes is a real share of the step.
+    """
+    targets = [optimizer, getattr(optimizer, "inner_optimizer", None)]
+    for target in [t for t in targets if t is not None]:
+        reduce = getattr(target, "_all_reduce_sum_gradients", None)
+        if reduce is None:
+            raise LaunchError(
+                "distribute.gradient_compression=fp16 needs the gradient all-reduce of Keras's TensorFlow "
+                f"optimizers (`_all_reduce_sum_gradients`), which {type(target).__name__} of Keras "
+                f"{keras.__version__} does not have; set distribute.gradient_compression=none"
+            )
+        target._all_reduce_sum_gradients = _half_precision(reduce)
+
+
+def _half_precision(reduce: Callable[[list[Any]], list[Any]]) -> Callable[[Any], list[Any]]:
+    def reduce_in_half_precision(grads_and_vars: Any) -> list[Any]:
+        pairs = list(grads_and_vars)
+        reduced = reduce([(_to_half(grad), var) for grad, var in pairs])
+        return [
+            (grad if grad is None or grad.dtype == sent.dtype else tf.cast(grad, sent.dtype), var)
+            for (grad, var), (sent, _) in zip(reduced, pairs, strict=True)
+        ]
+
+    return reduce_in_half_precision
+
+
+def _to_half(grad: Any) -> Any:
+    """Dense floating gradients go as float16; sparse ones (IndexedSlices) and others as they are."""
+    if isinstance(grad, tf.Tensor) and grad.dtype.is_floating and grad.dtype != tf.float16:
+        return tf.cast(grad, tf.float16)
+    return grad
 
 
 def _pad(data: bytes) -> np.ndarray:
@@ -435,5 +489,7 @@ def make_strategy(
         bind_gpu(cluster)
     strategy = STRATEGIES.get(name)(cfg, cluster)
     strategy.picked_by_auto = cfg.strategy == "auto"
+    if strategy.num_replicas > 1:
+        strategy.gradient_compression = cfg.gradient_compression
     strategy.auto_note = auto_note(cfg.strategy, cluster.world_size, cluster.source)
     return strategy

@@ -179,6 +179,7 @@ class Trainer:
         if self.cfg.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
+        self.strategy.prepare_optimizer(optimizer)
         return optimizer
 
     def _accumulators(self, prefix: str) -> dict[str, tf.Variable]:
