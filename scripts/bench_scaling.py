@@ -236,6 +236,10 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             read_harness,
         ),
         Contender("horovod_2", 2, harness("horovod", "hvd2", 2), read_harness),
+        *(
+            Contender(f"{strategy}_2_fp16", 2, harness(strategy, f"{strategy}-fp16", 2, [FP16]), read_harness)
+            for strategy in ("multiworker", "horovod")
+        ),
         Contender(
             "horovod_mpi_2", 2, harness("horovod", "hvdmpi2", 2, ["distribute.horovod_controller=mpi"]), read_harness
         ),
@@ -372,6 +376,8 @@ EFFICIENCIES = {
     "plain": ("plain_2", "plain_1", "plain Horovod script, Gloo (`horovodrun -np 1` / `-np 2`)"),
     "horovod_hvd1": ("horovod_2", "horovod_1", "harness `horovod` (1 worker: harness under `horovodrun -np 1`)"),
     "multiworker_mw1": ("multiworker_2", "multiworker_1", "harness `multiworker` (1 worker: multiworker, 1 process)"),
+    "multiworker_fp16": ("multiworker_2_fp16", "single_1", "harness `multiworker`, fp16 gradients (1 worker: single)"),
+    "horovod_fp16": ("horovod_2_fp16", "single_1", "harness `horovod`, Gloo, fp16 gradients (1 worker: `single`)"),
     "independent": (
         "single_x2",
         "single_1",
@@ -394,6 +400,8 @@ ALL = (
     "mirrored_1",
     "horovod_1",
     "horovod_2",
+    "multiworker_2_fp16",
+    "horovod_2_fp16",
     "horovod_mpi_2",
     "horovod_mpi_2_spin",
     "plain_1",
@@ -405,6 +413,15 @@ ALL = (
     "multiworker_2_4k",
     "horovod_2_4k",
 )
+VS_CONTROL = {
+    # key: (2-worker contender, label) - efficiency relative to the control, two runs that never communicate
+    "multiworker_vs_independent": ("multiworker_2", "multiworker"),
+    "horovod_vs_independent": ("horovod_2", "horovod"),
+    "horovod_mpi_vs_independent": ("horovod_mpi_2", "horovod over MPI"),
+    "multiworker_fp16_vs_independent": ("multiworker_2_fp16", "multiworker with fp16 gradients"),
+    "horovod_fp16_vs_independent": ("horovod_2_fp16", "horovod with fp16 gradients"),
+}
+FP16 = "distribute.gradient_compression=fp16"
 PINNING = {
     # strategy: (all workers on all cores, each worker on its own cores)
     "multiworker": ("multiworker_2_shared", "multiworker_2_own"),
@@ -427,12 +444,9 @@ def summarize(results: dict[str, list[Outcome]], stat: Stat) -> dict[str, Any]:
         return all(name in results for name in names)
 
     eff = {name: per_repeat(results, two, one, stat) for name, (two, one, _) in EFFICIENCIES.items() if have(two, one)}
-    if have("multiworker_2", "single_x2"):
-        eff["multiworker_vs_independent"] = per_repeat(results, "multiworker_2", "single_x2", stat)
-    if have("horovod_2", "single_x2"):
-        eff["horovod_vs_independent"] = per_repeat(results, "horovod_2", "single_x2", stat)
-    if have("horovod_mpi_2", "single_x2"):
-        eff["horovod_mpi_vs_independent"] = per_repeat(results, "horovod_mpi_2", "single_x2", stat)
+    for key, (two, _) in VS_CONTROL.items():
+        if have(two, "single_x2"):
+            eff[key] = per_repeat(results, two, "single_x2", stat)
     if have("multiworker_2", "plain_2"):
         eff["multiworker_vs_plain_2"] = per_repeat(results, "multiworker_2", "plain_2", stat)
     pinning = {
@@ -552,13 +566,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
             f"{em['multiworker_vs_plain_2']:.2f} ({fmt(med['eff']['multiworker_vs_plain_2'])}).  "
         )
     vs_control = [
-        f"harness {label} {em[key]:.2f} ({fmt(med['eff'][key])})"
-        for key, label in (
-            ("multiworker_vs_independent", "multiworker"),
-            ("horovod_vs_independent", "horovod"),
-            ("horovod_mpi_vs_independent", "horovod over MPI"),
-        )
-        if key in em
+        f"harness {label} {em[key]:.2f} ({fmt(med['eff'][key])})" for key, (_, label) in VS_CONTROL.items() if key in em
     ]
     if vs_control:
         lines.append(
