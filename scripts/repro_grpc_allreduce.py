@@ -15,6 +15,11 @@ of the rank's time in `memmove`/`memset` during the all-reduce. MPI moves the sa
 tenth of the time.
 
     python scripts/repro_grpc_allreduce.py [--sizes 1 65536 550000 4194304] [--iterations 50] [--mpi]
+        [--per-call 32] [--dtype float16]
+
+`--per-call N` runs N all-reduces in one `tf.function` call, as training does with
+`training.steps_per_execution`, and reports the time per all-reduce; `--dtype float16` moves the
+same number of elements as float16, as `distribute.gradient_compression=fp16` does.
 
 Prints a table; writes nothing.
 """
@@ -47,7 +52,7 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def worker_tf(sizes: list[int], iterations: int) -> dict[int, float]:
+def worker_tf(sizes: list[int], iterations: int, per_call: int, dtype: str) -> dict[int, float]:
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -55,13 +60,16 @@ def worker_tf(sizes: list[int], iterations: int) -> dict[int, float]:
     medians = {}
     for size in sizes:
         with strategy.scope():
-            tensor = tf.fill([size], float(rank + 1))
+            tensor = tf.cast(tf.fill([size], float(rank + 1)), dtype)
 
         def reduce(t: tf.Tensor) -> tf.Tensor:
             return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, t)
 
-        step = tf.function(lambda: strategy.run(reduce, args=(tensor,)))  # noqa: B023 - called in this iteration
-        medians[size] = timed(step, iterations)
+        def steps() -> None:
+            for _ in tf.range(per_call):
+                strategy.run(reduce, args=(tensor,))  # noqa: B023 - traced in this iteration
+
+        medians[size] = timed(tf.function(steps), iterations) / per_call
     return medians
 
 
@@ -91,13 +99,14 @@ def timed(call: Callable[[], object], iterations: int, barrier: Callable[[], obj
     return statistics.median(times)
 
 
-def launch_tf(sizes: list[int], iterations: int) -> str:
+def launch_tf(sizes: list[int], iterations: int, per_call: int, dtype: str) -> str:
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     procs = []
     for rank in range(2):
         config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}}
         env = {**os.environ, **THREADS, "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        command = [sys.executable, __file__, "--worker", "tf", "--iterations", str(iterations), "--sizes"]
+        command = [sys.executable, __file__, "--worker", "tf", "--iterations", str(iterations)]
+        command += ["--per-call", str(per_call), "--dtype", dtype, "--sizes"]
         command += [str(size) for size in sizes]
         if shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2:
             command = ["taskset", "-c", str(sorted(os.sched_getaffinity(0))[rank]), *command]
@@ -123,19 +132,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="float32 elements")
     parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--per-call", type=int, default=1, help="all-reduces per tf.function call")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="multiworker only")
     parser.add_argument("--mpi", action="store_true", help="also time mpi4py's Allreduce (needs mpirun, mpi4py)")
     parser.add_argument("--worker", choices=("tf", "mpi"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        medians = (worker_tf if args.worker == "tf" else worker_mpi)(args.sizes, args.iterations)
+        if args.worker == "tf":
+            medians = worker_tf(args.sizes, args.iterations, args.per_call, args.dtype)
+        else:
+            medians = worker_mpi(args.sizes, args.iterations)
         rank = os.environ.get("OMPI_COMM_WORLD_RANK") or json.loads(os.environ.get("TF_CONFIG", "{}"))["task"]["index"]
         if str(rank) == "0":
             print(json.dumps(medians))
         return 0
-    columns = {"multiworker (gRPC)": json.loads(launch_tf(args.sizes, args.iterations).strip().splitlines()[-1])}
+    tf_column = launch_tf(args.sizes, args.iterations, args.per_call, args.dtype)
+    columns = {f"multiworker (gRPC, {args.dtype})": json.loads(tf_column.strip().splitlines()[-1])}
     if args.mpi:
         columns["mpi4py"] = json.loads(launch_mpi(args.sizes, args.iterations).strip().splitlines()[-1])
-    print("| float32 elements | MB | " + " | ".join(f"{name} ms" for name in columns) + " |")
+    print("| elements | MB as float32 | " + " | ".join(f"{name} ms" for name in columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for size in args.sizes:
         cells = " | ".join(f"{1000 * column[str(size)]:.2f}" for column in columns.values())

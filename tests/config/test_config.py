@@ -84,6 +84,7 @@ def test_unknown_section_suggests_section(tmp_path: Path) -> None:
         ("training.epochs=many", "training.epochs", "valid integer"),
         ("model.dropout=1.5", "model.dropout", "less than 1"),
         ("training.optimizer.name=adamm", "training.optimizer.name", "did you mean 'adam'"),
+        ("distribute.gradient_compression=fp8", "distribute.gradient_compression", "'none' or 'fp16'"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(override: str, key: str, allowed: str) -> None:
