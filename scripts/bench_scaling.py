@@ -241,6 +241,13 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             for strategy in ("multiworker", "horovod")
         ),
         Contender(
+            "multiworker_2_noreduce",
+            2,
+            harness("multiworker", "mw2-noreduce", 2),
+            read_harness,
+            extra_env={"PYTHONPATH": os.pathsep.join(filter(None, [str(NO_ALLREDUCE), os.environ.get("PYTHONPATH")]))},
+        ),
+        Contender(
             "horovod_mpi_2", 2, harness("horovod", "hvdmpi2", 2, ["distribute.horovod_controller=mpi"]), read_harness
         ),
         Contender(
@@ -376,7 +383,11 @@ EFFICIENCIES = {
     "plain": ("plain_2", "plain_1", "plain Horovod script, Gloo (`horovodrun -np 1` / `-np 2`)"),
     "horovod_hvd1": ("horovod_2", "horovod_1", "harness `horovod` (1 worker: harness under `horovodrun -np 1`)"),
     "multiworker_mw1": ("multiworker_2", "multiworker_1", "harness `multiworker` (1 worker: multiworker, 1 process)"),
-    "multiworker_fp16": ("multiworker_2_fp16", "single_1", "harness `multiworker`, fp16 gradients (1 worker: single)"),
+    "multiworker_fp16": (
+        "multiworker_2_fp16",
+        "single_1",
+        "harness `multiworker`, fp16 gradients (1 worker: `single`)",
+    ),
     "horovod_fp16": ("horovod_2_fp16", "single_1", "harness `horovod`, Gloo, fp16 gradients (1 worker: `single`)"),
     "independent": (
         "single_x2",
@@ -402,6 +413,7 @@ ALL = (
     "horovod_2",
     "multiworker_2_fp16",
     "horovod_2_fp16",
+    "multiworker_2_noreduce",
     "horovod_mpi_2",
     "horovod_mpi_2_spin",
     "plain_1",
@@ -420,8 +432,11 @@ VS_CONTROL = {
     "horovod_mpi_vs_independent": ("horovod_mpi_2", "horovod over MPI"),
     "multiworker_fp16_vs_independent": ("multiworker_2_fp16", "multiworker with fp16 gradients"),
     "horovod_fp16_vs_independent": ("horovod_2_fp16", "horovod with fp16 gradients"),
+    "noreduce_vs_independent": ("multiworker_2_noreduce", "multiworker without the gradient all-reduce (diagnostic)"),
 }
 FP16 = "distribute.gradient_compression=fp16"
+NO_ALLREDUCE = ROOT / "scripts" / "diagnostics" / "no_allreduce"
+"""A sitecustomize that drops the gradient all-reduce in launcher-started workers (diagnostic)."""
 PINNING = {
     # strategy: (all workers on all cores, each worker on its own cores)
     "multiworker": ("multiworker_2_shared", "multiworker_2_own"),
