@@ -195,6 +195,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
     python = sys.executable
     horovodrun = shutil.which("horovodrun") or str(Path(python).parent / "horovodrun")
     cli = [python, "-m", "harness", "train"]
+    diagnostic_path = os.pathsep.join(filter(None, [str(DIAGNOSTIC), os.environ.get("PYTHONPATH")]))
     plain = [
         python,
         str(ROOT / "scripts" / "plain_horovod_cnn.py"),
@@ -240,12 +241,15 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             Contender(f"{strategy}_2_fp16", 2, harness(strategy, f"{strategy}-fp16", 2, [FP16]), read_harness)
             for strategy in ("multiworker", "horovod")
         ),
-        Contender(
-            "multiworker_2_noreduce",
-            2,
-            harness("multiworker", "mw2-noreduce", 2),
-            read_harness,
-            extra_env={"PYTHONPATH": os.pathsep.join(filter(None, [str(NO_ALLREDUCE), os.environ.get("PYTHONPATH")]))},
+        *(
+            Contender(
+                f"multiworker_2_{name}",
+                2,
+                harness("multiworker", f"mw2-{name}", 2),
+                read_harness,
+                extra_env={"HARNESS_DIAGNOSTIC_ALLREDUCE": mode, "PYTHONPATH": diagnostic_path},
+            )
+            for name, mode in (("noreduce", "none"), ("scalar", "scalar"))
         ),
         Contender(
             "horovod_mpi_2", 2, harness("horovod", "hvdmpi2", 2, ["distribute.horovod_controller=mpi"]), read_harness
@@ -414,6 +418,7 @@ ALL = (
     "multiworker_2_fp16",
     "horovod_2_fp16",
     "multiworker_2_noreduce",
+    "multiworker_2_scalar",
     "horovod_mpi_2",
     "horovod_mpi_2_spin",
     "plain_1",
@@ -433,10 +438,11 @@ VS_CONTROL = {
     "multiworker_fp16_vs_independent": ("multiworker_2_fp16", "multiworker with fp16 gradients"),
     "horovod_fp16_vs_independent": ("horovod_2_fp16", "horovod with fp16 gradients"),
     "noreduce_vs_independent": ("multiworker_2_noreduce", "multiworker without the gradient all-reduce (diagnostic)"),
+    "scalar_vs_independent": ("multiworker_2_scalar", "multiworker all-reducing one number per step (diagnostic)"),
 }
 FP16 = "distribute.gradient_compression=fp16"
-NO_ALLREDUCE = ROOT / "scripts" / "diagnostics" / "no_allreduce"
-"""A sitecustomize that drops the gradient all-reduce in launcher-started workers (diagnostic)."""
+DIAGNOSTIC = ROOT / "scripts" / "diagnostics" / "allreduce"
+"""A sitecustomize that replaces the gradient all-reduce in launcher-started workers (diagnostic)."""
 PINNING = {
     # strategy: (all workers on all cores, each worker on its own cores)
     "multiworker": ("multiworker_2_shared", "multiworker_2_own"),
