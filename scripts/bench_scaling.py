@@ -430,6 +430,8 @@ ALL = (
     "multiworker_2_4k",
     "horovod_2_4k",
 )
+DIAGNOSTICS = ("multiworker_2_noreduce", "multiworker_2_scalar")
+"""Not ways to train (scripts/diagnostics/allreduce): measured only when asked for by name."""
 VS_CONTROL = {
     # key: (2-worker contender, label) - efficiency relative to the control, two runs that never communicate
     "multiworker_vs_independent": ("multiworker_2", "multiworker"),
@@ -693,7 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=1, help="re-runs of a run that fails (reported)")
     add_output_arguments(parser, "outcomes")
     parser.add_argument(
-        "--contenders", nargs="+", choices=ALL, default=list(ALL), help="a subset, e.g. single_1 multiworker_1"
+        "--contenders",
+        nargs="+",
+        choices=ALL,
+        default=[name for name in ALL if name not in DIAGNOSTICS],
+        help="a subset, e.g. single_1 multiworker_1 (default: all but the diagnostics)",
     )
     parser.add_argument("--section", default=NAME, help="section name in the file (one per workload)")
     args = parser.parse_args(argv)

@@ -297,10 +297,10 @@ def _all_reduce_in_half_precision(optimizer: Any) -> None:
 
     Under tf.distribute the optimizer itself all-reduces the gradients (in
     `_all_reduce_sum_gradients`, Keras's TensorFlow backend), so the casts go around that call;
-    reducing them beforehand would leave the optimizer summing them a second time. A
-    LossScaleOptimizer unscales before its inner optimizer reduces, so both are wrapped. On a CPU
-    cluster the all-reduce costs milliseconds per megabyte (TensorFlow's gRPC transport,
-    docs/benchmarks.md), so half the bytes is a real share of the step.
+    reducing them beforehand would leave the optimizer summing them a second time. Under a
+    LossScaleOptimizer its inner optimizer reduces, after unscaling, so both are wrapped. Half
+    the bytes halves TensorFlow's gRPC all-reduce on CPU; whether a step gains depends on how
+    much of it waits for those bytes (docs/benchmarks.md).
     """
     targets = [optimizer, getattr(optimizer, "inner_optimizer", None)]
     for target in [t for t in targets if t is not None]:
