@@ -18,7 +18,10 @@ Contenders (1 worker / 2 workers):
   harness horovod      single strategy, 1 process / `--workers 2 distribute.strategy=horovod` (Gloo)
   plain Horovod        `horovodrun -np 1 --gloo` / `horovodrun -np 2 --gloo` plain_horovod_cnn.py
 plus, to separate Horovod's own per-step cost from harness's: harness horovod under
-`horovodrun -np 1 --gloo`, and multiworker in one process.
+`horovodrun -np 1 --gloo`, and multiworker in one process; each two-worker path with
+`distribute.gradient_compression=fp16` (`*_2_fp16`); and, only when named, two diagnostics that
+replace multiworker's gradient all-reduce to split its cost into waiting and moving bytes
+(`multiworker_2_noreduce`, `multiworker_2_scalar`; scripts/diagnostics/allreduce).
 
     python scripts/bench_scaling.py [--repeats 3] [--epochs 4] [--no-write]
 """

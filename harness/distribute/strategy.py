@@ -489,7 +489,7 @@ def make_strategy(
         bind_gpu(cluster)
     strategy = STRATEGIES.get(name)(cfg, cluster)
     strategy.picked_by_auto = cfg.strategy == "auto"
-    if strategy.num_replicas > 1:
+    if cfg.gradient_compression != "none" and strategy.num_replicas > 1:  # one replica: nothing to all-reduce
         strategy.gradient_compression = cfg.gradient_compression
     strategy.auto_note = auto_note(cfg.strategy, cluster.world_size, cluster.source)
     return strategy
