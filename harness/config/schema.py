@@ -359,7 +359,7 @@ class DistributeConfig(Section):
         "none",
         description=(
             "fp16: gradients cross devices and processes as float16 (Horovod's Compression.fp16), half the bytes "
-            "of each step's all-reduce; values below 6e-5 lose precision and below 6e-8 become 0"
+            "of each step's all-reduce; values below 6e-5 lose precision and below 3e-8 become 0"
         ),
     )
     timeout_s: Float = Field(
