@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -48,6 +47,7 @@ from benchlib import (
     cluster_env,
     load_average,
     machine_suffix,
+    machine_words,
     markers,
     measure_and_publish,
     pin_gpu,
@@ -135,12 +135,13 @@ def worker_tf(args: argparse.Namespace) -> None:
 
     from harness.config.schema import DistributeConfig
     from harness.distribute.cluster import detect
-    from harness.distribute.strategy import TFStrategy, make_strategy
+    from harness.distribute.strategy import TFStrategy, bind_gpu, make_strategy
 
     if args.implementation == "harness":
         strategy = make_strategy(DistributeConfig(strategy="multiworker"))
     else:
         cluster = detect(os.environ)
+        bind_gpu(cluster)  # one GPU per rank, as make_strategy does: else each rank takes every GPU
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec(cluster.tf_config()["cluster"]),
             task_type="worker",
@@ -412,10 +413,10 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
         f"## All-reduce bandwidth, 64 MiB on 2 ranks{', on the local Slurm cluster' if slurm else ''}"
         f"{machine_suffix(measured)} (scripts/bench_allreduce.py)",
         "",
-        f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, "
+        f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {machine_words(measured)}, "
         f"TensorFlow {tf.__version__}, Horovod {hvd_version}, {_mpi_version()}. One float32 tensor of "
-        f"{nbytes / 2**20:.0f} MiB summed over 2 local ranks, each pinned to its own core; per run "
+        f"{nbytes / 2**20:.0f} MiB summed over 2 local ranks, each pinned to its own cores (one on a CPU node); "
+        "per run "
         f"{cfg['warmup']} warm-up and {cfg['iterations']} timed iterations (rank 0's median), "
         f"{cfg['repeats']} interleaved repeats"
         + (" (the Slurm steps on slurm/cluster.sh's two nodes, which are both this machine)" if slurm else "")
@@ -423,6 +424,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
         f"{' | '.join(measured['loads'])} (the machine was shared with other jobs).",
         "",
         provenance_line(measured.get("provenance")),
+        *_on_gpus(measured),
         "",
         "Algorithm bandwidth = bytes / time (for 2 ranks equal to the bus bandwidth).",
         "",
@@ -438,6 +440,20 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, section: st
             + f" | {_faults(measured.get('faults', {}).get(name))} |"
         )
     return close_section(lines, analysis, end)
+
+
+def _on_gpus(measured: dict[str, Any]) -> list[str]:
+    """What the labels mean on a GPU node, where they would otherwise mislead."""
+    if not (measured.get("provenance") or {}).get("gpus"):
+        return []
+    return [
+        "",
+        "On this GPU node each rank's tensor lives on its own GPU: multiworker and Horovod all-reduce it "
+        "with NCCL (when Horovod is built with it), so Gloo and MPI in the labels name only Horovod's "
+        "controller, and huge pages and page faults concern host memory the GPU paths do not use. "
+        "mpi4py still sums host memory: the ratios compare the GPU paths with host MPI, not with NCCL "
+        "itself (nccl-tests' `all_reduce_perf` measures that).",
+    ]
 
 
 def _faults(values: list[float | None] | None) -> str:
@@ -484,7 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it is killed")
     add_output_arguments(parser, "timings")
-    parser.add_argument("--section", default=NAME, help="section name in the file (e.g. bench_allreduce_slurm)")
+    parser.add_argument(
+        "--section",
+        help=f"section name in the file (e.g. bench_allreduce_slurm; default {NAME}, {NAME}_gpu on a GPU node)",
+    )
     parser.add_argument("--worker", choices=("tf", "horovod", "mpi4py"), help=argparse.SUPPRESS)
     parser.add_argument("--implementation", default="harness", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -493,9 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "mpi4py" not in args.contenders:
         parser.error("--contenders must include mpi4py: every figure is relative to it")
-    return measure_and_publish(
-        args.section, args, measure, lambda measured, analysis: markdown(measured, analysis, args.section)
-    )
+    return measure_and_publish(NAME, args, measure, markdown)
 
 
 if __name__ == "__main__":

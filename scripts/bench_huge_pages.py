@@ -84,8 +84,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
-    begin, end = markers(NAME)
+def markdown(measured: dict[str, Any], analysis: Path | None = None, section: str = NAME) -> str:
+    begin, end = markers(section)
     cfg = measured["settings"]
     batches = sorted({int(key.split(":")[0]) for key in measured["rates"]})
     lines = [

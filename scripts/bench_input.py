@@ -129,8 +129,8 @@ LABELS = {
 }
 
 
-def markdown(measured: dict[str, Any], analysis: Path | None = None) -> str:
-    begin, end = markers(NAME)
+def markdown(measured: dict[str, Any], analysis: Path | None = None, section: str = NAME) -> str:
+    begin, end = markers(section)
     cfg = measured["settings"]
     sizes = sorted({int(key.split(":")[0]) for key in measured["runs"]})
     lines = [

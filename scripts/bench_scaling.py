@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Weak scaling of harness's data-parallel paths, against a plain Horovod script on the same machine.
 
-Every worker gets one core and one TensorFlow thread, so two workers on a two-core machine is
-the same experiment as two single-core nodes: ideal weak scaling keeps per-worker samples/s
+On CPU nodes every worker gets one core and one TensorFlow thread, so two workers on a two-core
+machine is the same experiment as two single-core nodes; on GPU nodes every worker gets one GPU
+and an equal share of the cores (benchlib.Layout): ideal weak scaling keeps per-worker samples/s
 constant (efficiency 1.0). What is lost goes to gradient all-reduce, synchronisation and
 whatever the framework adds per step. `scripts/plain_horovod_cnn.py` is the yardstick: the
 issue asks that harness's Horovod path never scale worse than plain Horovod code.
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -47,15 +47,19 @@ from typing import Any
 
 from benchlib import (
     ROOT,
+    Layout,
     add_output_arguments,
     close_section,
     load_average,
     machine_suffix,
+    machine_words,
     markers,
+    node_layout,
     pinning_env,
     provenance,
     provenance_line,
     publish,
+    section_name,
     source_version,
     start_process,
 )
@@ -65,11 +69,15 @@ CONFIG = ROOT / "configs" / "synthetic_images.yaml"
 RESULT_TAG = "PLAIN_HOROVOD_RESULT"
 
 
-def pin_single(command: list[str], core: int = 0) -> list[str]:
-    """A process we start ourselves is pinned with taskset, when taskset exists."""
+def pin_single(command: list[str], layout: Layout, index: int = 0) -> list[str]:
+    """A process we start ourselves gets worker `index`'s cores through taskset, when taskset
+    exists, and on a GPU node that worker's GPU alone: a one-process run would otherwise train on
+    every GPU (multiworker, mirrored), or two independent runs would share GPU 0."""
+    gpu = [f"CUDA_VISIBLE_DEVICES={index % layout.gpus}"] if layout.gpus else []
     if shutil.which("taskset"):
-        return ["taskset", "-c", str(core), *command]
-    return ["env", f"HARNESS_BENCH_CORE={core}", *command]
+        cores = ",".join(map(str, layout.cores(index)))
+        return [*(["env", *gpu] if gpu else []), "taskset", "-c", cores, *command]
+    return ["env", *gpu, f"HARNESS_BENCH_CORE={index}", *command]
 
 
 @dataclass
@@ -194,7 +202,7 @@ def read_plain(out: Path, lines: list[str], workers: int) -> tuple[list[float], 
     raise RuntimeError("the plain Horovod script printed no result line:\n" + "\n".join(lines[-30:]))
 
 
-def contenders(args: argparse.Namespace) -> list[Contender]:
+def contenders(args: argparse.Namespace, layout: Layout) -> list[Contender]:
     python = sys.executable
     horovodrun = shutil.which("horovodrun") or str(Path(python).parent / "horovodrun")
     cli = [python, "-m", "harness", "train"]
@@ -216,13 +224,13 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         def build(out: Path) -> list[list[str]]:
             items = [*harness_overrides(args, strategy, out, name), *extra]
             if workers == 1:
-                return [pin_single([*cli, *items])]
+                return [pin_single([*cli, *items], layout)]
             return [[*cli, *items, "--workers", str(workers)]]
 
         return build
 
     def independent(out: Path) -> list[list[str]]:
-        return [pin_single([*cli, *harness_overrides(args, "single", out, f"alone{core}")], core) for core in (0, 1)]
+        return [pin_single([*cli, *harness_overrides(args, "single", out, f"alone{i}")], layout, i) for i in (0, 1)]
 
     def under_horovodrun(command: list[str], workers: int) -> list[str]:
         return [horovodrun, "-np", str(workers), "-H", f"localhost:{workers}", "--gloo", *command]
@@ -326,12 +334,13 @@ SETTINGS = ("repeats", "epochs", "samples", "batch_size", "steps_per_execution")
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    entries = [c for c in contenders(args) if c.name in args.contenders]
+    layout = node_layout(2)
+    entries = [c for c in contenders(args, layout) if c.name in args.contenders]
     results: dict[str, list[Outcome]] = {c.name: [] for c in entries}
     failures: list[str] = []
     loads = [load_average()]
     with tempfile.TemporaryDirectory(prefix="bench_scaling_pin_") as hook_dir:
-        env = pinning_env(Path(hook_dir))
+        env = pinning_env(Path(hook_dir), layout=layout)
         machine = provenance(env)
         for repeat in range(args.repeats):
             order = entries if repeat % 2 == 0 else list(reversed(entries))
@@ -353,6 +362,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "source": source_version(),
         "settings": {name: getattr(args, name) for name in SETTINGS},
         "provenance": machine,
+        "layout": layout.describe(),
     }
 
 
@@ -528,13 +538,11 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         f"## Weak scaling, 1 vs 2 workers, batch {cfg['batch_size']} per worker{machine_suffix(measured)} "
         "(scripts/bench_scaling.py)",
         "",
-        f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, "
+        f"Measured {measured['date']} (harness {measured.get('source', 'unknown')}) on {machine_words(measured)}, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}. Workload: `configs/synthetic_images.yaml` "
         f"(small CNN, {cfg['samples']} synthetic 32x32x3 images, 70% for training), batch {cfg['batch_size']} "
         f"per worker, harness steps_per_execution={cfg['steps_per_execution']}, {cfg['epochs']} epochs per run. "
-        "Each worker pinned to its own core (`taskset`, or `sched_setaffinity` at interpreter start for ranks "
-        "that a launcher starts) with TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS=OMP_NUM_THREADS=1. "
+        f"{measured.get('layout') or Layout(gpus=0, cores_per_worker=1).describe()} "
         f"{cfg['repeats']} interleaved repeats (order alternating); load average (1/5/15 min) before and after "
         f"each repeat: {' | '.join(measured['loads'])}.",
         "",
@@ -657,7 +665,7 @@ def markdown(measured: dict[str, Any], analysis: Path | None = None, name: str =
         "single_1": ("harness single, 1 worker", "`harness train ...`"),
         "multiworker_1": ("harness multiworker, 1 worker", "`harness train ... distribute.strategy=multiworker`"),
         "multiworker_2": ("harness multiworker, 2 workers", "`harness train ... --workers 2`"),
-        "mirrored_1": ("harness mirrored, 1 CPU replica", "`harness train ... distribute.strategy=mirrored`"),
+        "mirrored_1": ("harness mirrored, 1 replica", "`harness train ... distribute.strategy=mirrored`"),
         "horovod_1": ("harness horovod, 1 worker", "`horovodrun -np 1 --gloo python -m harness train ...`"),
         "horovod_2": ("harness horovod, 2 workers", "`harness train ... distribute.strategy=horovod --workers 2`"),
         "horovod_mpi_2": (
@@ -704,15 +712,17 @@ def main(argv: list[str] | None = None) -> int:
         default=[name for name in ALL if name not in DIAGNOSTICS],
         help="a subset, e.g. single_1 multiworker_1 (default: all but the diagnostics)",
     )
-    parser.add_argument("--section", default=NAME, help="section name in the file (one per workload)")
+    parser.add_argument(
+        "--section", help=f"section name in the file (one per workload; default {NAME}, {NAME}_gpu on GPU nodes)"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: epoch 1 (tracing) is excluded")
     measured = load_outcomes(args.from_json) if args.from_json else measure(args)
     if args.json:
         save_outcomes(args.json, measured)
-    section = markdown(measured, args.analysis, args.section)
-    publish(args.section, section, None if args.no_write else args.write)
+    name = args.section or section_name(NAME, measured)
+    publish(name, markdown(measured, args.analysis, name), None if args.no_write else args.write)
     return 0
 
 

@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from typing import Any
 
-from benchlib import ROOT, add_output_arguments, markers, provenance, provenance_line, publish
+from benchlib import (
+    ROOT,
+    add_output_arguments,
+    machine_suffix,
+    markers,
+    provenance,
+    provenance_line,
+    publish,
+    section_name,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,7 +47,6 @@ from harness.models import build_model  # noqa: E402
 from harness.train.loop import Trainer, make_optimizer  # noqa: E402
 
 NAME = "bench_throughput"
-MARK_BEGIN, MARK_END = markers(NAME)
 
 
 def bench_config(args: argparse.Namespace, xla: bool = False) -> Any:
@@ -55,6 +62,8 @@ def bench_config(args: argparse.Namespace, xla: bool = False) -> Any:
             "training.progress=none",
             "training.schedule.name=constant",
             "run.deterministic=false",
+            # one device, as Model.fit uses: `auto` would train on every GPU of a GPU node
+            "distribute.strategy=single",
             f"training.jit_compile={'true' if xla else 'false'}",
         ],
     )
@@ -198,11 +207,12 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     config = summary["config"]
     res = summary["results"]
     med = {name: statistics.median(values) for name, values in res.items()}
+    begin, end = markers(section_name(NAME, summary))
     lines = [
-        MARK_BEGIN,
-        "## Training loop vs `keras.Model.fit` (scripts/bench_throughput.py)",
+        begin,
+        f"## Training loop vs `keras.Model.fit`{machine_suffix(summary)} (scripts/bench_throughput.py)",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.uname().machine}, {os.cpu_count()} CPU cores, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}. Workload: `configs/synthetic_images.yaml` "
         f"(small CNN, {summary['n_train']} training images 32x32x3, batch {config.training.batch_size}), "
         f"{args.epochs} epochs per run, the first epoch (tracing) excluded, "
@@ -239,7 +249,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         "`fit` here runs without validation data.",
         "",
         *whole_epoch_table(summary),
-        MARK_END,
+        end,
     ]
     return "\n".join(lines) + "\n"
 
@@ -274,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     summary = measure(args)
-    section = markdown(summary, args)
-    publish(NAME, section, None if args.no_write else args.write)
+    publish(section_name(NAME, summary), markdown(summary, args), None if args.no_write else args.write)
     return 0
 
 

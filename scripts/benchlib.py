@@ -15,6 +15,8 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,16 @@ BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nFigures written by the scripts in `scripts/`.\n\n"
 
 # Ranks started by the harness launcher, horovodrun or mpirun cannot be wrapped in `taskset`
-# by us, so a sitecustomize hook pins each one to core `rank` as the interpreter starts, before
-# TensorFlow creates any thread (threads inherit the affinity of the thread that creates them).
+# by us, so a sitecustomize hook pins each one to its share of the cores (HARNESS_BENCH_PIN cores
+# each, from the first; one on CPU nodes) as the interpreter starts, before TensorFlow creates any
+# thread (threads inherit the affinity of the thread that creates them). Layout.cores is the same rule.
 PIN_HOOK = """\
 import os
 
 
 def _bench_pin() -> None:
-    if os.environ.get("HARNESS_BENCH_PIN") != "1":
+    per = os.environ.get("HARNESS_BENCH_PIN", "")
+    if not per.isdigit() or int(per) < 1:
         return
     ranks = ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "HARNESS_BENCH_CORE")
     for name in ranks:
@@ -41,11 +45,56 @@ def _bench_pin() -> None:
     else:
         return
     cores = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cores[rank % len(cores)]})
+    start = (rank * int(per)) % len(cores)
+    os.sched_setaffinity(0, set(cores[start : start + int(per)]))
 
 
 _bench_pin()
 """
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a benchmark's worker processes share the node.
+
+    CPU nodes: one core and one TensorFlow/OpenMP thread per worker, so two workers on a 2-core
+    machine are the same experiment as two one-core nodes. GPU nodes: one GPU per worker and an
+    equal share of the cores with TensorFlow's own thread pools, since one core cannot feed a GPU
+    (input pipeline, CUDA host threads, NCCL's proxy thread all need it).
+    """
+
+    gpus: int
+    cores_per_worker: int
+
+    def cores(self, index: int) -> list[int]:
+        """Worker `index`'s cores, by the rule of PIN_HOOK."""
+        cores = sorted(os.sched_getaffinity(0))
+        start = (index * self.cores_per_worker) % len(cores)
+        return cores[start : start + self.cores_per_worker]
+
+    def describe(self) -> str:
+        """The sentence a section says about it."""
+        how = "(`taskset`, or `sched_setaffinity` at interpreter start for ranks that a launcher starts)"
+        if self.gpus:
+            return (
+                f"Each worker on its own GPU (`CUDA_VISIBLE_DEVICES` for a process we start, one GPU per local "
+                f"rank otherwise) and its own {self.cores_per_worker} cores {how}, with TensorFlow's default threads."
+            )
+        return (
+            f"Each worker pinned to its own core {how} with "
+            "TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS=OMP_NUM_THREADS=1."
+        )
+
+
+@cache
+def node_layout(workers: int = 2) -> Layout:
+    """This node's layout for up to `workers` workers at once."""
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    if not gpus:
+        return Layout(gpus=0, cores_per_worker=1)
+    return Layout(gpus=gpus, cores_per_worker=max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -95,16 +144,19 @@ def measure_and_publish(
     name: str,
     args: argparse.Namespace,
     measure: Callable[[argparse.Namespace], dict[str, Any]],
-    render: Callable[[dict[str, Any], Path | None], str],
+    render: Callable[[dict[str, Any], Path | None, str], str],
 ) -> int:
     """Measure (or, with --from-json, take figures saved before), keep them with --json, publish.
 
-    `render(measured, analysis)` makes the section; the flags are add_output_arguments' with `what`.
+    `render(measured, analysis, section)` makes the section, named `args.section` if the script
+    has that flag and it was given, else `name` (`name_gpu` for a GPU node's figures); the other
+    flags are add_output_arguments' with `what`.
     """
     measured = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
     if args.json and not args.from_json:
         args.json.write_text(json.dumps(measured, indent=1))
-    publish(name, render(measured, args.analysis), None if args.no_write else args.write)
+    section = getattr(args, "section", None) or section_name(name, measured)
+    publish(section, render(measured, args.analysis, section), None if args.no_write else args.write)
     return 0
 
 
@@ -142,25 +194,26 @@ def start_process(command: list[str], env: dict[str, str]) -> subprocess.Popen[s
     )
 
 
-def pinning_env(hook_dir: Path, *pythonpath: Path) -> dict[str, str]:
-    """Environment for every benchmark process: one core and one TF/OpenMP thread per worker."""
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+
+
+def pinning_env(hook_dir: Path, *pythonpath: Path, layout: Layout | None = None) -> dict[str, str]:
+    """Environment for every benchmark process: each worker on its own cores (Layout), and on CPU
+    nodes one TF/OpenMP thread per worker."""
+    layout = layout or node_layout()
     (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
     paths = [str(hook_dir), *map(str, pythonpath), os.environ.get("PYTHONPATH", "")]
+    one_thread = {name: "1" for name in THREAD_VARIABLES[:3]} if not layout.gpus else {}
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in paths if p),
         "PYTHONUNBUFFERED": "1",
-        "HARNESS_BENCH_PIN": "1",
-        "TF_NUM_INTRAOP_THREADS": "1",
-        "TF_NUM_INTEROP_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
+        "HARNESS_BENCH_PIN": str(layout.cores_per_worker),
+        **one_thread,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "OMPI_ALLOW_RUN_AS_ROOT": "1",
         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     }
-
-
-THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")
 
 
 def provenance(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -185,9 +238,10 @@ def provenance(env: dict[str, str] | None = None) -> dict[str, Any]:
     except OSError:
         pass
     build = tf.sysconfig.get_build_info()
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    gpus = tf.config.list_physical_devices("GPU")
     return {
         "cpu": model,
+        "arch": platform.machine(),
         "cores": os.cpu_count(),
         "avx512": "avx512f" in flags,
         "amx": "amx_tile" in flags,
@@ -195,9 +249,29 @@ def provenance(env: dict[str, str] | None = None) -> dict[str, Any]:
         "tensorflow": tf.__version__,
         "cuda_build": bool(build.get("is_cuda_build")),
         "cuda": build.get("cuda_version"),
+        "cudnn": build.get("cudnn_version"),
         "gpus": len(gpus),
+        "gpu_models": [_gpu_model(tf, gpu) for gpu in gpus],
+        "horovod_nccl": _horovod_nccl() if gpus else None,
         "threads": {name: env.get(name, "default") for name in THREAD_VARIABLES},
     }
+
+
+def _gpu_model(tf: Any, gpu: Any) -> str:
+    """The GPU's product name ("NVIDIA A100-SXM4-80GB"), not its TensorFlow device name."""
+    try:
+        return str(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+    except (RuntimeError, ValueError):
+        return str(gpu.name)
+
+
+def _horovod_nccl() -> bool | None:
+    """Whether Horovod's GPU all-reduce goes through NCCL (None: Horovod is not installed)."""
+    try:
+        import horovod.tensorflow as hvd
+    except ImportError:
+        return None
+    return bool(hvd.nccl_built())
 
 
 def provenance_line(info: dict[str, Any] | None) -> str:
@@ -212,15 +286,41 @@ def provenance_line(info: dict[str, Any] | None) -> str:
     build = f"CUDA {info['cuda']}" if info.get("cuda_build") else "CPU-only"
     return (
         f"Machine: {info['cpu']}, {info['cores']} cores (AVX2 {yes(info['avx2'])}, AVX-512 {yes(info['avx512'])}, "
-        f"AMX {yes(info['amx'])}), {info['gpus']} GPU(s); TensorFlow {info['tensorflow']} ({build} build); "
-        f"threads: {threads}."
+        f"AMX {yes(info['amx'])}), {info['gpus']} GPU(s){_gpu_words(info)}; TensorFlow {info['tensorflow']} "
+        f"({build} build); threads: {threads}."
     )
 
 
+def _gpu_words(info: dict[str, Any]) -> str:
+    if not info.get("gpu_models"):
+        return ""
+    nccl = {True: "yes", False: "no", None: "not installed"}[info.get("horovod_nccl")]
+    return f" ({', '.join(gpu_models(info))}; cuDNN {info.get('cudnn') or 'unknown'}; Horovod with NCCL: {nccl})"
+
+
+def gpu_models(info: dict[str, Any]) -> list[str]:
+    """Each model once, with its count ("2x NVIDIA A100"), rather than the same name twice."""
+    models: list[str] = info.get("gpu_models") or []
+    return [f"{models.count(m)}x {m}" for m in dict.fromkeys(models)]
+
+
 def machine_suffix(measured: dict[str, Any]) -> str:
-    """The CPU in the heading: sections from different machines must not read as one."""
+    """The CPU (and GPUs) in the heading: sections from different machines must not read as one."""
     info = measured.get("provenance") or {}
-    return f", {info['cpu']}" if info.get("cpu") else ""
+    gpus = f", {' + '.join(gpu_models(info))}" if info.get("gpu_models") else ""
+    return f", {info['cpu']}{gpus}" if info.get("cpu") else ""
+
+
+def machine_words(measured: dict[str, Any]) -> str:
+    """Architecture and cores of the machine that measured, not of the one that renders the section."""
+    info = measured.get("provenance") or {}
+    return f"{info.get('arch') or platform.machine()}, {info.get('cores') or os.cpu_count()} CPU cores"
+
+
+def section_name(name: str, measured: dict[str, Any]) -> str:
+    """`name`, or `name_gpu` for figures from a GPU node, which must not overwrite the CPU ones."""
+    gpus = (measured.get("provenance") or {}).get("gpus")
+    return f"{name}_gpu" if gpus and not name.endswith("_gpu") else name
 
 
 def pin_gpu(local_rank: int) -> None:

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Minimal reproducer, without the harness: does a tf.distribute dataset slow a CPU step down?
 
+On a GPU node the same question for one GPU: every variant runs on the first GPU
+(`CUDA_VISIBLE_DEVICES`, unless set), so a strategy never spreads the step over several devices
+while the figures count one device's samples.
+
 The same Keras CNN and the same compiled loop (K steps per `tf.function` call, batch 32) run
 under several variants, each in a fresh process (a MultiWorkerMirroredStrategy can be created
 once per process), interleaved over repeats:
 
 - `none`: no strategy, a plain `tf.data` iterator;
 - `default`: the default strategy's scope and `run`, a plain iterator;
-- `onedevice-dist` / `onedevice-dfn` / `onedevice-plain`: `OneDeviceStrategy("/cpu:0")` with the
+- `onedevice-dist` / `onedevice-dfn` / `onedevice-plain`: `OneDeviceStrategy` (the CPU, or GPU 0) with the
   dataset through `experimental_distribute_dataset`, through `distribute_datasets_from_function`,
   or as a plain iterator consumed inside `strategy.run`;
 - `mwms-dist` / `mwms-dfn` / `mwms-plain`: the same with a one-worker MultiWorkerMirroredStrategy.
@@ -52,7 +56,7 @@ def make_strategy(variant: str) -> Any:
     if family == "default":
         return tf.distribute.get_strategy()
     if family == "onedevice":
-        return tf.distribute.OneDeviceStrategy("/cpu:0")
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0")
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -215,6 +219,7 @@ def spawn(variant: str, args: argparse.Namespace) -> float:
         str(args.threads),
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(args.threads)}
+    env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one device for every variant (no-op without GPUs)
     env.pop("TF_CONFIG", None)
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
