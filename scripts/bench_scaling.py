@@ -47,6 +47,7 @@ from typing import Any
 
 from benchlib import (
     ROOT,
+    THREAD_SETTINGS,
     Layout,
     add_output_arguments,
     close_section,
@@ -109,9 +110,6 @@ class Contender:
         if not self.user_defaults:
             return env
         return {k: v for k, v in env.items() if k not in (*THREAD_SETTINGS, "HARNESS_BENCH_PIN")}
-
-
-THREAD_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
 def run_commands(commands: list[list[str]], env: dict[str, str], timeout_s: float) -> tuple[list[str], float, float]:

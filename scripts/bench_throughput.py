@@ -28,6 +28,7 @@ from benchlib import (
     ROOT,
     add_output_arguments,
     machine_suffix,
+    machine_words,
     markers,
     provenance,
     provenance_line,
@@ -212,7 +213,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         begin,
         f"## Training loop vs `keras.Model.fit`{machine_suffix(summary)} (scripts/bench_throughput.py)",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {os.uname().machine}, {os.cpu_count()} CPU cores, "
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine_words(summary)}, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}. Workload: `configs/synthetic_images.yaml` "
         f"(small CNN, {summary['n_train']} training images 32x32x3, batch {config.training.batch_size}), "
         f"{args.epochs} epochs per run, the first epoch (tracing) excluded, "

@@ -194,7 +194,8 @@ def start_process(command: list[str], env: dict[str, str]) -> subprocess.Popen[s
     )
 
 
-THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+THREAD_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+THREAD_VARIABLES = (*THREAD_SETTINGS, "TF_ENABLE_ONEDNN_OPTS")
 
 
 def pinning_env(hook_dir: Path, *pythonpath: Path, layout: Layout | None = None) -> dict[str, str]:
@@ -203,7 +204,7 @@ def pinning_env(hook_dir: Path, *pythonpath: Path, layout: Layout | None = None)
     layout = layout or node_layout()
     (hook_dir / "sitecustomize.py").write_text(PIN_HOOK)
     paths = [str(hook_dir), *map(str, pythonpath), os.environ.get("PYTHONPATH", "")]
-    one_thread = {name: "1" for name in THREAD_VARIABLES[:3]} if not layout.gpus else {}
+    one_thread = {name: "1" for name in THREAD_SETTINGS} if not layout.gpus else {}
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in paths if p),
