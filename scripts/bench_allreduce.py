@@ -448,9 +448,10 @@ def _on_gpus(measured: dict[str, Any]) -> list[str]:
         return []
     return [
         "",
-        "On this GPU node each rank's tensor lives on its own GPU: multiworker and Horovod all-reduce it "
-        "with NCCL (when Horovod is built with it), so Gloo and MPI in the labels name only Horovod's "
-        "controller, and huge pages and page faults concern host memory the GPU paths do not use. "
+        "On this GPU node each rank's tensor lives on its own GPU: multiworker as harness builds it "
+        "(AUTO) and Horovod (when built with NCCL) all-reduce it with NCCL, so Gloo and MPI in the labels "
+        "name only Horovod's controller; `CommunicationImplementation.RING` and its pack variants keep "
+        "TensorFlow's ring over gRPC. Huge pages and page faults concern host memory. "
         "mpi4py still sums host memory: the ratios compare the GPU paths with host MPI, not with NCCL "
         "itself (nccl-tests' `all_reduce_perf` measures that).",
     ]
@@ -502,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(parser, "timings")
     parser.add_argument(
         "--section",
-        help=f"section name in the file (e.g. bench_allreduce_slurm; default {NAME}, {NAME}_gpu on a GPU node)",
+        help=f"section name in the file (e.g. bench_allreduce_slurm; default {NAME}; `_gpu` added on a GPU node)",
     )
     parser.add_argument("--worker", choices=("tf", "horovod", "mpi4py"), help=argparse.SUPPRESS)
     parser.add_argument("--implementation", default="harness", help=argparse.SUPPRESS)

@@ -74,7 +74,7 @@ def pin_single(command: list[str], layout: Layout, index: int = 0) -> list[str]:
     """A process we start ourselves gets worker `index`'s cores through taskset, when taskset
     exists, and on a GPU node that worker's GPU alone: a one-process run would otherwise train on
     every GPU (multiworker, mirrored), or two independent runs would share GPU 0."""
-    gpu = [f"CUDA_VISIBLE_DEVICES={index % layout.gpus}"] if layout.gpus else []
+    gpu = [f"CUDA_VISIBLE_DEVICES={layout.gpu(index)}"] if layout.gpus else []
     if shutil.which("taskset"):
         cores = ",".join(map(str, layout.cores(index)))
         return [*(["env", *gpu] if gpu else []), "taskset", "-c", cores, *command]
@@ -711,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a subset, e.g. single_1 multiworker_1 (default: all but the diagnostics)",
     )
     parser.add_argument(
-        "--section", help=f"section name in the file (one per workload; default {NAME}, {NAME}_gpu on GPU nodes)"
+        "--section", help=f"section name in the file (one per workload; default {NAME}; `_gpu` added on GPU nodes)"
     )
     args = parser.parse_args(argv)
     if args.epochs < 2:
@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     measured = load_outcomes(args.from_json) if args.from_json else measure(args)
     if args.json:
         save_outcomes(args.json, measured)
-    name = args.section or section_name(NAME, measured)
+    name = section_name(args.section or NAME, measured)
     publish(name, markdown(measured, args.analysis, name), None if args.no_write else args.write)
     return 0
 

@@ -35,7 +35,7 @@ import os
 
 def _bench_pin() -> None:
     per = os.environ.get("HARNESS_BENCH_PIN", "")
-    if not per.isdigit() or int(per) < 1:
+    if not per.isdecimal() or int(per) < 1:
         return
     ranks = ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "HARNESS_BENCH_CORE")
     for name in ranks:
@@ -72,13 +72,22 @@ class Layout:
         start = (index * self.cores_per_worker) % len(cores)
         return cores[start : start + self.cores_per_worker]
 
+    def gpu(self, index: int) -> str:
+        """Worker `index`'s GPU as CUDA_VISIBLE_DEVICES names it: the index-th of the GPUs this
+        benchmark may use (a Slurm job's `2,3`, UUIDs), as harness's launcher picks them."""
+        from harness.distribute.cluster.gpu import cuda_devices
+
+        allowed = cuda_devices(os.environ.get("CUDA_VISIBLE_DEVICES", "")) or [str(i) for i in range(self.gpus)]
+        return allowed[index % len(allowed)]
+
     def describe(self) -> str:
         """The sentence a section says about it."""
         how = "(`taskset`, or `sched_setaffinity` at interpreter start for ranks that a launcher starts)"
         if self.gpus:
+            cores = "core" if self.cores_per_worker == 1 else f"{self.cores_per_worker} cores"
             return (
                 f"Each worker on its own GPU (`CUDA_VISIBLE_DEVICES` for a process we start, one GPU per local "
-                f"rank otherwise) and its own {self.cores_per_worker} cores {how}, with TensorFlow's default threads."
+                f"rank otherwise) and its own {cores} {how}, with TensorFlow's default threads."
             )
         return (
             f"Each worker pinned to its own core {how} with "
@@ -88,12 +97,17 @@ class Layout:
 
 @cache
 def node_layout(workers: int = 2) -> Layout:
-    """This node's layout for up to `workers` workers at once."""
+    """This node's layout for `workers` workers at once; a GPU node needs a GPU for each."""
     import tensorflow as tf
 
     gpus = len(tf.config.list_physical_devices("GPU"))
     if not gpus:
         return Layout(gpus=0, cores_per_worker=1)
+    if gpus < workers:
+        sys.exit(
+            f"this benchmark runs {workers} workers at once, one GPU each, but this node shows {gpus} GPU(s): "
+            "use a node with more, or measure the CPU with CUDA_VISIBLE_DEVICES= (empty)"
+        )
     return Layout(gpus=gpus, cores_per_worker=max(1, len(os.sched_getaffinity(0)) // workers))
 
 
@@ -149,13 +163,13 @@ def measure_and_publish(
     """Measure (or, with --from-json, take figures saved before), keep them with --json, publish.
 
     `render(measured, analysis, section)` makes the section, named `args.section` if the script
-    has that flag and it was given, else `name` (`name_gpu` for a GPU node's figures); the other
-    flags are add_output_arguments' with `what`.
+    has that flag and it was given, else `name`, with `_gpu` added for a GPU node's figures; the
+    other flags are add_output_arguments' with `what`.
     """
     measured = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
     if args.json and not args.from_json:
         args.json.write_text(json.dumps(measured, indent=1))
-    section = getattr(args, "section", None) or section_name(name, measured)
+    section = section_name(getattr(args, "section", None) or name, measured)
     publish(section, render(measured, args.analysis, section), None if args.no_write else args.write)
     return 0
 
@@ -253,7 +267,7 @@ def provenance(env: dict[str, str] | None = None) -> dict[str, Any]:
         "cudnn": build.get("cudnn_version"),
         "gpus": len(gpus),
         "gpu_models": [_gpu_model(tf, gpu) for gpu in gpus],
-        "horovod_nccl": _horovod_nccl() if gpus else None,
+        "horovod_nccl": _horovod_nccl() if gpus else "not asked",
         "threads": {name: env.get(name, "default") for name in THREAD_VARIABLES},
     }
 
@@ -266,13 +280,16 @@ def _gpu_model(tf: Any, gpu: Any) -> str:
         return str(gpu.name)
 
 
-def _horovod_nccl() -> bool | None:
-    """Whether Horovod's GPU all-reduce goes through NCCL (None: Horovod is not installed)."""
+def _horovod_nccl() -> str:
+    """Whether Horovod's GPU all-reduce goes through NCCL; asked after measuring, so a Horovod that
+    does not load (built for another TensorFlow) must not lose the figures."""
     try:
         import horovod.tensorflow as hvd
     except ImportError:
-        return None
-    return bool(hvd.nccl_built())
+        return "not installed"
+    except Exception as err:  # noqa: BLE001 - only a label
+        return f"unknown ({type(err).__name__})"
+    return "yes" if hvd.nccl_built() else "no"
 
 
 def provenance_line(info: dict[str, Any] | None) -> str:
@@ -295,7 +312,7 @@ def provenance_line(info: dict[str, Any] | None) -> str:
 def _gpu_words(info: dict[str, Any]) -> str:
     if not info.get("gpu_models"):
         return ""
-    nccl = {True: "yes", False: "no", None: "not installed"}[info.get("horovod_nccl")]
+    nccl = info.get("horovod_nccl") or "unknown"
     return f" ({', '.join(gpu_models(info))}; cuDNN {info.get('cudnn') or 'unknown'}; Horovod with NCCL: {nccl})"
 
 

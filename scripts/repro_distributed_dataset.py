@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Minimal reproducer, without the harness: does a tf.distribute dataset slow a CPU step down?
 
-On a GPU node the same question for one GPU: every variant runs on the first GPU
-(`CUDA_VISIBLE_DEVICES`, unless set), so a strategy never spreads the step over several devices
-while the figures count one device's samples.
+On a GPU node the same question for one GPU: every variant sees only the first GPU it may use,
+so a strategy never spreads the step over several devices while the figures count one device's
+samples.
 
 The same Keras CNN and the same compiled loop (K steps per `tf.function` call, batch 32) run
 under several variants, each in a fresh process (a MultiWorkerMirroredStrategy can be created
@@ -98,6 +98,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.config.set_visible_devices(gpus[0], "GPU")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(0)
@@ -219,7 +222,6 @@ def spawn(variant: str, args: argparse.Namespace) -> float:
         str(args.threads),
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(args.threads)}
-    env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one device for every variant (no-op without GPUs)
     env.pop("TF_CONFIG", None)
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():

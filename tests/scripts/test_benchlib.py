@@ -16,6 +16,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import bench_allreduce  # noqa: E402
 import bench_scaling  # noqa: E402
 import benchlib  # noqa: E402
 from benchlib import Layout  # noqa: E402
@@ -23,9 +24,12 @@ from benchlib import Layout  # noqa: E402
 EIGHT_CORES = set(range(8))
 
 
+RANKS = ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "HARNESS_BENCH_CORE")
+
+
 def hook_affinity(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> set[int] | None:
     """The cores PIN_HOOK pins a process to, given its environment, on an 8-core machine."""
-    for name in ("HARNESS_RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
+    for name in (*RANKS, "HARNESS_BENCH_PIN"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -36,21 +40,35 @@ def hook_affinity(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> set[i
     return pinned[-1] if pinned else None
 
 
-@pytest.mark.parametrize("per", [1, 3, 4])
-@pytest.mark.parametrize("rank", [0, 1, 2])
-def test_the_hook_pins_a_rank_to_the_cores_layout_gives_it(
-    monkeypatch: pytest.MonkeyPatch, per: int, rank: int
+SHARES = [
+    # cores per worker, rank -> cores on an 8-core machine
+    (1, 0, {0}),
+    (1, 1, {1}),
+    (4, 0, {0, 1, 2, 3}),
+    (4, 1, {4, 5, 6, 7}),
+    (3, 2, {6, 7}),  # the last share is what is left
+    (4, 2, {0, 1, 2, 3}),  # more ranks than shares wrap around
+]
+
+
+@pytest.mark.parametrize(("per", "rank", "cores"), SHARES)
+@pytest.mark.parametrize("variable", ["HARNESS_RANK", "OMPI_COMM_WORLD_RANK", "HARNESS_BENCH_CORE"])
+def test_the_hook_and_layout_give_a_rank_its_share_of_the_cores(
+    monkeypatch: pytest.MonkeyPatch, per: int, rank: int, cores: set[int], variable: str
 ) -> None:
-    got = hook_affinity(monkeypatch, {"HARNESS_BENCH_PIN": str(per), "HARNESS_RANK": str(rank)})
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: EIGHT_CORES)
-    expected = set(Layout(gpus=2, cores_per_worker=per).cores(rank))
-    assert got == expected
-    assert expected  # the last share wraps around and may be shorter, never empty
+    assert hook_affinity(monkeypatch, {"HARNESS_BENCH_PIN": str(per), variable: str(rank)}) == cores
+    assert set(Layout(gpus=2, cores_per_worker=per).cores(rank)) == cores
 
 
-def test_the_hook_leaves_a_process_alone_without_a_rank_or_with_pinning_off(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("value", ["", "0", "-1", "²", "all"])
+def test_the_hook_leaves_a_process_alone_with_pinning_off_or_malformed(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    assert hook_affinity(monkeypatch, {"HARNESS_BENCH_PIN": value, "HARNESS_RANK": "1"}) is None
+
+
+def test_the_hook_leaves_a_process_without_a_rank_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hook_affinity(monkeypatch, {"HARNESS_BENCH_PIN": "1"}) is None
-    assert hook_affinity(monkeypatch, {"HARNESS_BENCH_PIN": "", "HARNESS_RANK": "1"}) is None
 
 
 def test_a_real_interpreter_starts_on_its_ranks_core(tmp_path: Path) -> None:
@@ -72,16 +90,26 @@ def test_a_real_interpreter_starts_on_its_ranks_core(tmp_path: Path) -> None:
 def test_cpu_nodes_get_one_thread_per_worker_and_gpu_nodes_tensorflows_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    threads = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+    cpu_node = {  # what a CPU node's benchmark processes have always been given
+        "PYTHONPATH": str(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+        "HARNESS_BENCH_PIN": "1",
+        **dict.fromkeys(threads, "1"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    }
+    for name in cpu_node:
         monkeypatch.delenv(name, raising=False)
     cpu = benchlib.pinning_env(tmp_path, layout=Layout(gpus=0, cores_per_worker=1))
     gpu = benchlib.pinning_env(tmp_path, layout=Layout(gpus=4, cores_per_worker=12))
-    assert [cpu[name] for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")] == ["1"] * 3
-    assert cpu["HARNESS_BENCH_PIN"] == "1"
-    assert not {"TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"} & gpu.keys()
+    assert {k: v for k, v in cpu.items() if k not in os.environ} == cpu_node
+    assert not set(threads) & gpu.keys()
     assert gpu["HARNESS_BENCH_PIN"] == "12"
-    assert "4 cores" not in Layout(gpus=4, cores_per_worker=12).describe()
-    assert "own GPU" in Layout(gpus=4, cores_per_worker=12).describe()
+    assert "its own 12 cores" in Layout(gpus=4, cores_per_worker=12).describe()
+    assert "its own core " in Layout(gpus=4, cores_per_worker=1).describe()
+    assert "THREADS=1" in Layout(gpus=0, cores_per_worker=1).describe()
     assert "THREADS=1" not in Layout(gpus=4, cores_per_worker=12).describe()
 
 
@@ -90,25 +118,58 @@ def test_a_process_the_benchmark_starts_gets_one_gpu_and_its_cores_on_a_gpu_node
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: EIGHT_CORES)
     monkeypatch.setattr(bench_scaling.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     command = ["python", "-m", "harness", "train"]
     gpu = Layout(gpus=2, cores_per_worker=4)
-    assert bench_scaling.pin_single(command, gpu, 1) == [
-        "env",
-        "CUDA_VISIBLE_DEVICES=1",
-        "taskset",
-        "-c",
-        "4,5,6,7",
-        *command,
-    ]
+    expected = ["env", "CUDA_VISIBLE_DEVICES=1", "taskset", "-c", "4,5,6,7", *command]
+    assert bench_scaling.pin_single(command, gpu, 1) == expected
     cpu = Layout(gpus=0, cores_per_worker=1)
     assert bench_scaling.pin_single(command, cpu, 1) == ["taskset", "-c", "1", *command]
     monkeypatch.setattr(bench_scaling.shutil, "which", lambda name: None)
-    assert bench_scaling.pin_single(command, gpu, 0) == [
-        "env",
-        "CUDA_VISIBLE_DEVICES=0",
-        "HARNESS_BENCH_CORE=0",
-        *command,
-    ]
+    expected = ["env", "CUDA_VISIBLE_DEVICES=0", "HARNESS_BENCH_CORE=0", *command]
+    assert bench_scaling.pin_single(command, gpu, 0) == expected
+    assert bench_scaling.pin_single(command, cpu, 1) == ["env", "HARNESS_BENCH_CORE=1", *command]
+
+
+def test_a_worker_takes_a_gpu_of_those_the_benchmark_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Slurm job given GPUs 2 and 3 (or their UUIDs) must not have its workers open GPU 0."""
+    layout = Layout(gpus=2, cores_per_worker=4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert [layout.gpu(i) for i in range(3)] == ["2", "3", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aa,GPU-bb")
+    assert layout.gpu(1) == "GPU-bb"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert [layout.gpu(i) for i in range(2)] == ["0", "1"]
+
+
+class FakeTensorFlow:
+    """Only `tf.config.list_physical_devices`, for node_layout."""
+
+    def __init__(self, gpus: int) -> None:
+        self.config = argparse.Namespace(list_physical_devices=lambda kind: [f"GPU:{i}" for i in range(gpus)])
+
+
+@pytest.mark.parametrize(("gpus", "expected"), [(0, Layout(0, 1)), (2, Layout(2, 4)), (4, Layout(4, 4))])
+def test_node_layout_gives_two_workers_a_gpu_and_half_the_cores_each(
+    monkeypatch: pytest.MonkeyPatch, gpus: int, expected: Layout
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorflow", FakeTensorFlow(gpus))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: EIGHT_CORES)
+    benchlib.node_layout.cache_clear()
+    try:
+        assert benchlib.node_layout(2) == expected
+    finally:
+        benchlib.node_layout.cache_clear()
+
+
+def test_a_node_with_fewer_gpus_than_workers_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorflow", FakeTensorFlow(1))
+    benchlib.node_layout.cache_clear()
+    try:
+        with pytest.raises(SystemExit, match=r"2 workers at once, one GPU each, but this node shows 1 GPU"):
+            benchlib.node_layout(2)
+    finally:
+        benchlib.node_layout.cache_clear()
 
 
 def machine(gpus: int) -> dict[str, Any]:
@@ -125,7 +186,7 @@ def machine(gpus: int) -> dict[str, Any]:
         "cudnn": "9" if gpus else None,
         "gpus": gpus,
         "gpu_models": ["NVIDIA A100-SXM4-80GB"] * gpus,
-        "horovod_nccl": True if gpus else None,
+        "horovod_nccl": "yes" if gpus else "not asked",
         "threads": {"TF_NUM_INTRAOP_THREADS": "default"},
     }
 
@@ -150,6 +211,45 @@ def test_a_gpu_nodes_section_names_its_gpus_and_keeps_the_cpu_figures(tmp_path: 
     assert "4 GPU(s) (4x NVIDIA A100-SXM4-80GB; cuDNN 9; Horovod with NCCL: yes)" in text
     assert "CUDA 12.5 build" in text
     assert benchlib.machine_suffix({"provenance": machine(gpus=4)}) == ", AMD EPYC, 4x NVIDIA A100-SXM4-80GB"
+
+    # the same with a section named on the command line, as the recorded commands do
+    begin, end = benchlib.markers("bench_x_epyc")
+    doc.write_text(f"# Benchmarks\n\n{begin}\nCPU figures\n{end}\n")
+    benchlib.measure_and_publish("bench_x", argparse.Namespace(**vars(args), section="bench_x_epyc"), dict, render)
+    text = doc.read_text()
+    assert "CPU figures" in text
+    assert "<!-- bench_x_epyc_gpu:begin -->" in text
+
+
+def test_the_scripts_render_a_gpu_nodes_section_under_its_name() -> None:
+    """bench_scaling and bench_allreduce render the markers of the name they publish under."""
+    outcome = bench_scaling.Outcome(
+        per_worker=900.0, best_per_worker=950.0, to_start_s=5.0, first_epoch_excess_s=1.0, wall_s=30.0
+    )
+    scaling = {
+        "results": {"single_1": [outcome], "multiworker_2": [outcome]},
+        "loads": ["0", "0"],
+        "date": "today",
+        "settings": {"repeats": 1, "epochs": 2, "samples": 10, "batch_size": 32, "steps_per_execution": 32},
+        "provenance": machine(gpus=2),
+        "layout": Layout(gpus=2, cores_per_worker=4).describe(),
+    }
+    name = benchlib.section_name(bench_scaling.NAME, scaling)
+    lines = bench_scaling.markdown(scaling, None, name).splitlines()
+    assert (lines[0], lines[-1]) == benchlib.markers("bench_scaling_gpu")
+    assert any("Each worker on its own GPU" in line and "its own 4 cores" in line for line in lines)
+    allreduce = {
+        "seconds": {"mpi4py": [0.01], "horovod_gloo": [0.02]},
+        "loads": ["0", "0"],
+        "bytes": 2**20,
+        "date": "today",
+        "settings": {"repeats": 1, "iterations": 5, "warmup": 1},
+        "provenance": machine(gpus=2),
+    }
+    name = benchlib.section_name(bench_allreduce.NAME, allreduce)
+    lines = bench_allreduce.markdown(allreduce, None, name).splitlines()
+    assert (lines[0], lines[-1]) == benchlib.markers("bench_allreduce_gpu")
+    assert any("with NCCL" in line and "host MPI" in line for line in lines)
 
 
 def test_a_cpu_nodes_section_keeps_its_name_and_says_so(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def visible_gpu_index(local_rank: int, env: Mapping[str, str], gpus_visible: int
 def _gpu_index(local_rank: int, raw: str | None, gpus_visible: int) -> int | None:
     if gpus_visible <= 0:
         return None
-    listed = gpus_visible if raw is None else min(len(_cuda_devices(raw)), gpus_visible)
+    listed = gpus_visible if raw is None else min(len(cuda_devices(raw)), gpus_visible)
     if listed <= 1:
         return 0 if listed else None
     if local_rank < listed:
@@ -39,7 +39,8 @@ def _gpu_index(local_rank: int, raw: str | None, gpus_visible: int) -> int | Non
     )
 
 
-def _cuda_devices(raw: str) -> list[str]:
+def cuda_devices(raw: str) -> list[str]:
+    """The GPUs a CUDA_VISIBLE_DEVICES value names (indices or UUIDs), up to its first invalid entry."""
     devices = []
     for entry in (item.strip() for item in raw.split(",")):
         if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
