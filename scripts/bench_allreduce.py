@@ -478,7 +478,15 @@ def _variant_label(name: str) -> str:
 
 
 def _mpi_version() -> str:
+    """The MPI library's name, without starting MPI in this process: a started MPI puts its
+    OMPI_*/PMIX_* variables into the environment every later child inherits, and an `mpirun`
+    started from here (the next benchmark, a test) then exits 1 without a word."""
     try:
+        import mpi4py
+
+        if "mpi4py.MPI" not in sys.modules:
+            mpi4py.rc.initialize = False
+            mpi4py.rc.finalize = False
         from mpi4py import MPI
 
         return f"mpi4py + {MPI.Get_library_version().splitlines()[0].split(',')[0].strip()}"

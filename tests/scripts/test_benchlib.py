@@ -259,3 +259,18 @@ def test_a_cpu_nodes_section_keeps_its_name_and_says_so(tmp_path: Path) -> None:
     line = benchlib.provenance_line(machine(gpus=0))
     assert "0 GPU(s); TensorFlow 2.21.0 (CPU-only build)" in line
     assert benchlib.machine_words({"provenance": machine(gpus=0)}) == "x86_64, 64 CPU cores"
+
+
+def child_environment() -> set[str]:
+    """The variables a child process inherits, including those set from C (putenv)."""
+    return set(subprocess.run(["env"], capture_output=True, text=True, check=True).stdout.splitlines())
+
+
+def test_rendering_bench_allreduces_section_does_not_start_mpi_here() -> None:
+    """Naming the MPI library must not start MPI: Open MPI's variables would then reach every later
+    child process, and any `mpirun` started from this process exits 1 without output."""
+    before = child_environment()
+    label = bench_allreduce._mpi_version()
+    added = {line.split("=", 1)[0] for line in child_environment() - before}
+    assert not {name for name in added if name.startswith(("OMPI_", "PMIX_", "ORTE_"))}
+    assert label.startswith("mpi4py + ") or label == "MPI unknown"
