@@ -204,11 +204,12 @@ def xla_advice(ratio: float) -> str:
     return "no clear difference: leave XLA off unless your own model measures faster with it."
 
 
-def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
+def markdown(summary: dict[str, Any], args: argparse.Namespace, section: str) -> str:
+    """The section `section` of docs/benchmarks.md, markers included."""
     config = summary["config"]
     res = summary["results"]
     med = {name: statistics.median(values) for name, values in res.items()}
-    begin, end = markers(section_name(NAME, summary))
+    begin, end = markers(section)
     lines = [
         begin,
         f"## Training loop vs `keras.Model.fit`{machine_suffix(summary)} (scripts/bench_throughput.py)",
@@ -285,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     summary = measure(args)
-    publish(section_name(NAME, summary), markdown(summary, args), None if args.no_write else args.write)
+    section = section_name(NAME, summary)
+    publish(section, markdown(summary, args, section), None if args.no_write else args.write)
     return 0
 
 
