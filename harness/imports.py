@@ -25,6 +25,12 @@ from typing import Any
 _ACTIVE: list[tuple[Path, ...]] = []  # folders of the enclosing `importable` contexts, innermost last
 
 
+def is_import_path(name: str) -> bool:
+    """Whether a config value names user code, `package.module:attribute`."""
+    module, sep, attr = name.partition(":")
+    return bool(sep and module and attr)
+
+
 def import_roots(config_dir: Path | str | None, cwd: Path | str | None = None) -> tuple[Path, ...]:
     """The folders user code is imported from: the config file's folder first, then the cwd.
 

@@ -1297,6 +1297,15 @@ def sweep_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> 
         ),
         ({"slurm": {"nodes": 2}}, ["--executor local runs each trial as one process", "slurm.nodes=2"]),
         ({"parameters": {"slurm.partition": {"choice": ["a", "b"]}}}, ["slurm.partition", "slurm.nodes"]),
+        (
+            {"parameters": {"model.dropout": {"uniform": [0.0, 0.3]}}, "sampler": {"name": "bruteforce"}},
+            ["bruteforce", "model.dropout", "float range", "{choice: [...]}"],
+        ),
+        (
+            {"base": {**SWEEP_BASE, "data": {"dataset": "csv", "path": "nope.csv", "target": "y"}}},
+            ["spec.yaml", "base config", "data.path", "nope.csv", "does not exist"],
+        ),
+        ({"code_dir": "no_such_folder"}, ["spec.yaml", "code_dir", "no_such_folder", "no such folder"]),
     ],
     ids=[
         "unknown-key",
@@ -1315,6 +1324,9 @@ def sweep_bad(workdir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> 
         "unknown-pruner-option",
         "multi-node-trial-locally",
         "resource-key-that-cannot-vary",
+        "bruteforce-over-a-float-range",
+        "base-data-file-missing",
+        "code-dir-missing",
     ],
 )
 def test_bad_sweep_spec(

@@ -24,6 +24,7 @@ import keras
 
 from harness.config.schema import ModelConfig
 from harness.errors import ModelError
+from harness.imports import is_import_path
 from harness.models import applications, imported, saved
 from harness.models.base import Task, check_request
 from harness.models.builtin import MODELS
@@ -73,7 +74,7 @@ def _dispatch(
             cfg, app, input_shape=shape, num_outputs=num_outputs, task=task
         )
         return model, "applications", False
-    if imported.is_import_path(name):
+    if is_import_path(name):
         model = imported.build_imported(cfg, name, input_shape=shape, num_outputs=num_outputs, task=task)
         return model, "import", False
     if name not in MODELS:

@@ -32,11 +32,6 @@ from harness.registry import closest
 OFFERED = ("input_shape", "num_outputs", "task")
 
 
-def is_import_path(name: str) -> bool:
-    module, sep, attr = name.partition(":")
-    return bool(sep and module and attr)
-
-
 def resolve(path: str) -> Callable[..., Any]:
     """Import `pkg.module` and return its `function`; errors name the path and the cause."""
     try:

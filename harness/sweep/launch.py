@@ -44,7 +44,9 @@ def start(spec_path: Path, executor: str | None, *, resume: bool = False, overwr
     path = spec.sweep_dir.absolute()
     check_new_target(path, resume=resume, overwrite=overwrite)
     if resume:
+        print(adopt_changes(spec, path), end="", flush=True)  # now: the run below may end in an error
         return resume_sweep(path, executor)
+    check_base_data(spec)
     kind = executor or spec.base.slurm.executor
     if overwrite and path.exists():
         check_idle(SweepDir(path))
@@ -68,10 +70,52 @@ def start(spec_path: Path, executor: str | None, *, resume: bool = False, overwr
         raise
 
 
+RESUME_MAY_CHANGE = ("budget.", "parallelism", "retries")
+"""What `harness sweep SPEC --resume` takes over from an edited spec: how much to run and how many at
+once. Everything else decides what a trial is, and the trials so far were drawn and run under it."""
+
+
+def adopt_changes(spec: Spec, path: Path) -> str:
+    """`--resume` with an edited spec: a bigger budget, more parallelism or retries are taken over
+    (written to SWEEP_DIR/sweep.yaml); any other change is refused, naming the keys. Returns what
+    to print."""
+    from harness.train.request import diff_keys
+
+    sweep = open_sweep_dir(path)
+    stored = yaml.safe_load(sweep.spec.read_text())
+    wanted = normalized(spec, path)
+    stored.setdefault("code_dir", wanted["code_dir"])  # kept since sweeps record it
+    changed = diff_keys(stored, wanted)
+    if not changed:
+        return ""
+    fixed = [key for key in changed if not key.startswith(RESUME_MAY_CHANGE)]
+    if fixed:
+        raise ConfigError(
+            f"sweep spec {spec.path}: --resume continues {path} as it started, but the spec changed: "
+            f"{', '.join(fixed[:8])}{' ...' if len(fixed) > 8 else ''} (compared with {sweep.spec}). Only "
+            "budget, parallelism and retries may change on --resume; for another search, set another name: in the spec"
+        )
+    check_idle(sweep)
+    atomic.write_text(sweep.spec, yaml.safe_dump(wanted, sort_keys=False))
+    return f"sweep {path}: taken over from {spec.path}: {', '.join(changed)}\n"
+
+
+def check_base_data(spec: Spec) -> None:
+    """A data file that is not there fails every trial: say so before creating anything."""
+    from harness.slurm.submit import check_data
+
+    if "data.path" in {p.key for p in spec.parameters}:
+        return
+    try:
+        check_data(spec.base)
+    except UserInputError as err:
+        raise type(err)(f"sweep spec {spec.path}: base config: {err}") from None
+
+
 def normalized(spec: Spec, path: Path) -> dict[str, Any]:
     """The spec as the sweep directory keeps it: base config inline, absolute paths, sampler explicit."""
     data = spec.model.model_dump(mode="json")
-    data.update(name=path.name, output_dir=str(path.parent), base=spec.base_raw, slurm={})
+    data.update(name=path.name, output_dir=str(path.parent), base=spec.base_raw, slurm={}, code_dir=str(spec.code_dir))
     data["sampler"]["name"] = spec.sampler_name
     return data
 
@@ -133,6 +177,12 @@ def launch_workers(sweep: SweepDir, spec: Spec, kind: str, params: dict[str, Any
     text = format_status(read_status(sweep))
     if code != 0:
         raise LocalWorkersFailed(f"{text}local workers ended with exit code {code}; see {sweep.workers}")
+    states = {record.state for record in ledger.read_all(sweep)}
+    if states == {ledger.FAILED}:
+        raise LocalWorkersFailed(
+            f"{text}every trial failed, so the sweep has no result: each trial's error is above, its log in "
+            f"{sweep.trials}/NNNN and {sweep.workers}"
+        )
     return text
 
 

@@ -23,6 +23,7 @@ from harness.evaluate.document import Block, Bullets, Code, Document, Image, Par
 from harness.evaluate.formatting import MISSING, fmt_duration, fmt_float
 from harness.evaluate.render_html import document_to_html
 from harness.evaluate.render_md import document_to_markdown
+from harness.imports import is_import_path
 from harness.sweep import ledger, plots, trials
 from harness.sweep.spec import Spec, load_spec
 from harness.sweep.sweepdir import SweepDir, open_sweep_dir
@@ -45,7 +46,7 @@ def write_sweep_report(path: Path) -> Path:
     importances = param_importances(sweep, spec, problems)
     scaling = scaling_rows(sweep, spec, rows)
     best = next((r for r in rows if r["state"] == ledger.COMPLETED and r["objective"] is not None), None)
-    best_yaml = best_config(sweep, best["trial"]) if best else None
+    best_yaml = best_config(sweep, best["trial"], spec.code_dir) if best else None
     summary = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "created": utc_now(),
@@ -113,14 +114,24 @@ def param_importances(sweep: SweepDir, spec: Spec, problems: list[str]) -> dict[
         return {}
 
 
-def best_config(sweep: SweepDir, number: int) -> str | None:
-    """The best trial's saved config, renamed to train as its own run: `harness train best_config.yaml`."""
+def best_config(sweep: SweepDir, number: int, code_dir: Path) -> str | None:
+    """The best trial's saved config, renamed to train as its own run: `harness train best_config.yaml`.
+
+    User code named in it (`model.name: models:build`, callbacks) is imported from the config's
+    folder and the working directory, as for any config; the header says where the trials found it.
+    """
     path = trials.saved_config(sweep.trial_dir(number))
     if not path.is_file():
         return None
     config = load_config(path)
     run = config.run.model_copy(update={"name": f"{sweep.path.name}-best", "output_dir": "runs"})
     header = f"# The best trial ({number:04d}) of sweep {sweep.path}: harness train best_config.yaml\n"
+    code = [name for name in (config.model.name, *config.training.callbacks) if is_import_path(name)]
+    if code:
+        header += (
+            f"# {', '.join(code)}: imported from {code_dir} in the trials; run `harness train` from there,\n"
+            "# or keep this file beside that code\n"
+        )
     return header + to_yaml(config.model_copy(update={"run": run}))
 
 

@@ -38,12 +38,22 @@ PRUNERS.add("threshold", optuna.pruners.ThresholdPruner)
 SCALARS = (type(None), bool, int, float, str)
 
 
-def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler; a bad `sampler.options` key is a ConfigError naming what is accepted."""
+RESEEDED = frozenset({"tpe", "random", "cmaes", "gp"})
+"""Samplers whose seed drives the draws themselves. Every worker loads the study with the spec's
+seed, so two workers (or a worker after `sweep resume`) would draw the same values for their
+next trial; seeded per trial number instead, trial N draws the same values whichever worker asks
+for it. QMC keeps one seed (its sequence is scrambled by it and indexed from the journal); grid and
+bruteforce take unvisited points from the journal."""
+
+
+def make_sampler(spec: Spec, trial_number: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded for drawing trial `trial_number`; a bad `sampler.options` key is a
+    ConfigError naming what is accepted."""
     cls = SAMPLERS.get(spec.sampler_name)
     options = dict(spec.model.sampler.options)
     if spec.model.sampler.seed is not None:
-        options["seed"] = spec.model.sampler.seed
+        offset = trial_number if spec.sampler_name in RESEEDED else 0
+        options["seed"] = spec.model.sampler.seed + offset
     if spec.sampler_name == "grid":
         options["search_space"] = {p.key: [encode(p, v) for v in p.values] for p in spec.parameters}
     sampler: optuna.samplers.BaseSampler = _build(cls, options, f"sampler.options of {spec.path} ({spec.sampler_name})")

@@ -89,6 +89,11 @@ class SpecModel(_Section):
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     slurm: dict[str, Any] = Field(default_factory=dict, description="per-trial resources (run config slurm:)")
+    code_dir: str | None = Field(
+        None,
+        description="folder user code (model.name `module:function`, callbacks) is imported from, relative to "
+        "the spec; default: the base config file's folder (the spec's own for an inline base)",
+    )
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ class Spec:
     base: Config
     task: str | None
     sampler_name: str
+    code_dir: Path
+    """Where trials import user code from, as `harness train BASE` would: the base config's folder."""
 
     @property
     def sweep_dir(self) -> Path:
@@ -140,6 +147,7 @@ def load_spec(path: Path) -> Spec:
     model = _validate_model(doc.data, path, doc.lines)
     _check_name(model, path)
     base_raw, base = _base_config(model, path)
+    code_dir = _code_dir(model, path)
     task = _task(base)
     _check_objective(model.objective, task, path, doc.lines)
     parameters = tuple(_parameter(key, value, path, doc.lines) for key, value in model.parameters.items())
@@ -147,7 +155,23 @@ def load_spec(path: Path) -> Spec:
         check_against_schema(parameter, base_raw, path, doc.lines)
     sampler = effective_sampler(model, parameters)
     _check_sampler(model, parameters, sampler, path)
-    return Spec(path, model, parameters, base_raw, base, task, sampler)
+    return Spec(path, model, parameters, base_raw, base, task, sampler, code_dir)
+
+
+def _code_dir(model: SpecModel, path: Path) -> Path:
+    """The folder `harness train` of the base config would import user code from (its own folder).
+
+    The sweep directory keeps the base inline, so without this a trial would look beside the copy
+    in SWEEP_DIR and in the working directory, and `model.name: models:build` next to the base
+    config would not be found."""
+    if model.code_dir is not None:
+        folder = (path.parent / model.code_dir).resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"sweep spec {path}: code_dir={echo(model.code_dir)}: no such folder ({folder})")
+        return folder
+    if isinstance(model.base, str):
+        return (path.parent / model.base).resolve().parent
+    return path.resolve().parent
 
 
 def _validate_model(raw: dict[str, Any], path: Path, lines: Mapping[str, int]) -> SpecModel:
@@ -277,6 +301,8 @@ def _parameter(key: str, value: Any, path: Path, lines: Mapping[str, int]) -> Pa
 
 
 def _range(kind: str, values: Any, where: str) -> tuple[float, float] | tuple[int, int]:
+    if kind != "int" and isinstance(values, list):
+        values = [_yaml11_number(v) for v in values]
     number = int if kind == "int" else (int, float)
     shape = f"{kind}: [low, high] with two {'whole numbers' if kind == 'int' else 'numbers'}"
     if not (
@@ -294,6 +320,17 @@ def _range(kind: str, values: Any, where: str) -> tuple[float, float] | tuple[in
             f"{where}: loguniform bounds must be > 0 (it samples log(value)). Received: {kind}={echo(values)}"
         )
     return (int(low), int(high)) if kind == "int" else (float(low), float(high))
+
+
+def _yaml11_number(value: Any) -> Any:
+    """`1e-4` as YAML reads it, a string (YAML 1.1 wants `1.0e-4`), taken as the number it means,
+    as run config values are."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def sample_points(parameter: Parameter) -> list[Any]:
@@ -354,6 +391,14 @@ def _check_sampler(model: SpecModel, parameters: tuple[Parameter, ...], sampler:
             f"sweep spec {path}: parameters {', '.join(grid)} use grid, which needs sampler.name: grid "
             f"(the sampler is {sampler!r}); use choice to let {sampler} pick among the values"
         )
+    if sampler == "bruteforce":
+        continuous = [p.key for p in parameters if p.kind in ("uniform", "loguniform")]
+        if continuous:
+            raise ConfigError(
+                f"sweep spec {path}: the bruteforce sampler tries every value, so it needs countable parameters, "
+                f"but {', '.join(continuous)} {'is a float range' if len(continuous) == 1 else 'are float ranges'}; "
+                "give the values as {choice: [...]} (or an {int: [low, high]} range), or use another sampler"
+            )
     if sampler != "grid":
         return
     ranges = [p.key for p in parameters if p.is_range]

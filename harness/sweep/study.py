@@ -89,8 +89,13 @@ def claim(sweep: SweepDir, spec: Spec, study: optuna.Study, worker: str, job_id:
             return Claimed(trial_handle(study, record.trial), record, resumed=True)
         if not budget_left(spec, study, records):
             return None
+        study.sampler = space.make_sampler(spec, len(study.get_trials(deepcopy=False)))
         trial = study.ask()
-        params = space.suggest(trial, spec)
+        try:
+            params = space.suggest(trial, spec)
+        except Exception:
+            tell(study, trial.number, state=optuna.trial.TrialState.FAIL)  # never run with half its values
+            raise
         record = TrialRecord(trial.number, params, worker=worker, job_id=job_id)
         ledger.write(sweep, record)
         return Claimed(trial, record, resumed=False)
@@ -139,6 +144,10 @@ def reconcile(sweep: SweepDir, spec: Spec, study: optuna.Study) -> list[int]:
         for frozen in study.get_trials(deepcopy=False):
             record = known.get(frozen.number)
             if record is None and frozen.state == optuna.trial.TrialState.RUNNING:
+                if set(frozen.params) != {p.key for p in spec.parameters}:
+                    # the worker died while drawing: run, it would train the base config under its number
+                    tell(study, frozen.number, state=optuna.trial.TrialState.FAIL)
+                    continue
                 record = TrialRecord(frozen.number, space.decode_params(spec, frozen.params))
             if record is not None and record.state == ledger.RUNNING:
                 record.state = ledger.INTERRUPTED

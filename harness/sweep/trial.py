@@ -44,7 +44,9 @@ def run_attempt(path: Path, number: int, cluster: ClusterEnv) -> int:
     reporter = PruningReporter(
         sweep, record, trial_handle(load_study(sweep, spec), number), spec.model.objective.metric, cluster.is_chief
     )
-    request = RunRequest(config, None, resume="auto", command=f"harness sweep resume {sweep.path}")
+    request = RunRequest(
+        config, None, resume="auto", command=f"harness sweep resume {sweep.path}", code_dir=spec.code_dir
+    )
     try:
         train(request, [reporter.callback()], stop_requested=lambda: stop() or reporter.pruned, cluster=cluster)
     except Preempted as err:

@@ -53,10 +53,13 @@ class RunRequest:
     resume: bool | Literal["auto"] = False  # "auto": continue from a checkpoint if there is one
     overwrite: bool = False
     command: str = ""
+    code_dir: Path | None = None  # a sweep trial: its base config's folder (the config itself is inline)
 
     @property
     def base_dir(self) -> Path:
         """Relative paths in a config file are relative to the file's folder."""
+        if self.code_dir is not None:
+            return self.code_dir
         return self.config_path.resolve().parent if self.config_path else Path.cwd()
 
     @property

@@ -86,6 +86,63 @@ def test_unknown_sampler_option_is_named(workdir: Path) -> None:
         space.make_sampler(spec)
 
 
+def test_numbers_written_like_1e_4_are_numbers(workdir: Path) -> None:
+    path = workdir / "spec.yaml"
+    write_spec(workdir)
+    path.write_text(path.read_text().replace("- 0.01\n    - 0.1\n", "- 1e-4\n    - 1e-1\n"))
+    assert "1e-4" in path.read_text(), "YAML 1.1 reads 1e-4 (no dot) as a string"
+    assert load_spec(path).parameters[0].values == (1e-4, 1e-1)
+
+
+def new_sweep(workdir: Path, **fields: Any) -> tuple[SweepDir, Any]:
+    """A created sweep (spec and journal) whose trials are claimed by hand, as workers claim them."""
+    from harness.sweep.launch import normalized
+    from harness.sweep.study import create_study
+    from harness.sweep.sweepdir import new_sweep_dir
+
+    spec = load_spec(write_spec(workdir, **fields))
+    path = spec.sweep_dir.absolute()
+    with new_sweep_dir(path, overwrite=False) as staging:
+        staging.spec.write_text(yaml.safe_dump(normalized(spec, path), sort_keys=False))
+        create_study(staging, load_spec(staging.spec))
+    sweep_dir = SweepDir(path)
+    return sweep_dir, load_spec(sweep_dir.spec)
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_seeded_workers_and_resumes_draw_new_values(workdir: Path, sampler: str) -> None:
+    from harness.sweep.study import claim, load_study, tell
+
+    params = {"training.optimizer.learning_rate": {"loguniform": [1e-4, 1e-1]}, "model.dropout": {"uniform": [0, 0.5]}}
+    sweep_dir, spec = new_sweep(workdir, parameters=params, budget={"trials": 4}, sampler={"name": sampler, "seed": 1})
+    first, second = load_study(sweep_dir, spec), load_study(sweep_dir, spec)  # two workers, the same seed
+    drawn = []
+    for worker, study in (("a", first), ("b", second)):
+        claimed = claim(sweep_dir, spec, study, worker, None)
+        assert claimed is not None
+        drawn.append(claimed.record.params)
+        tell(study, claimed.trial.number, 0.5)
+    later = claim(sweep_dir, spec, load_study(sweep_dir, spec), "c", None)  # a worker after `sweep resume`
+    assert later is not None
+    drawn.append(later.record.params)
+    assert len({json.dumps(p, sort_keys=True) for p in drawn}) == 3, drawn
+    # the same seed still repeats the same sweep: trial N draws what trial N drew before
+    again, spec_again = new_sweep(workdir, name="again", parameters=params, sampler={"name": sampler, "seed": 1})
+    replay = claim(again, spec_again, load_study(again, spec_again), "d", None)
+    assert replay is not None and replay.record.params == drawn[0]
+
+
+def test_a_trial_drawn_in_part_is_failed_not_run_with_the_base_values(workdir: Path) -> None:
+    from harness.sweep.study import load_study, reconcile
+
+    sweep_dir, spec = new_sweep(workdir)
+    study = load_study(sweep_dir, spec)
+    orphan = study.ask()  # a worker killed between asking Optuna and drawing the values
+    assert reconcile(sweep_dir, spec, study) == []
+    assert ledger.read(sweep_dir, orphan.number) is None, "no trial with no parameters to run"
+    assert load_study(sweep_dir, spec).trials[orphan.number].state == optuna.trial.TrialState.FAIL
+
+
 # ---- samplers on a synthetic objective (no training) ---------------------------------------
 
 
@@ -231,7 +288,7 @@ def test_a_trial_that_exits_0_before_the_end_is_not_recorded_completed(
     callback = "tests.sweep.test_sweep:exits_midway"
     base = {**BASE, "training": {**BASE["training"], "epochs": 3, "callbacks": [callback]}}
     path = write_spec(workdir, base=base, budget={"trials": 1}, retries=0)
-    assert sweep(str(path), "--executor", "local") == 0
+    assert sweep(str(path), "--executor", "local") == 1, "its only trial failed"
     (record,) = records(workdir / "sweeps/s")
     assert record.state == "failed" and record.epochs < 3, record
     assert record.error == "the trial's processes exited 0 before its run completed (state: running)"
@@ -266,3 +323,54 @@ def test_gpu_hours_budget_stops_asking_for_trials(workdir: Path) -> None:
     assert budget_left(spec, study, spent)
     spent.append(ledger.TrialRecord(1, {}, "completed", wall_time_s=200.0))  # 2 x 1900 s > 1 GPU-hour
     assert not budget_left(spec, study, spent)
+
+
+MODELS_PY = '''
+import keras
+
+
+def build(input_shape, num_outputs, units=8):
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Dense(units, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(num_outputs)(hidden))
+'''
+
+
+def test_trials_import_the_model_beside_the_base_config(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = workdir / "project"
+    project.mkdir()
+    (project / "models.py").write_text(MODELS_PY)
+    base = {**BASE, "model": {"name": "models:build"}, "training": {**BASE["training"], "epochs": 1}}
+    (project / "base.yaml").write_text(yaml.safe_dump(base))
+    params = {"model.kwargs.units": {"choice": [4, 8]}}
+    spec = write_spec(project, base="base.yaml", parameters=params, budget={"trials": 1}, output_dir=str(workdir))
+    assert sweep(str(spec), "--executor", "local") == 0  # started from workdir, not from project/
+    found = records(workdir / "s")
+    assert [r.state for r in found] == ["completed"], found
+    assert cli.main(["report", str(workdir / "s")]) == 0
+    best = (workdir / "s/report/best_config.yaml").read_text()
+    assert f"models:build: imported from {project}" in best
+
+
+def test_every_trial_failed_exits_1_and_resume_takes_over_only_the_budget(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = {"training.batch_size": {"choice": [400, 500]}}  # iris has 150 rows: each trial is refused
+    path = write_spec(workdir, parameters=params, budget={"trials": 1}, retries=0)
+    assert sweep(str(path), "--executor", "local") == 1
+    err = capsys.readouterr().err
+    assert "every trial failed" in err and "1 failed" in err
+    # --resume with an edited spec: the budget is taken over ...
+    write_spec(workdir, parameters=params, budget={"trials": 2}, retries=0)
+    assert sweep(str(path), "--executor", "local", "--resume") == 1
+    out, err = capsys.readouterr()
+    assert "taken over" in out + err and "budget.trials" in out + err
+    assert [r.trial for r in records(workdir / "sweeps/s")] == [0, 1]
+    assert yaml.safe_load((workdir / "sweeps/s/sweep.yaml").read_text())["budget"]["trials"] == 2
+    # ... but another search space is refused, naming the key, and changes nothing
+    stored = (workdir / "sweeps/s/sweep.yaml").read_text()
+    write_spec(workdir, parameters={"training.batch_size": {"choice": [400, 600]}}, budget={"trials": 3}, retries=0)
+    assert sweep(str(path), "--executor", "local", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "parameters.training.batch_size" in err and "budget, parallelism and retries" in err
+    assert (workdir / "sweeps/s/sweep.yaml").read_text() == stored and len(records(workdir / "sweeps/s")) == 2
