@@ -67,10 +67,11 @@ def _train(args: argparse.Namespace) -> int:
         from harness.distribute.memory import restart_with_huge_pages
 
         restart_with_huge_pages()  # the setting is read at start: nothing is loaded or written yet
+    from harness.distribute.cluster import detect
     from harness.train.run import train  # imports TensorFlow: only in the process that trains
     from harness.train.signals import stop_on_signals
 
-    train(request, stop_requested=stop_on_signals())
+    train(request, stop_requested=stop_on_signals(interrupt=detect(os.environ).world_size == 1))
     return 0
 
 
@@ -606,7 +607,7 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted; a training run continues with `harness train ... --resume`", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         if not _stdout_closed():

@@ -80,6 +80,11 @@ def last_error_line(text: str) -> str | None:
     return found[-1][:SUMMARY_CHARS] if found else None
 
 
+RESUME_HINT = (
+    "A checkpoint saved before this is kept: continue with --resume (with none yet, start again with --overwrite)."
+)
+
+
 def heartbeat_folder(output_dir: Path | str, run_name: str) -> Path:
     """Where a run's ranks keep their heartbeat files: beside the run directory, never inside it."""
     return Path(output_dir) / f".{run_name}.heartbeats"
@@ -309,7 +314,7 @@ class Watchdog:
         named = f" Lost: {'; '.join(culprits)}." if culprits else ""
         return (
             f"a collective operation failed after {self._what}: {error}.{named} {self._describe()} "
-            "The latest checkpoint is kept; continue with --resume."
+            f"{RESUME_HINT}"
         )
 
     def _fail(self, stalled: float) -> None:
@@ -321,7 +326,7 @@ class Watchdog:
         print(
             f"error: no progress for {stalled:.0f}s (distribute.timeout_s={self.timeout_s:g}) after "
             f"{self._what}.{named} {self._describe()} A peer rank probably died or hangs; exiting so "
-            "the job does not wait for ever. The latest checkpoint is kept; continue with --resume.",
+            f"the job does not wait for ever. {RESUME_HINT}",
             file=sys.stderr,
             flush=True,
         )

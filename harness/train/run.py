@@ -88,10 +88,15 @@ def train(
         with importable(import_roots(request.base_dir)):  # the same import rule in every launch mode
             return _train(request, cluster, extra_callbacks, stop_requested, progress)
     except Preempted:
-        _record(cluster, request, progress, RunState.PREEMPTED)
+        if getattr(stop_requested, "received", None) == "SIGINT":  # the first Ctrl-C: stopped with a checkpoint
+            _record(cluster, request, progress, RunState.INTERRUPTED, error="interrupted (Ctrl-C)")
+        else:
+            _record(cluster, request, progress, RunState.PREEMPTED)
         raise
     except KeyboardInterrupt:
-        _record(cluster, request, progress, RunState.INTERRUPTED, error="interrupted (Ctrl-C)")
+        if not _remove_unfinished(cluster, request, progress):
+            _record(cluster, request, progress, RunState.INTERRUPTED, error="interrupted (Ctrl-C)")
+            _say_resumable(cluster, request, progress)
         raise
     except atomic.WriteError as err:
         removed = _remove_unfinished(cluster, request, progress)
@@ -99,7 +104,8 @@ def train(
             _record(cluster, request, progress, RunState.FAILED, error=str(err)[:2000])
         raise _explain_write_failure(err, request, progress, removed) from None
     except BaseException as err:
-        _record(cluster, request, progress, RunState.FAILED, error=f"{type(err).__name__}: {err}"[:2000])
+        if not _remove_unfinished(cluster, request, progress):
+            _record(cluster, request, progress, RunState.FAILED, error=f"{type(err).__name__}: {err}"[:2000])
         raise
 
 
@@ -134,22 +140,26 @@ def _explain_write_failure(
     return err
 
 
-def _holds_progress(run_dir: Path) -> bool:
-    """A checkpoint or a finished epoch's metrics line: work that a full disk must never cost.
+def _holds_progress(run_dir: Path, config: Config) -> bool:
+    """A checkpoint, or for a run that saves none, a finished epoch's metrics line: work that an
+    error or a Ctrl-C must never cost.
 
     A run with checkpoints off (`training.checkpoint.every_epochs=0`) has none until its end, so
-    metrics lines count too; only a run that has not finished an epoch is removed.
+    its metrics lines count; with checkpoints on, epochs without one cannot be resumed anyway.
     """
+    if checkpoint.candidates(RunDir(run_dir).checkpoints):
+        return True
+    saves = config.training.checkpoint.every_epochs > 0 or config.training.checkpoint.every_steps is not None
     metrics = RunDir(run_dir).metrics
-    has_metrics = metrics.is_file() and metrics.stat().st_size > 0
-    return has_metrics or bool(checkpoint.candidates(RunDir(run_dir).checkpoints))
+    return not saves and metrics.is_file() and metrics.stat().st_size > 0
 
 
 def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> bool:
-    """After a failed write (a full disk), remove the run directory this run made if it holds no
-    checkpoint: nothing is lost, and a rerun is not blocked by a half-made directory."""
+    """After an error or a Ctrl-C, remove the run directory this run made if it holds no checkpoint:
+    nothing is lost, and the same command runs again without a half-made directory in its way
+    (which could be neither resumed nor trained again without --overwrite)."""
     run_dir = request.run_dir
-    if not (cluster.is_chief and progress.created) or _holds_progress(run_dir):
+    if not (cluster.is_chief and progress.created) or _holds_progress(run_dir, request.config):
         return False
     try:
         rundir.remove_run_dir(run_dir, Path(request.config.run.output_dir))
@@ -157,6 +167,12 @@ def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progr
         return False
     print(f"harness: removed {run_dir}, which this run had created and which held no checkpoint yet", file=sys.stderr)
     return True
+
+
+def _say_resumable(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> None:
+    """After a Ctrl-C that kept the run directory: how to go on from its checkpoint."""
+    if cluster.is_chief and progress.started and checkpoint.candidates(RunDir(request.run_dir).checkpoints):
+        print(f"harness: {request.run_dir} keeps its latest checkpoint: continue with --resume", file=sys.stderr)
 
 
 def _train(
@@ -340,7 +356,7 @@ def start_run_dir(
     disk here leaves nothing behind; a resumed one gets its config, environment and state updated.
     """
     run_dir = request.run_dir
-    if run_dir.is_dir() and not request.overwrite:
+    if request.resume and run_dir.is_dir() and not request.overwrite:
         _write_start(run_dir, request, config, data, strategy, ranks)
     else:
         output_dir = Path(config.run.output_dir)

@@ -249,3 +249,74 @@ def test_sigusr2_stops_training_with_exit_code_75(workdir: Path) -> None:
     assert proc.returncode == 75, err[-2000:]
     assert "saving a checkpoint" in out and "continues from it" in err
     assert json.loads((workdir / "runs" / "sig" / "state.json").read_text())["state"] == "preempted"
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, RuntimeError], ids=["ctrl-c", "error"])
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_in_the_way(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: type[BaseException]
+) -> None:
+    """Nothing to resume, so no half-made directory that neither --resume nor a rerun would take."""
+    original = Trainer._check_finite
+
+    def stop_at_step_4(self, logs, epoch, state, run):  # type: ignore[no-untyped-def]
+        original(self, logs, epoch, state, run)
+        if state.global_step == 4:
+            raise raised("stopped")
+
+    monkeypatch.setattr(Trainer, "_check_finite", stop_at_step_4)
+    common = [*IRIS, "training.epochs=2", "run.name=early"]
+    if raised is KeyboardInterrupt:
+        assert train(*common) == 130
+    else:
+        with pytest.raises(RuntimeError):
+            train(*common)
+    assert not (workdir / "runs/early").exists()
+    assert "held no checkpoint yet" in capsys.readouterr().err
+    monkeypatch.setattr(Trainer, "_check_finite", original)
+    assert train(*common) == 0, "the same command runs again"
+
+
+def test_a_run_directory_that_appears_while_starting_is_not_taken_over(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs started with one run.name: the second must not write into the first's directory."""
+    import harness.train.run as run_module
+
+    original = run_module.prepare_data
+
+    def other_run_starts_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        (workdir / "runs/race").mkdir(parents=True)
+        (workdir / "runs/race/metrics.jsonl").write_text('{"epoch": 1}\n')
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "prepare_data", other_run_starts_meanwhile)
+    assert train(*IRIS, "training.epochs=1", "run.name=race") == 2
+    assert "appeared while this run was starting" in capsys.readouterr().err
+    assert [p.name for p in (workdir / "runs/race").iterdir()] == ["metrics.jsonl"]
+    assert (workdir / "runs/race/metrics.jsonl").read_text() == '{"epoch": 1}\n'
+
+
+def test_first_ctrl_c_saves_a_checkpoint_and_resume_continues(workdir: Path) -> None:
+    """Ctrl-C in a terminal costs the steps since the last checkpoint at most, as SIGTERM does."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "harness", "train", *IRIS, "training.epochs=400", "run.name=ctrlc"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        log = workdir / "runs/ctrlc/metrics.jsonl"
+        wait_until(lambda: log.is_file() and len(log.read_text().splitlines()) >= 2, 120, what="two epochs")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, out
+    assert "received SIGINT: saving a checkpoint at the next step" in out
+    state = json.loads((workdir / "runs/ctrlc/state.json").read_text())
+    assert state["state"] == "interrupted", state
+    saved = json.loads((checkpoint.resolve(workdir / "runs/ctrlc/checkpoints") / "state.json").read_text())
+    done = len(metrics(workdir / "runs/ctrlc"))
+    assert saved["global_step"] > 0 and done < 400
+    assert train(*IRIS, f"training.epochs={done + 1}", "run.name=ctrlc", "--resume") == 0
