@@ -43,6 +43,10 @@ class LaunchError(HarnessError):
     """Worker processes could not be started or one of them failed."""
 
 
+class LaunchVariableError(LaunchError, UserInputError):
+    """A launcher's environment variable (HARNESS_RANK, TF_CONFIG, SLURM_*) is malformed: bad input, exit 2."""
+
+
 class Preempted(HarnessError):
     """Training stopped on request (preemption or time limit) after saving a checkpoint.
 

@@ -1450,3 +1450,25 @@ def test_horovod_over_mpi_with_the_local_executor(
     assert "distribute.horovod_controller" in err and "'mpi'" in err and "slurm.executor=local" in err
     assert "distribute.horovod_controller=gloo" in err
     assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize(
+    ("variables", "words"),
+    [
+        ({"HARNESS_RANK": "abc", "HARNESS_WORLD_SIZE": "2"}, ["HARNESS_RANK", "integer", "'abc'"]),
+        ({"HARNESS_RANK": "1"}, ["HARNESS_WORLD_SIZE is not set", "set it too"]),
+        ({"TF_CONFIG": "{bad"}, ["TF_CONFIG is not valid JSON", "'{bad'"]),
+    ],
+    ids=["rank-not-a-number", "world-size-missing", "tf-config-not-json"],
+)
+def test_malformed_launcher_variables_are_bad_input(
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    words: list[str],
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    err = run_bad(workdir, capsys, "data.dataset=iris", "model.name=mlp")
+    assert all(word in err for word in words), err

@@ -97,6 +97,24 @@ def run_command(argv: Sequence[str]) -> str | None:
     return lines[0] if lines else f"{argv[0]} (no version output)"
 
 
+def sinfo_version() -> tuple[str, str | None]:
+    """`sinfo --version`'s version line, and why it failed (None when it worked).
+
+    sinfo needs a Slurm configuration (slurm.conf, SLURM_CONF or a DNS record) even for its
+    version; without one its errors must not be shown as a version.
+    """
+    try:
+        result = subprocess.run(
+            ["sinfo", "--version"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return "version unknown", str(err)
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    if result.returncode != 0:
+        return "version unknown", f"{lines[-1] if lines else 'no output'} (exit code {result.returncode})"
+    return (lines[0] if lines else "sinfo (no version output)"), None
+
+
 def _found(dists: tuple[str, ...]) -> tuple[str, str] | None:
     """The first installed distribution of `dists` and its version."""
     for dist in dists:
@@ -219,7 +237,9 @@ def check_slurm() -> Check:
         hint = f"none of {', '.join(SLURM_COMMANDS)} on PATH (optional: needed only to submit to a cluster)"
         return Check("Slurm", "missing", hint, False)
     absent = [command for command in SLURM_COMMANDS if command not in on_path]
-    version = run_command(["sinfo", "--version"]) if "sinfo" in on_path else "version unknown"
+    version, broken = sinfo_version() if "sinfo" in on_path else ("version unknown", None)
+    if broken:
+        return Check("Slurm", "warning", f"installed, but `sinfo --version` fails: {broken}", False)
     if absent:
         return Check("Slurm", "warning", f"{version}; not on PATH: {', '.join(absent)}", False)
     return Check("Slurm", "ok", f"{version}; {', '.join(SLURM_COMMANDS)} on PATH", False)

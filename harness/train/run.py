@@ -221,7 +221,7 @@ def _train(
             watchdog.heartbeats.retire()  # also when failing or preempted: no stale file for the next run
     if strategy.is_chief:
         evaluation = finish_run_dir(run_dir, config, data, trainer, result)
-        reporter.message(result_lines(run_dir, evaluation, result))
+        reporter.message(result_lines(run_dir, evaluation, result, html=config.report.html))
     return run_dir
 
 
@@ -390,15 +390,16 @@ def _write_start(
     )
 
 
-def result_lines(run_dir: Path, evaluation: dict[str, Any], result: TrainResult) -> str:
-    """What a person wants to read when the run ends: the test result and where the files are."""
+def result_lines(run_dir: Path, evaluation: dict[str, Any], result: TrainResult, html: bool = True) -> str:
+    """What a person wants to read when the run ends: the test result and where the files are
+    (report.md when `report.html` is off)."""
     headline = evaluation.get("headline", {})
     value = headline.get("value", float("nan"))
     metric = f"test {headline.get('metric')} {value:.4f} on {evaluation.get('n')} samples"
     stopped = f" ({result.stop_reason})" if result.stopped_early else ""
     return (
         f"done: {metric}, {len(result.history)} epochs{stopped}, {result.wall_time_s:.1f}s training\n"
-        f"run directory: {run_dir}\nreport: {RunDir(run_dir).report_html}"
+        f"run directory: {run_dir}\nreport: {RunDir(run_dir).report_html if html else RunDir(run_dir).report_md}"
     )
 
 

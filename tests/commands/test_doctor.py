@@ -148,6 +148,19 @@ def test_slurm_commands_on_path(
         assert "not on PATH: srun, squeue, scontrol" in slurm.detail
 
 
+def test_a_sinfo_that_fails_is_not_reported_as_a_working_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed but not configured (no slurm.conf): sinfo's error is not a version."""
+    monkeypatch.setattr(doctor.shutil, "which", _which_only(tmp_path, doctor.SLURM_COMMANDS))
+    fake_commands(tmp_path, monkeypatch, {name: "slurm 22.05.8" for name in doctor.SLURM_COMMANDS})
+    (tmp_path / "sinfo").write_text(
+        "#!/bin/sh\necho 'sinfo: error: fetch_config: DNS SRV lookup failed' >&2\n"
+        "echo 'sinfo: fatal: Could not establish a configuration source' >&2\nexit 1\n"
+    )
+    slurm = doctor.check_slurm()
+    assert slurm.status == "warning", slurm
+    assert "fails" in slurm.detail and "Could not establish a configuration source (exit code 1)" in slurm.detail
+
+
 def test_mpirun_version_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_commands(tmp_path, monkeypatch, {"mpirun": "mpirun (Open MPI) 4.1.4"})
     assert doctor.check_mpi() == Check("MPI", "ok", "mpirun (Open MPI) 4.1.4", False)

@@ -320,3 +320,9 @@ def test_first_ctrl_c_saves_a_checkpoint_and_resume_continues(workdir: Path) -> 
     done = len(metrics(workdir / "runs/ctrlc"))
     assert saved["global_step"] > 0 and done < 400
     assert train(*IRIS, f"training.epochs={done + 1}", "run.name=ctrlc", "--resume") == 0
+
+
+def test_the_last_line_names_a_report_that_was_written(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train(*IRIS, "training.epochs=1", "run.name=md", "report.html=false") == 0
+    named = capsys.readouterr().out.splitlines()[-1].removeprefix("report: ")
+    assert named.endswith("report.md") and Path(named).is_file(), named

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.distribute.cluster.context import ClusterEnv
-from harness.errors import LaunchError
+from harness.errors import LaunchVariableError
 
 
 def from_tf_config(env: Mapping[str, str]) -> ClusterEnv | None:
@@ -47,29 +47,29 @@ def _load_tf_config(raw: str) -> dict[str, Any]:
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise LaunchError(
+        raise LaunchVariableError(
             f"TF_CONFIG is not valid JSON ({err.msg} at char {err.pos}). Received: TF_CONFIG={raw!r}"
         ) from None
     if not isinstance(config, dict):
-        raise LaunchError(f"TF_CONFIG must be a JSON object. Received: TF_CONFIG={raw!r}")
+        raise LaunchVariableError(f"TF_CONFIG must be a JSON object. Received: TF_CONFIG={raw!r}")
     return config
 
 
 def _tf_addresses(cluster: Any, raw: str) -> list[str]:
     if not isinstance(cluster, dict) or set(cluster) - {"chief", "worker"}:
         kinds = sorted(cluster) if isinstance(cluster, dict) else cluster
-        raise LaunchError(
+        raise LaunchVariableError(
             f"TF_CONFIG cluster may only have 'chief' and 'worker' tasks (MultiWorkerMirroredStrategy). "
             f"Received: {kinds} in TF_CONFIG={raw!r}"
         )
     chief, workers = cluster.get("chief", []), cluster.get("worker", [])
     if not _is_str_list(chief) or not _is_str_list(workers) or len(chief) > 1:
-        raise LaunchError(
+        raise LaunchVariableError(
             f"TF_CONFIG cluster needs lists of 'host:port' strings and at most one chief. Received: TF_CONFIG={raw!r}"
         )
     addresses = [*chief, *workers]
     if not addresses or len(set(addresses)) != len(addresses):
-        raise LaunchError(f"TF_CONFIG cluster must list each address once. Received: TF_CONFIG={raw!r}")
+        raise LaunchVariableError(f"TF_CONFIG cluster must list each address once. Received: TF_CONFIG={raw!r}")
     return addresses
 
 
@@ -79,13 +79,13 @@ def _is_str_list(value: Any) -> bool:
 
 def _tf_rank(task: Any, cluster: dict[str, list[str]], raw: str) -> int:
     if not isinstance(task, dict) or "type" not in task:
-        raise LaunchError(
+        raise LaunchVariableError(
             f"TF_CONFIG has a cluster but no task {{'type': ..., 'index': ...}}. Received: TF_CONFIG={raw!r}"
         )
     kind, index = task["type"], task.get("index", 0)
     tasks = cluster.get(kind) if kind in ("chief", "worker") else None
     if tasks is None or not isinstance(index, int) or not 0 <= index < len(tasks):
-        raise LaunchError(
+        raise LaunchVariableError(
             f"TF_CONFIG task must name a 'chief' or 'worker' listed in its cluster. "
             f"Received: task={task!r} in TF_CONFIG={raw!r}"
         )
@@ -95,7 +95,9 @@ def _tf_rank(task: Any, cluster: dict[str, list[str]], raw: str) -> int:
 def _split_address(address: str, raw: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise LaunchError(f"TF_CONFIG addresses must be 'host:port'. Received: {address!r} in TF_CONFIG={raw!r}")
+        raise LaunchVariableError(
+            f"TF_CONFIG addresses must be 'host:port'. Received: {address!r} in TF_CONFIG={raw!r}"
+        )
     return host, int(port)
 
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from harness.errors import LaunchError
+from harness.errors import LaunchVariableError
 
 
 def int_var(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
     value = env.get(name)
     if value is None:
-        raise LaunchError(f"{name} is not set, but the other variables of its launcher are")
+        raise LaunchVariableError(
+            f"{name} is not set, but the other variables of its launcher are: set it too, or unset them"
+        )
     try:
         number = int(value.strip())
     except ValueError:
-        raise LaunchError(f"{name} must be an integer. Received: {name}={value!r}") from None
+        raise LaunchVariableError(f"{name} must be an integer. Received: {name}={value!r}") from None
     if number < minimum:
-        raise LaunchError(f"{name} must be at least {minimum}. Received: {name}={value!r}")
+        raise LaunchVariableError(f"{name} must be at least {minimum}. Received: {name}={value!r}")
     return number
 
 
@@ -32,6 +34,6 @@ def first_value(env: Mapping[str, str], names: Sequence[str]) -> str | None:
 
 def check_rank(rank_name: str, rank: int, size_name: str, size: int) -> None:
     if rank >= size:
-        raise LaunchError(
+        raise LaunchVariableError(
             f"{rank_name} must be smaller than {size_name}. Received: {rank_name}={rank}, {size_name}={size}"
         )
