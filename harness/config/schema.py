@@ -122,6 +122,12 @@ class DataConfig(Section):
     test_split: Float = Field(0.15, gt=0.0, lt=1.0)
     stratify: bool = True
     scaling: Literal["standard", "minmax", "none"] = "standard"
+    target_scaling: Literal["standard", "none"] = Field(
+        "standard",
+        description="regression targets: standardised per column for training (predictions and reports are in "
+        "the original units), or none: as they are, for a model whose output cannot be negative (relu, softplus) "
+        "or a loss that needs positive targets (poisson, msle, mape)",
+    )
     image_size: tuple[PosInt, PosInt] | None = Field(
         None,
         description="[height, width] every image is resized to: image_folder (default 64x64), NPZ and "

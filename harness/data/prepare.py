@@ -160,7 +160,7 @@ def _fit(
         resize=None if raw.image is not None or cfg.image_size is None else (int(x.shape[1]), int(x.shape[2])),
     )
     scaler = Scaler.fit(unscaled.transform(x[train]), cfg.scaling)
-    target_scaler = TargetScaler.fit(targets.y[train]) if targets.task == "regression" else None
+    target_scaler = TargetScaler.fit(targets.y[train], cfg.target_scaling) if targets.task == "regression" else None
     return replace(unscaled, scaler=scaler, targets=target_scaler, predict_fills=_predict_fills(raw, encoder, x, train))
 
 

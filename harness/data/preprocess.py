@@ -104,7 +104,10 @@ class TargetScaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, y: np.ndarray) -> TargetScaler:
+    def fit(cls, y: np.ndarray, kind: str = "standard") -> TargetScaler:
+        """Standardising statistics of the training targets; `kind="none"` keeps the units."""
+        if kind == "none":
+            return cls(np.zeros(y.shape[1:], np.float64), np.ones(y.shape[1:], np.float64))
         std = y.std(axis=0)
         return cls(y.mean(axis=0), np.where(std > MIN_SCALE, std, 1.0))
 

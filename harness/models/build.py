@@ -283,13 +283,19 @@ _PASS_THROUGH = (
 def has_logits_head(model: keras.Model, task: str) -> bool:
     """True when a classification model outputs unnormalised scores (logits), not probabilities.
 
-    The output is logits unless the last computing layer applies softmax or sigmoid, as its own
-    activation or as a separate Activation/Softmax layer; shape-only layers (Flatten, Reshape,
-    Dropout, ...) and linear Activation layers in between are looked through, and a nested model
-    is looked into. Regression models never have a logits head.
+    The output is logits unless the last computing layer applies softmax or sigmoid (see
+    `output_activation`). Regression models never have a logits head.
     """
-    if task != "classification":
-        return False
+    return task == "classification" and output_activation(model) not in PROBABILITY_ACTIVATIONS
+
+
+def output_activation(model: keras.Model) -> str:
+    """The activation the model's output passes through last: "softmax", "relu", ... or "linear".
+
+    It is the last computing layer's own activation, or a separate Activation/Softmax layer;
+    shape-only layers (Flatten, Reshape, Dropout, ...) and linear Activation layers in between are
+    looked through, and a nested model is looked into.
+    """
     step = _output_producer(model)
     while step is not None:
         layer, node_index = step
@@ -297,18 +303,18 @@ def has_logits_head(model: keras.Model, task: str) -> bool:
             step = _output_producer(layer)
             continue
         if isinstance(layer, keras.layers.Softmax):
-            return False
+            return "softmax"
         activation = getattr(layer, "activation", None)
         linear_activation_layer = isinstance(layer, keras.layers.Activation) and _activation_name(activation) in (
             "linear",
             "",
         )
         if activation is not None and not linear_activation_layer:
-            return _activation_name(activation) not in PROBABILITY_ACTIVATIONS
+            return _activation_name(activation) or "linear"
         if activation is None and not isinstance(layer, _PASS_THROUGH) and not linear_activation_layer:
-            return True  # a computing layer without an activation produces scores
+            return "linear"  # a computing layer without an activation produces scores
         step = _input_producer(layer, node_index)
-    return True
+    return "linear"
 
 
 def _activation_name(activation: Any) -> str:

@@ -169,7 +169,8 @@ class Trainer:
     def _choose_objectives(self) -> Objectives:
         """Loss and optimizer from the config, else from the model's compile(); see objectives.py."""
         setup = compiled_setup(self.model)
-        loss = choose_loss(self.cfg, self.model, self.data.task, self.data.num_outputs, setup)
+        scaled = self.config.data.target_scaling == "standard"
+        loss = choose_loss(self.cfg, self.model, self.data.task, self.data.num_outputs, setup, scaled)
         optimizer = choose_optimizer(self.config, setup, self.strategy.num_replicas, self.steps_per_epoch)
         metrics = setup.metrics_text if setup is not None else ()
         return Objectives(loss=loss, optimizer=optimizer, compiled_metrics=tuple(metrics), task=self.data.task)

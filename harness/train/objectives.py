@@ -29,7 +29,7 @@ from harness.config import keras_names as names
 from harness.config.schema import LossConfig
 from harness.errors import ConfigError, ModelError
 from harness.models import default_loss, has_logits_head
-from harness.models.build import CompiledSetup, describe_object
+from harness.models.build import CompiledSetup, describe_object, output_activation
 from harness.registry import closest
 from harness.train.schedules import make_schedule, scaled_learning_rate
 
@@ -214,17 +214,28 @@ def optimizer_class(name: str) -> type[keras.optimizers.Optimizer]:
 
 
 def choose_loss(
-    training: TrainingConfig, model: keras.Model, task: str, num_outputs: int, setup: CompiledSetup | None
+    training: TrainingConfig,
+    model: keras.Model,
+    task: str,
+    num_outputs: int,
+    setup: CompiledSetup | None,
+    scaled_targets: bool = False,
 ) -> LossChoice:
-    """The loss from `training.loss`, else the model's compile(), else the task's (logits-aware)."""
+    """The loss from `training.loss`, else the model's compile(), else the task's (logits-aware).
+
+    `scaled_targets`: regression targets are standardised (`data.target_scaling=standard`).
+    """
     loss = training.loss
     if loss.is_auto and setup is not None and setup.loss is not None:
-        return _compiled_loss(setup, model, task, num_outputs)
+        return _compiled_loss(setup, model, task, num_outputs, scaled_targets)
     name = default_loss(task) if loss.name == names.AUTO else loss.name
     source = FROM_LOSS_KEY if not loss.is_auto else f"training.loss=auto for {task}"
     canonical = names.canonical_loss(name) or name
     _check_fits_task(canonical, task, f"training.loss={name!r}" if not loss.is_auto else "", num_outputs)
     notes: list[str] = []
+    if task == "regression" and scaled_targets:
+        _check_positive_targets(canonical, f"training.loss={name!r}")
+        notes.extend(_bounded_head_warning(model))
     kwargs = dict(loss.kwargs)
     logits = False
     if canonical in names.FROM_LOGITS_LOSSES:
@@ -244,10 +255,16 @@ def choose_loss(
     return LossChoice(fn=fn, text=describe_object(loss_obj), source=source, logits=logits, notes=tuple(notes))
 
 
-def _compiled_loss(setup: CompiledSetup, model: keras.Model, task: str, num_outputs: int) -> LossChoice:
+def _compiled_loss(
+    setup: CompiledSetup, model: keras.Model, task: str, num_outputs: int, scaled_targets: bool
+) -> LossChoice:
     canonical = compiled_loss_name(setup.loss)
     notes: list[str] = []
     kind = "custom"
+    if task == "regression" and scaled_targets:
+        if canonical:
+            _check_positive_targets(canonical, f"the model's compile(loss={setup.loss_text})")
+        notes.extend(_bounded_head_warning(model))
     if canonical:
         _check_fits_task(canonical, task, f"the model's compile(loss={setup.loss_text})", num_outputs)
         kind = names.LOSSES[canonical]
@@ -268,6 +285,32 @@ def _compiled_loss(setup: CompiledSetup, model: keras.Model, task: str, num_outp
         logits=task == "classification" and bool(logits),
         notes=tuple(notes),
     )
+
+
+POSITIVE_TARGET_LOSSES = ("poisson", "mean_squared_logarithmic_error", "mean_absolute_percentage_error")
+"""Regression losses that need targets above zero (a log, a rate, a percentage of the target)."""
+BOUNDED_ACTIVATIONS = ("relu", "relu6", "softplus", "sigmoid", "exponential", "softmax", "elu", "selu", "gelu")
+"""Output activations that cannot reach most negative values, which half of standardised targets are."""
+
+
+def _check_positive_targets(canonical: str, what: str) -> None:
+    if canonical in POSITIVE_TARGET_LOSSES:
+        raise ConfigError(
+            f"{what} needs targets above zero, but regression targets are standardised for training "
+            "(data.target_scaling=standard: about half of them are negative). Set data.target_scaling=none "
+            "to train on the targets as they are, or use mean_squared_error, mae or huber"
+        )
+
+
+def _bounded_head_warning(model: keras.Model) -> list[str]:
+    activation = output_activation(model)
+    if activation not in BOUNDED_ACTIVATIONS:
+        return []
+    return [
+        f"warning: the model's output ends in {activation}, which cannot reach the negative values that "
+        "standardised targets take (data.target_scaling=standard, about half of them): predictions will stop "
+        "at the mean. End the model in a linear layer, or set data.target_scaling=none"
+    ]
 
 
 def _linear_head_warning(where: str) -> str:

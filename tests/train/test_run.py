@@ -326,3 +326,40 @@ def test_the_last_line_names_a_report_that_was_written(workdir: Path, capsys: py
     assert train(*IRIS, "training.epochs=1", "run.name=md", "report.html=false") == 0
     named = capsys.readouterr().out.splitlines()[-1].removeprefix("report: ")
     assert named.endswith("report.md") and Path(named).is_file(), named
+
+
+RELU_HEAD = '''
+import keras
+
+
+def build(input_shape, num_outputs):
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(num_outputs, activation="relu")(hidden))
+'''
+DIABETES = ["data.dataset=diabetes", "training.epochs=1", "training.batch_size=32", *FAST]
+
+
+def test_regression_targets_are_standardised_unless_target_scaling_is_none(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "relu_head.py").write_text(RELU_HEAD)
+    assert train(*DIABETES, "model.name=relu_head:build", "run.name=std") == 0
+    out = capsys.readouterr().out
+    assert "warning: the model's output ends in relu" in out and "data.target_scaling=none" in out
+    assert train(*DIABETES, "model.name=relu_head:build", "run.name=raw", "data.target_scaling=none") == 0
+    assert "warning: the model's output ends in relu" not in capsys.readouterr().out
+    targets = json.loads((workdir / "runs/raw/preprocessing.json").read_text())["targets"]
+    assert targets == {"mean": [0.0], "std": [1.0]}, "kept in their units"
+
+
+def test_a_loss_that_needs_positive_targets_is_refused_on_standardised_ones(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train(*DIABETES, "model.name=mlp", "training.loss=poisson", "run.name=p") == 2
+    err = capsys.readouterr().err
+    assert "training.loss='poisson'" in err and "data.target_scaling=none" in err
+    assert not (workdir / "runs/p").exists()
+    assert train(*DIABETES, "model.name=mlp", "training.loss=mape", "run.name=p") == 2
+    assert "training.loss='mape'" in capsys.readouterr().err
+    assert train(*DIABETES, "model.name=mlp", "training.loss=mape", "run.name=p", "data.target_scaling=none") == 0
