@@ -230,15 +230,30 @@ def run_local(sweep: SweepDir, workers: int) -> int:
         sweep, {"executor": "local", "host": socket.gethostname(), "pids": [p.pid for p in procs], "tasks": workers}
     )
     codes = []
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         codes = [proc.wait() for proc in procs]
     except KeyboardInterrupt:
+        # Ctrl-C reached the workers and their trials too; SIGTERM covers a signal sent here alone
+        print(
+            f"sweep: stopping: each running trial saves a checkpoint; `harness sweep resume {sweep.path}` "
+            "continues them",
+            file=sys.stderr,
+            flush=True,
+        )
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         codes = [proc.wait() for proc in procs]
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return max(codes, default=0)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM to a local sweep (`kill`, a batch system): stop the workers as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def alive_workers(sweep: SweepDir) -> list[str]:

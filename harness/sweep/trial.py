@@ -12,6 +12,7 @@ Exit codes are the run's: 0 completed, 75 stopped with a checkpoint (pruned: sta
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -28,7 +29,8 @@ from harness.train.signals import stop_on_signals
 
 def run_attempt(path: Path, number: int, cluster: ClusterEnv) -> int:
     """Train trial `number` as this rank (`cluster`, the job context read once by `main`)."""
-    stop = stop_on_signals(SWEEP_STOP)  # first: a signal while TensorFlow loads must not kill the trial
+    # first: a signal while TensorFlow loads must not kill the trial; a local one also takes Ctrl-C
+    stop = stop_on_signals(SWEEP_STOP, interrupt=cluster.world_size == 1, interrupt_now=True)
     from harness.sweep.pruning import PruningReporter
     from harness.train.request import RunRequest
     from harness.train.run import train
@@ -77,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cluster = detect(os.environ)
     print(f"sweep: trial {args[1]} rank {cluster.rank} on node {cluster.node_name}", flush=True)
-    return run_attempt(Path(args[0]), int(args[1]), cluster)
+    try:
+        return run_attempt(Path(args[0]), int(args[1]), cluster)
+    finally:
+        # Stopped or done: a stop the worker passes on late (Ctrl-C reached both) must not kill the
+        # process while it exits, which would turn a trial stopped with a checkpoint into a failed one.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        run_worker(Path(args[0]), stop_on_signals(SWEEP_STOP))
+        run_worker(Path(args[0]), stop_on_signals(SWEEP_STOP, interrupt=True, interrupt_now=True))
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

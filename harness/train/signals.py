@@ -16,12 +16,12 @@ class SignalStop:
     preempted.
     """
 
-    def __init__(self, message: str, interrupt: bool) -> None:
+    def __init__(self, message: str, interrupt: bool, interrupt_now: bool = False) -> None:
         self.message = message
         self.signals = (signal.SIGUSR2, signal.SIGTERM, *((signal.SIGINT,) if interrupt else ()))
         self.requested = threading.Event()
         self.received: str | None = None
-        self.install(self.signals[:2])
+        self.install(self.signals if interrupt_now else self.signals[:2])
 
     def __call__(self) -> bool:
         # TensorFlow's coordination service (multiworker) installs its own SIGTERM handler when the
@@ -44,7 +44,7 @@ class SignalStop:
         self.requested.set()
 
 
-def stop_on_signals(message: str = TRAINING, interrupt: bool = False) -> SignalStop:
+def stop_on_signals(message: str = TRAINING, interrupt: bool = False, interrupt_now: bool = False) -> SignalStop:
     """SIGUSR2 (Slurm's warning before a time limit) or SIGTERM (cancel, preemption): a flag the
     training loop polls, so every rank checkpoints and stops at the same step.
 
@@ -54,5 +54,7 @@ def stop_on_signals(message: str = TRAINING, interrupt: bool = False) -> SignalS
 
     With `interrupt` (a one-process run in a terminal), the first Ctrl-C does the same, so it costs
     no more than the steps since the last checkpoint; a second one stops at once (KeyboardInterrupt).
+    It is taken from the first poll on, or at once with `interrupt_now` (sweep processes: Ctrl-C
+    reaches every process of the terminal, and a trial must stop with a checkpoint like its worker).
     """
-    return SignalStop(message, interrupt)
+    return SignalStop(message, interrupt, interrupt_now)

@@ -248,6 +248,45 @@ def test_resume_after_killing_the_sweep(workdir: Path, capsys: pytest.CaptureFix
     assert any(f"trial {r.trial} resumed" in logs for r in killed)
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_a_local_sweep_with_checkpoints(
+    workdir: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """Ctrl-C reaches every process of the terminal; SIGTERM only the command: both stop the trials
+    with a checkpoint, record them interrupted, and leave no process behind."""
+    base = {**BASE, "training": {**BASE["training"], "epochs": 40}}
+    path = write_spec(workdir, base=base, budget={"trials": 2}, parallelism=1)
+    command = [sys.executable, "-m", "harness", "sweep", str(path), "--executor", "local"]
+    proc = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.epochs >= 2 and r.state == "running" for r in records(workdir / "sweeps/s")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be stopped"
+            time.sleep(POLL_S)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "harness sweep resume" in out
+    (record,) = records(workdir / "sweeps/s")
+    assert record.state == "interrupted", record
+    run_dir = workdir / "sweeps/s/trials/0000"
+    assert any((run_dir / "checkpoints").iterdir()), "the trial stopped with a checkpoint"
+    workers = "".join(p.read_text() for p in (workdir / "sweeps/s/workers").glob("*.out"))
+    assert "Traceback" not in workers and "KeyboardInterrupt" not in workers
+    alive = subprocess.run(["pgrep", "-f", str(workdir / "sweeps/s")], capture_output=True, text=True).stdout
+    assert not alive.strip(), f"processes left behind: {alive}"
+    assert sweep("resume", str(workdir / "sweeps/s")) == 0
+    assert {r.state for r in records(workdir / "sweeps/s")} == {"completed"}
+
+
 def test_failing_trial_is_retried_then_failed(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = {**BASE, "training": {**BASE["training"], "optimizer": {"name": "sgd"}}}
     params = {"training.optimizer.learning_rate": {"grid": [0.05, 1.0e10]}}
@@ -325,7 +364,7 @@ def test_gpu_hours_budget_stops_asking_for_trials(workdir: Path) -> None:
     assert not budget_left(spec, study, spent)
 
 
-MODELS_PY = '''
+MODELS_PY = """
 import keras
 
 
@@ -333,7 +372,7 @@ def build(input_shape, num_outputs, units=8):
     inputs = keras.Input(input_shape)
     hidden = keras.layers.Dense(units, activation="relu")(inputs)
     return keras.Model(inputs, keras.layers.Dense(num_outputs)(hidden))
-'''
+"""
 
 
 def test_trials_import_the_model_beside_the_base_config(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
