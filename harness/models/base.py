@@ -241,12 +241,35 @@ def check_input_fits(model: keras.Model, input_shape: tuple[int, ...], source: s
 
 
 def output_size(model: keras.Model) -> int | None:
-    """Size of the last output axis, or None when the model has no single output."""
-    outputs = model.outputs
-    if not outputs or len(outputs) != 1:
+    """Size of the model's output (batch, size), or None when it has no such single output."""
+    if output_problem(model) is not None:
         return None
-    size = outputs[0].shape[-1]
+    size = model.outputs[0].shape[-1]
     return int(size) if size is not None else None
+
+
+def output_problem(model: keras.Model) -> str | None:
+    """What keeps the model's outputs from being one tensor of shape (batch, size), or None.
+
+    The loss, the metrics and the predictions file take one row of scores per example: several
+    outputs, a dict of outputs (one is still a structure the labels do not have) or an output
+    with more axes per example would only fail inside training.
+    """
+    outputs = model.outputs or []
+    structure = getattr(model, "output", None)  # a Sequential model has none: it is one tensor
+    if isinstance(structure, dict):
+        shapes = ", ".join(f"{key!r}: {tuple(value.shape)}" for key, value in structure.items())
+        return f"a dict of outputs {{{shapes}}}"
+    if len(outputs) != 1:
+        return f"{len(outputs)} outputs {output_shapes(model)}" if outputs else "no outputs"
+    shape = tuple(outputs[0].shape)
+    if len(shape) != 2:
+        return f"output shape {shape}, {len(shape) - 1} axes per example instead of 1"
+    return None
+
+
+def output_shapes(model: keras.Model) -> list[tuple[int | None, ...]]:
+    return [tuple(output.shape) for output in model.outputs or []]
 
 
 def unique_name(base: str, taken: set[str]) -> str:

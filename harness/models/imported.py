@@ -26,7 +26,7 @@ import keras
 from harness.config.schema import ModelConfig
 from harness.errors import ModelError
 from harness.imports import import_object, importable, search_folders, user_location
-from harness.models.base import Task, check_input_fits, output_size
+from harness.models.base import Task, check_input_fits, output_problem, output_shapes, output_size
 from harness.registry import closest
 
 OFFERED = ("input_shape", "num_outputs", "task")
@@ -140,9 +140,15 @@ def check_fits_data(
     )
     check_input_fits(model, offered["input_shape"], source, hint=input_hint)
     num_outputs, task = offered["num_outputs"], offered["task"]
+    what = f"{num_outputs} classes" if task == "classification" else f"{num_outputs} target(s)"
+    problem = output_problem(model)
+    if problem is not None:
+        raise ModelError(
+            f"{source} must have a single output of shape (batch, {num_outputs}), i.e. (None, {num_outputs}), "
+            f"for this data ({task} with {what}). Received: {problem}. Fix: {_structure_hint(model)}"
+        )
     if output_size(model) != num_outputs:
         takes = "num_outputs" in arguments
-        what = f"{num_outputs} classes" if task == "classification" else f"{num_outputs} target(s)"
         hint = (
             f"end the model in Dense(num_outputs{', activation=...' if task == 'classification' else ''})"
             if takes
@@ -151,9 +157,14 @@ def check_fits_data(
         )
         raise ModelError(
             f"{source} must end in {num_outputs} outputs for this data ({task} with {what}). "
-            f"Received: output shape {_output_shapes(model)}. Fix: {hint}"
+            f"Received: output shape {output_shapes(model)}. Fix: {hint}"
         )
 
 
-def _output_shapes(model: keras.Model) -> list[tuple[int | None, ...]]:
-    return [tuple(output.shape) for output in model.outputs]
+def _structure_hint(model: keras.Model) -> str:
+    if isinstance(getattr(model, "output", None), dict) or len(model.outputs or []) != 1:
+        return "return a model with one output tensor, keras.Model(inputs, outputs), not a dict or several outputs"
+    return (
+        "make the last layer see one feature vector per example: put keras.layers.Flatten() or a global "
+        "pooling layer (GlobalAveragePooling1D/2D) before the final Dense(num_outputs)"
+    )

@@ -6,12 +6,19 @@ set can be fine-tuned on another. `build_model` records that, and `describe_mode
 
 A model saved compiled keeps its loss and optimizer for training (`train/objectives.py`), unless
 its head is replaced: the new head is the harness's, so the loss is chosen for it.
+
+A file that Keras cannot load is explained from its config.json: Lambda layers wrapping a Python
+lambda (which Keras's safe mode refuses) and custom objects that are not registered are named,
+because Keras's own error often names only the enclosing model.
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -24,6 +31,11 @@ REQUIRED_MEMBER = "config.json"
 
 MESSAGE_CHARS = 300
 """Errors from Keras are quoted up to this many characters: some echo a whole config."""
+
+KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
+"""Packages whose objects Keras finds by itself; any other object in a config must be registered."""
+
+REGISTER = "@keras.saving.register_keras_serializable(package=...)"
 
 
 def is_keras_file(name: str) -> bool:
@@ -80,11 +92,7 @@ def _load(path: Path) -> keras.Model:
     try:
         model = _load_compiled(path)
     except Exception as err:
-        text = str(err)
-        text = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
-        raise ModelError(
-            f"model file {str(path)!r} is a Keras model file but cannot be loaded: {type(err).__name__}: {text}"
-        ) from None
+        raise ModelError(_saved_load_error(path, err)) from None
     if not isinstance(model, keras.Model):
         raise ModelError(
             f"model file {str(path)!r} must hold a keras.Model. Received: {type(model).__name__}"
@@ -102,6 +110,99 @@ def _load_compiled(path: Path) -> keras.Model:
         return keras.saving.load_model(path, compile=True)
     except Exception:  # retried without compile state: the error that matters is the one below
         return keras.saving.load_model(path, compile=False)
+
+
+def _saved_load_error(path: Path, err: Exception) -> str:
+    """Why a `model.name: FILE.keras` does not load, and what to do instead."""
+    where = f"model file {str(path)!r}"
+    lambdas, unknown = load_obstacles(path)
+    if lambdas:
+        return (
+            f"{where} cannot be loaded: {lambda_text(lambdas)}. Rebuild the model with a layer subclass, or a "
+            f"Lambda over a named function, registered with {REGISTER} and save it again (a run trained "
+            "from it could not be loaded by harness predict or evaluate either)"
+        )
+    if unknown:
+        return (
+            f"{where} cannot be loaded: it uses custom objects Keras does not know: {', '.join(unknown)}. "
+            "A .keras file cannot import the code that defines them: name a function instead, "
+            "model.name: module:function, whose module defines or imports them (each registered with "
+            f"{REGISTER}, a class also with get_config) and which returns keras.saving.load_model(path). "
+            f"Keras: {quote_error(err)}"
+        )
+    return f"{where} is a Keras model file but cannot be loaded: {quote_error(err)}"
+
+
+def quote_error(err: BaseException) -> str:
+    """`Type: message`, cut to MESSAGE_CHARS."""
+    text = str(err)
+    text = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+    return f"{type(err).__name__}: {text}"
+
+
+def lambda_text(layers: list[str]) -> str:
+    """The plain reason a model with Python lambdas cannot be loaded."""
+    names = ", ".join(repr(name) for name in layers)
+    return (
+        f"its Lambda layer{'s' if len(layers) > 1 else ''} {names} wrap{'' if len(layers) > 1 else 's'} a Python "
+        "lambda, which cannot be loaded safely: Keras refuses it (safe mode), since loading it would run code "
+        "stored in the file"
+    )
+
+
+def load_obstacles(path: Path) -> tuple[list[str], list[str]]:
+    """What in a .keras file's model config keeps Keras from loading it (compile state aside).
+
+    Returns the names of Lambda layers that wrap a Python lambda, and the custom objects whose
+    name is not registered in this process (`Scale (module 'models')`). Both are empty when the
+    config cannot be read: the caller then quotes Keras's error alone.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read(REQUIRED_MEMBER))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return [], []
+    lambdas: list[str] = []
+    unknown: list[str] = []
+    for item in _objects(config):
+        function = item.get("config", {}).get("function") if isinstance(item.get("config"), dict) else None
+        if item.get("class_name") == "Lambda" and isinstance(function, dict):
+            if function.get("class_name") == "__lambda__":
+                lambdas.append(str(item["config"].get("name", "lambda")))
+        label = _unregistered(item)
+        if label and label not in unknown:
+            unknown.append(label)
+    return lambdas, unknown
+
+
+def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every serialized object in a Keras config, outside the compile state (not loaded here)."""
+    if isinstance(node, dict):
+        if "class_name" in node:
+            yield node
+        for key, value in node.items():
+            if key != "compile_config":
+                yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+
+
+def _unregistered(item: dict[str, Any]) -> str | None:
+    """`Scale (module 'models')` for a user object Keras cannot find in its registry, else None."""
+    module, class_name = item.get("module"), item.get("class_name")
+    if not isinstance(module, str) or not isinstance(class_name, str):
+        return None
+    if module.split(".", 1)[0] in KERAS_PACKAGES:
+        return None
+    registered = item.get("registered_name")
+    is_function = class_name == "function"
+    plain = str(item.get("config")) if is_function else class_name
+    key = registered if isinstance(registered, str) and registered != "function" else plain
+    if keras.saving.get_registered_object(key) is not None:
+        return None
+    label = f"function {plain!r}" if is_function else plain
+    return label if module == "builtins" else f"{label} (module {module!r})"
 
 
 def replace_head(model: keras.Model, num_outputs: int, task: Task, name: str) -> keras.Model:

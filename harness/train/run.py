@@ -22,6 +22,7 @@ from harness import atomic
 from harness.config import Config, to_yaml
 from harness.config.loader import DEFAULT_SOURCE
 from harness.data import PreparedData, prepare_data
+from harness.data.fingerprint import data_fingerprint
 from harness.distribute import Strategy, make_strategy
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.distribute.preflight import preflight
@@ -377,7 +378,13 @@ def _write_start(
 ) -> None:
     atomic.write_text(RunDir(folder).config, to_yaml(config))
     data.preprocessor.save(RunDir(folder).preprocessing)
-    extra = {"distribute": strategy.describe(), "ranks": ranks, "command": request.command}
+    extra = {
+        "distribute": strategy.describe(),
+        "ranks": ranks,
+        "command": request.command,
+        "data_fingerprint": data_fingerprint(config.data.path),  # `harness evaluate` checks it
+        "code_folders": [str(folder) for folder in import_roots(request.base_dir)],  # predict imports from there
+    }
     atomic.write_json(RunDir(folder).env, environment(request.base_dir, extra))
     rundir.write_state(
         folder,
