@@ -96,6 +96,15 @@ def builder_arguments(
         )  # fmt: skip
     arguments = {name: value for name, value in offered.items() if name in by_name or takes_any}
     arguments.update(kwargs)
+    positional_only = [
+        name for name, p in parameters.items() if p.kind is p.POSITIONAL_ONLY and p.default is p.empty
+    ]
+    if positional_only:
+        raise _mismatch(
+            path, signature, offered, kwargs,
+            f"{', '.join(positional_only)} {'is' if len(positional_only) == 1 else 'are'} positional-only (before "
+            "`/`), and the harness passes every value by name; remove the `/` from the signature",
+        )  # fmt: skip
     missing = [
         name
         for name, p in parameters.items()

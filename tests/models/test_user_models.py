@@ -84,6 +84,9 @@ def _mlp(input_shape, num_outputs, units=4):
 def outputs_only(num_outputs):
     return _mlp((28, 28), num_outputs)
 
+def positional_only(input_shape, num_outputs, /):
+    return _mlp(input_shape, num_outputs)
+
 def shape_and_task(input_shape, task):
     assert task == "classification"
     return _mlp(input_shape, 10)
@@ -144,6 +147,7 @@ def test_builder_receives_the_subset_it_names(
         ("with_units", {}, ["requires units", "model.kwargs.units", "with_units(input_shape, num_outputs, *, units)"]),
         ("outputs_only", {"units": 3}, ["does not accept model.kwargs units", "outputs_only(num_outputs)"]),
         ("everything", {"input_shape": [1]}, ["must not set input_shape"]),
+        ("positional_only", {}, ["input_shape, num_outputs are positional-only", "remove the `/`"]),
     ],
 )
 def test_signature_mismatch_names_signature_and_offer(
