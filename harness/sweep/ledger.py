@@ -74,3 +74,17 @@ def read_all(sweep: SweepDir) -> list[TrialRecord]:
         if isinstance(data, dict) and isinstance(data.get("trial"), int):
             records.append(TrialRecord.from_json(data))
     return sorted(records, key=lambda r: r.trial)
+
+
+def unreadable(sweep: SweepDir) -> list[str]:
+    """Ledger files `read_all` skips (damaged, or not a record), each with why: status names them."""
+    found = []
+    for path in sorted(sweep.ledger.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            found.append(f"{path} ({type(err).__name__})")
+            continue
+        if not (isinstance(data, dict) and isinstance(data.get("trial"), int)):
+            found.append(f"{path} (not a trial record)")
+    return found

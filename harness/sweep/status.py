@@ -10,7 +10,7 @@ import json
 import math
 import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class SweepStatus:
     direction: str
     records: list[TrialRecord]
     jobs: list[str]
+    unreadable: list[str] = field(default_factory=list)
 
     def best(self) -> TrialRecord | None:
         done = [r for r in self.records if r.state == ledger.COMPLETED and r.objective is not None]
@@ -54,6 +55,7 @@ def read_status(sweep: SweepDir | Path) -> SweepStatus:
         str(spec["objective"]["direction"]),
         ledger.read_all(sweep),
         jobs,
+        ledger.unreadable(sweep),
     )
 
 
@@ -84,6 +86,10 @@ def format_status(status: SweepStatus) -> str:
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     lines.extend(f"trial {r.trial}: {r.error}" for r in status.records if r.state == ledger.FAILED and r.error)
+    lines.extend(
+        f"warning: {path} cannot be read: its trial is left out above (the study journal keeps it)"
+        for path in status.unreadable
+    )
     if lost:
         lines.append(
             f"* the local worker of trial(s) {', '.join(map(str, lost))} is gone: "

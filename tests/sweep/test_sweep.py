@@ -143,6 +143,17 @@ def test_a_trial_drawn_in_part_is_failed_not_run_with_the_base_values(workdir: P
     assert load_study(sweep_dir, spec).trials[orphan.number].state == optuna.trial.TrialState.FAIL
 
 
+def test_status_names_a_damaged_ledger_file(workdir: Path) -> None:
+    from harness.sweep.study import claim, load_study
+
+    sweep_dir, spec = new_sweep(workdir)
+    assert claim(sweep_dir, spec, load_study(sweep_dir, spec), "a", None) is not None
+    (sweep_dir.ledger / "0001.json").write_text('{"trial": 1, "par')
+    status = format_status(read_status(sweep_dir.path))
+    assert "1 of 2 trials" in status
+    assert f"warning: {sweep_dir.ledger / '0001.json'} (JSONDecodeError) cannot be read" in status, status
+
+
 # ---- samplers on a synthetic objective (no training) ---------------------------------------
 
 
