@@ -71,7 +71,11 @@ def _train(args: argparse.Namespace) -> int:
     from harness.train.run import train  # imports TensorFlow: only in the process that trains
     from harness.train.signals import stop_on_signals
 
-    train(request, stop_requested=stop_on_signals(interrupt=detect(os.environ).world_size == 1))
+    stop = stop_on_signals(interrupt=detect(os.environ).world_size == 1)
+    try:
+        train(request, stop_requested=stop)
+    finally:
+        stop.restore()
     return 0
 
 

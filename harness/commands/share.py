@@ -302,7 +302,7 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     model = load_run_model(run_dir)
     report = load_report(run_dir) if run.report.is_file() else {}
     config = load_config(run.config)
-    env = read_object(run.env) if run.env.is_file() else {}
+    env = _env_or_empty(run)
     check_unchanged(env.get("data_fingerprint"), config.data.path, run_dir)
     data = prepare_data(config.data, config.run.seed, run_dir)
     data = fit_data_to_model(data, model)  # the same adaptation as in training
@@ -319,6 +319,14 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
         command=reproduce_command(run_dir),
     )
     return evaluation
+
+
+def _env_or_empty(run: RunDir) -> dict[str, Any]:
+    """env.json, or nothing when it is missing or damaged: the report can do without it."""
+    try:
+        return read_object(run.env) if run.env.is_file() else {}
+    except HarnessError:
+        return {}
 
 
 def _training_from_metrics(run: RunDir) -> dict[str, Any]:

@@ -7,7 +7,8 @@ the wrong columns, and nothing would say so. The fingerprint is recorded in env.
 start of training and compared before evaluating.
 
 A file is fingerprinted by its bytes (SHA-256); an image folder by the path and size of every file
-in it, which sees images added, removed or moved between class folders without reading them all.
+the loader reads (hidden and non-image files left out, as it leaves them), which sees images added,
+removed or moved between class folders without reading them all.
 Built-in datasets have no file, and no fingerprint.
 """
 
@@ -34,8 +35,10 @@ def data_fingerprint(path: str | Path | None) -> dict[str, Any] | None:
                 digest.update(chunk)
         return {"path": str(source), "kind": "file", "sha256": digest.hexdigest(), "bytes": source.stat().st_size}
     if source.is_dir():
+        from harness.data.images import list_images  # the files the loader reads, not .DS_Store or notes
+
         digest = hashlib.sha256()
-        files = sorted(p for p in source.rglob("*") if p.is_file())
+        files = list_images(source)
         for file in files:
             digest.update(f"{file.relative_to(source).as_posix()}\0{file.stat().st_size}\n".encode())
         return {"path": str(source), "kind": "folder", "sha256": digest.hexdigest(), "files": len(files)}
@@ -47,12 +50,12 @@ def check_unchanged(recorded: Any, path: str | Path | None, run_dir: Path) -> No
     if not isinstance(recorded, dict) or "sha256" not in recorded:
         return  # a run from before fingerprints, or a built-in dataset
     now = data_fingerprint(path)
-    if now is not None and now["sha256"] == recorded["sha256"]:
-        return
-    was, is_now = _size(recorded), "missing" if now is None else _size(now)
+    if now is None or now["sha256"] == recorded["sha256"]:
+        return  # unchanged, or gone: reading it says so, naming the path
+    was, is_now = _size(recorded), _size(now)
     raise DataError(
         f"data.path {path} changed since {run_dir} was trained on it ({was} then, {is_now} now; SHA-256 "
-        f"{str(recorded['sha256'])[:12]}... then, {now['sha256'][:12] + '...' if now else 'none'} now): its labels, "
+        f"{str(recorded['sha256'])[:12]}... then, {now['sha256'][:12]}... now): its labels, "
         "scaling and test split would be refitted to the new contents, and the report would describe another test "
         "set. Restore the file the run was trained on, or train a new run on the new data"
     )

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from harness import atomic
-from harness.config import SlurmConfig
+from harness.config import SlurmConfig, to_yaml, validate_config
 from harness.errors import ConfigError, RunDirError, UserInputError
 from harness.sweep import ledger
 from harness.sweep.spec import RESOURCE_PARAMETERS, Spec, load_spec, sample_points
@@ -85,6 +85,8 @@ def adopt_changes(spec: Spec, path: Path) -> str:
     stored = yaml.safe_load(sweep.spec.read_text())
     wanted = normalized(spec, path)
     stored.setdefault("code_dir", wanted["code_dir"])  # kept since sweeps record it
+    # the stored base as this version reads it: a config key added since (with its default) is no change
+    stored["base"] = yaml.safe_load(to_yaml(validate_config(stored.get("base") or {}, f"{sweep.spec} (base:)")))
     changed = diff_keys(stored, wanted)
     if not changed:
         return ""
@@ -93,7 +95,8 @@ def adopt_changes(spec: Spec, path: Path) -> str:
         raise ConfigError(
             f"sweep spec {spec.path}: --resume continues {path} as it started, but the spec changed: "
             f"{', '.join(fixed[:8])}{' ...' if len(fixed) > 8 else ''} (compared with {sweep.spec}). Only "
-            "budget, parallelism and retries may change on --resume; for another search, set another name: in the spec"
+            "budget, parallelism and retries may change on --resume. `harness sweep resume "
+            f"{path}` continues it with the spec it started with; for another search, set another name: in the spec"
         )
     check_idle(sweep)
     atomic.write_text(sweep.spec, yaml.safe_dump(wanted, sort_keys=False))
@@ -230,11 +233,14 @@ def run_local(sweep: SweepDir, workers: int) -> int:
         sweep, {"executor": "local", "host": socket.gethostname(), "pids": [p.pid for p in procs], "tasks": workers}
     )
     codes = []
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    previous, previous_int = signal.signal(signal.SIGTERM, _terminated), signal.getsignal(signal.SIGINT)
     try:
         codes = [proc.wait() for proc in procs]
     except KeyboardInterrupt:
-        # Ctrl-C reached the workers and their trials too; SIGTERM covers a signal sent here alone
+        # Ctrl-C reached the workers and their trials too; SIGTERM covers a signal sent here alone.
+        # A second signal must not cut the passing on short: workers left untold would train on.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         print(
             f"sweep: stopping: each running trial saves a checkpoint; `harness sweep resume {sweep.path}` "
             "continues them",
@@ -248,6 +254,7 @@ def run_local(sweep: SweepDir, workers: int) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return max(codes, default=0)
 
 

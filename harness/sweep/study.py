@@ -89,7 +89,8 @@ def claim(sweep: SweepDir, spec: Spec, study: optuna.Study, worker: str, job_id:
             return Claimed(trial_handle(study, record.trial), record, resumed=True)
         if not budget_left(spec, study, records):
             return None
-        study.sampler = space.make_sampler(spec, len(study.get_trials(deepcopy=False)))
+        if spec.sampler_name in space.RESEEDED and spec.model.sampler.seed is not None:
+            study.sampler = space.make_sampler(spec, len(study.get_trials(deepcopy=False)))
         trial = study.ask()
         try:
             params = space.suggest(trial, spec)

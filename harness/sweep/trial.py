@@ -16,6 +16,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.distribute.cluster import ClusterEnv, detect
 from harness.errors import HarnessError, Preempted
@@ -24,7 +25,10 @@ from harness.sweep.spec import load_spec
 from harness.sweep.study import load_study, trial_handle
 from harness.sweep.sweepdir import SweepDir, open_sweep_dir
 from harness.sweep.worker import SWEEP_STOP
-from harness.train.signals import stop_on_signals
+from harness.train.signals import SignalStop, stop_on_signals
+
+if TYPE_CHECKING:
+    from harness.sweep.pruning import PruningReporter
 
 
 def run_attempt(path: Path, number: int, cluster: ClusterEnv) -> int:
@@ -50,7 +54,7 @@ def run_attempt(path: Path, number: int, cluster: ClusterEnv) -> int:
         config, None, resume="auto", command=f"harness sweep resume {sweep.path}", code_dir=spec.code_dir
     )
     try:
-        train(request, [reporter.callback()], stop_requested=lambda: stop() or reporter.pruned, cluster=cluster)
+        train(request, [reporter.callback()], stop_requested=TrialStop(stop, reporter), cluster=cluster)
     except Preempted as err:
         if reporter.pruned and reporter.is_chief:
             trials.write_pruned(run_dir, record.epochs, cluster)
@@ -64,6 +68,20 @@ def run_attempt(path: Path, number: int, cluster: ClusterEnv) -> int:
         _note_error(sweep, number, err, reporter.is_chief)
         return 1
     return 0
+
+
+class TrialStop:
+    """Stop on a signal or when the pruner says so; `received` names the signal, as training reads it."""
+
+    def __init__(self, signals: SignalStop, reporter: PruningReporter) -> None:
+        self.signals, self.reporter = signals, reporter
+
+    def __call__(self) -> bool:
+        return self.signals() or self.reporter.pruned
+
+    @property
+    def received(self) -> str | None:
+        return self.signals.received
 
 
 def _note_error(sweep: SweepDir, number: int, err: BaseException, is_chief: bool) -> None:

@@ -289,8 +289,8 @@ def _compiled_loss(
 
 POSITIVE_TARGET_LOSSES = ("poisson", "mean_squared_logarithmic_error", "mean_absolute_percentage_error")
 """Regression losses that need targets above zero (a log, a rate, a percentage of the target)."""
-BOUNDED_ACTIVATIONS = ("relu", "relu6", "softplus", "sigmoid", "exponential", "softmax", "elu", "selu", "gelu")
-"""Output activations that cannot reach most negative values, which half of standardised targets are."""
+BOUNDED_ACTIVATIONS = ("relu", "relu6", "softplus", "sigmoid", "exponential", "softmax")
+"""Output activations that cannot go below zero, where about half of standardised targets are."""
 
 
 def _check_positive_targets(canonical: str, what: str) -> None:

@@ -63,7 +63,9 @@ class Progress:
 
     started: bool = False
     created: bool = False
+    created_id: tuple[int, int] | None = None  # (device, inode) of the folder it made: still the same one?
     space_needed: int | None = None  # bytes the whole run directory will take, once the model is known
+    fingerprint: dict[str, Any] | None = None  # data.path as this run read it (env.json)
 
 
 def train(
@@ -141,28 +143,26 @@ def _explain_write_failure(
     return err
 
 
-def _holds_progress(run_dir: Path, config: Config) -> bool:
-    """A checkpoint, or for a run that saves none, a finished epoch's metrics line: work that an
-    error or a Ctrl-C must never cost.
-
-    A run with checkpoints off (`training.checkpoint.every_epochs=0`) has none until its end, so
-    its metrics lines count; with checkpoints on, epochs without one cannot be resumed anyway.
-    """
-    if checkpoint.candidates(RunDir(run_dir).checkpoints):
-        return True
-    saves = config.training.checkpoint.every_epochs > 0 or config.training.checkpoint.every_steps is not None
+def _holds_progress(run_dir: Path) -> bool:
+    """A checkpoint, a finished epoch's metrics line or a saved model: work that an error or a
+    Ctrl-C must never cost (a run that saves no checkpoint until its end still has its metrics)."""
     metrics = RunDir(run_dir).metrics
-    return not saves and metrics.is_file() and metrics.stat().st_size > 0
+    has_metrics = metrics.is_file() and metrics.stat().st_size > 0
+    return has_metrics or RunDir(run_dir).model.exists() or bool(checkpoint.candidates(RunDir(run_dir).checkpoints))
 
 
 def _remove_unfinished(cluster: ClusterEnv, request: RunRequest, progress: Progress) -> bool:
-    """After an error or a Ctrl-C, remove the run directory this run made if it holds no checkpoint:
-    nothing is lost, and the same command runs again without a half-made directory in its way
-    (which could be neither resumed nor trained again without --overwrite)."""
+    """After an error or a Ctrl-C before the first epoch ended, remove the run directory this run
+    made: nothing is lost, and the same command runs again without a half-made directory in its way
+    (which could be neither resumed nor trained again without --overwrite). Only the very folder it
+    made: another run may have replaced it since (`--overwrite`)."""
     run_dir = request.run_dir
-    if not (cluster.is_chief and progress.created) or _holds_progress(run_dir, request.config):
+    if not (cluster.is_chief and progress.created) or _holds_progress(run_dir):
         return False
     try:
+        now = run_dir.stat()
+        if (now.st_dev, now.st_ino) != progress.created_id:
+            return False
         rundir.remove_run_dir(run_dir, Path(request.config.run.output_dir))
     except (OSError, RunDirError):
         return False
@@ -192,6 +192,8 @@ def _train(
     try:
         check_objectives(config.training, str(request.config_path or DEFAULT_SOURCE))
         data = prepare_data(config.data, config.run.seed, request.base_dir)
+        if cluster.is_chief:  # before the other ranks wait for this one in a collective
+            progress.fingerprint = data_fingerprint(config.data.path)
         watchdog.beat("connecting to the other ranks")
         strategy = make_strategy(config.distribute, cluster=cluster)
         ranks = preflight(strategy) if cluster.is_distributed else []
@@ -358,12 +360,14 @@ def start_run_dir(
     """
     run_dir = request.run_dir
     if request.resume and run_dir.is_dir() and not request.overwrite:
-        _write_start(run_dir, request, config, data, strategy, ranks)
+        _write_start(run_dir, request, config, data, strategy, ranks, progress.fingerprint)
     else:
         output_dir = Path(config.run.output_dir)
         with rundir.new_run_dir(run_dir, output_dir, overwrite=request.overwrite) as staging:
-            _write_start(staging, request, config, data, strategy, ranks)
+            _write_start(staging, request, config, data, strategy, ranks, progress.fingerprint)
         progress.created = True
+        made = run_dir.stat()
+        progress.created_id = (made.st_dev, made.st_ino)
     progress.started = True
     return rundir.RunWriter(run_dir, tensorboard=config.training.tensorboard, job=strategy.cluster)
 
@@ -375,6 +379,7 @@ def _write_start(
     data: PreparedData,
     strategy: Strategy,
     ranks: list[dict[str, Any]],
+    fingerprint: dict[str, Any] | None,
 ) -> None:
     atomic.write_text(RunDir(folder).config, to_yaml(config))
     data.preprocessor.save(RunDir(folder).preprocessing)
@@ -382,7 +387,7 @@ def _write_start(
         "distribute": strategy.describe(),
         "ranks": ranks,
         "command": request.command,
-        "data_fingerprint": data_fingerprint(config.data.path),  # `harness evaluate` checks it
+        "data_fingerprint": fingerprint,  # `harness evaluate` checks it
         "code_folders": [str(folder) for folder in import_roots(request.base_dir)],  # predict imports from there
     }
     atomic.write_json(RunDir(folder).env, environment(request.base_dir, extra))

@@ -21,6 +21,7 @@ class SignalStop:
         self.signals = (signal.SIGUSR2, signal.SIGTERM, *((signal.SIGINT,) if interrupt else ()))
         self.requested = threading.Event()
         self.received: str | None = None
+        self.previous: dict[signal.Signals, object] = {}
         self.install(self.signals if interrupt_now else self.signals[:2])
 
     def __call__(self) -> bool:
@@ -33,7 +34,15 @@ class SignalStop:
     def install(self, signals: tuple[signal.Signals, ...]) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
-                signal.signal(sig, self._request)
+                before = signal.signal(sig, self._request)
+                self.previous.setdefault(sig, before)
+
+    def restore(self) -> None:
+        """Give the signals back (training is over): Ctrl-C stops the rest at once, as before."""
+        if threading.current_thread() is threading.main_thread():
+            for sig, before in self.previous.items():
+                signal.signal(sig, before if before is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+            self.previous.clear()
 
     def _request(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name

@@ -38,6 +38,9 @@ def test_an_image_folder_is_fingerprinted_by_its_files(tmp_path: Path) -> None:
     (folder / "cat" / "a.png").write_bytes(b"x" * 10)
     before = data_fingerprint(folder)
     assert before is not None and before["files"] == 1
+    (folder / ".DS_Store").write_bytes(b"finder")
+    (folder / "cat" / "notes.txt").write_text("the loader reads no text")
+    assert data_fingerprint(folder) == before, "files the loader skips are not the data"
     (folder / "cat" / "a.png").rename(folder / "dog" / "a.png")  # relabelled by moving it
     moved = data_fingerprint(folder)
     assert moved is not None and moved["sha256"] != before["sha256"]

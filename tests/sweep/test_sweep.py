@@ -410,11 +410,16 @@ def test_every_trial_failed_exits_1_and_resume_takes_over_only_the_budget(
     assert sweep(str(path), "--executor", "local") == 1
     err = capsys.readouterr().err
     assert "every trial failed" in err and "1 failed" in err
+    # a sweep made by an older version: its stored base lacks a run-config key added since
+    stored_path = workdir / "sweeps/s/sweep.yaml"
+    old = yaml.safe_load(stored_path.read_text())
+    del old["base"]["data"]["target_scaling"], old["code_dir"]
+    stored_path.write_text(yaml.safe_dump(old, sort_keys=False))
     # --resume with an edited spec: the budget is taken over ...
     write_spec(workdir, parameters=params, budget={"trials": 2}, retries=0)
     assert sweep(str(path), "--executor", "local", "--resume") == 1
     out, err = capsys.readouterr()
-    assert "taken over" in out + err and "budget.trials" in out + err
+    assert "taken over" in out + err and "budget.trials" in out + err and "target_scaling" not in out + err
     assert [r.trial for r in records(workdir / "sweeps/s")] == [0, 1]
     assert yaml.safe_load((workdir / "sweeps/s/sweep.yaml").read_text())["budget"]["trials"] == 2
     # ... but another search space is refused, naming the key, and changes nothing
@@ -423,4 +428,5 @@ def test_every_trial_failed_exits_1_and_resume_takes_over_only_the_budget(
     assert sweep(str(path), "--executor", "local", "--resume") == 2
     err = capsys.readouterr().err
     assert "parameters.training.batch_size" in err and "budget, parallelism and retries" in err
+    assert "harness sweep resume" in err
     assert (workdir / "sweeps/s/sweep.yaml").read_text() == stored and len(records(workdir / "sweeps/s")) == 2

@@ -363,3 +363,24 @@ def test_a_loss_that_needs_positive_targets_is_refused_on_standardised_ones(
     assert train(*DIABETES, "model.name=mlp", "training.loss=mape", "run.name=p") == 2
     assert "training.loss='mape'" in capsys.readouterr().err
     assert train(*DIABETES, "model.name=mlp", "training.loss=mape", "run.name=p", "data.target_scaling=none") == 0
+
+
+def test_a_failed_run_never_removes_a_directory_another_run_put_in_its_place(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--overwrite` by a second run swaps in its own folder: the first run's cleanup must leave it."""
+    original = Trainer._check_finite
+
+    def replaced_then_fails(self, logs, epoch, state, run):  # type: ignore[no-untyped-def]
+        original(self, logs, epoch, state, run)
+        if state.global_step == 4:
+            run_dir = workdir / "runs/swap"
+            run_dir.rename(workdir / "runs/.swap-old")
+            (run_dir / "checkpoints").mkdir(parents=True)
+            (run_dir / ".harness-run").write_text("{}")  # the other run's directory, marker and all
+            raise RuntimeError("stopped")
+
+    monkeypatch.setattr(Trainer, "_check_finite", replaced_then_fails)
+    with pytest.raises(RuntimeError):
+        train(*IRIS, "training.epochs=2", "run.name=swap")
+    assert (workdir / "runs/swap/.harness-run").is_file(), "the other run's directory is left alone"
