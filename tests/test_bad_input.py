@@ -1472,3 +1472,12 @@ def test_malformed_launcher_variables_are_bad_input(
         monkeypatch.setenv(name, value)
     err = run_bad(workdir, capsys, "data.dataset=iris", "model.name=mlp")
     assert all(word in err for word in words), err
+
+
+def test_resume_of_a_sweep_whose_stored_spec_is_damaged(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = sweep_spec(workdir)
+    (workdir / "sweeps" / "s").mkdir(parents=True)
+    (workdir / "sweeps" / "s" / ".harness-sweep").write_text('{"schema_version": 1}')
+    (workdir / "sweeps" / "s" / "sweep.yaml").write_text("name: [unclosed\n")
+    err = sweep_bad(workdir, capsys, str(path), "--executor", "local", "--resume")
+    assert "sweeps/s/sweep.yaml" in err and "not valid YAML" in err

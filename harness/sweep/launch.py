@@ -82,6 +82,7 @@ def adopt_changes(spec: Spec, path: Path) -> str:
     from harness.train.request import diff_keys
 
     sweep = open_sweep_dir(path)
+    load_spec(sweep.spec)  # a damaged SWEEP_DIR/sweep.yaml is a clear error (exit 2), not a traceback
     stored = yaml.safe_load(sweep.spec.read_text())
     wanted = normalized(spec, path)
     stored.setdefault("code_dir", wanted["code_dir"])  # kept since sweeps record it
